@@ -1,0 +1,360 @@
+"""Every IKEv2 protocol number ikeaudit knows, and what it means, in one place.
+
+Source: the IANA "Internet Key Exchange Version 2 (IKEv2) Parameters" registry,
+RFC 7296, RFC 7383, RFC 9242, RFC 9370, RFC 8784, FIPS 203 and
+draft-ietf-ipsecme-ikev2-mlkem. Scapy's tables are extended from here
+(`ikeaudit.layers`), and every later stage names things through this module, so a
+number has exactly one meaning in the whole tool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXCHANGE_TYPES: dict[int, str] = {
+    34: "IKE_SA_INIT",
+    35: "IKE_AUTH",
+    36: "CREATE_CHILD_SA",
+    37: "INFORMATIONAL",
+    38: "IKE_SESSION_RESUME",
+    39: "GSA_AUTH",
+    40: "GSA_REGISTRATION",
+    41: "GSA_REKEY",
+    42: "GSA_INBAND_REKEY",
+    43: "IKE_INTERMEDIATE",
+    44: "IKE_FOLLOWUP_KE",
+}
+IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL = 34, 35, 36, 37
+IKE_INTERMEDIATE, IKE_FOLLOWUP_KE = 43, 44
+
+PAYLOAD_TYPES: dict[int, str] = {
+    0: "NONE",
+    33: "SA",
+    34: "KE",
+    35: "IDi",
+    36: "IDr",
+    37: "CERT",
+    38: "CERTREQ",
+    39: "AUTH",
+    40: "Nonce",
+    41: "N",
+    42: "D",
+    43: "V",
+    44: "TSi",
+    45: "TSr",
+    46: "SK",
+    47: "CP",
+    48: "EAP",
+    49: "GSPM",
+    50: "IDg",
+    51: "GSA",
+    52: "KD",
+    53: "SKF",
+    54: "PS",
+}
+PAYLOAD_SA, PAYLOAD_KE, PAYLOAD_NOTIFY, PAYLOAD_VENDOR_ID = 33, 34, 41, 43
+PAYLOAD_SK, PAYLOAD_SKF = 46, 53
+
+PROTOCOL_IDS: dict[int, str] = {1: "IKE", 2: "AH", 3: "ESP"}
+
+# Transform types 6..12 are RFC 9370's additional key exchanges.
+TRANSFORM_TYPES: dict[int, str] = {
+    1: "ENCR",
+    2: "PRF",
+    3: "INTEG",
+    4: "KE",
+    5: "ESN",
+    6: "ADDKE1",
+    7: "ADDKE2",
+    8: "ADDKE3",
+    9: "ADDKE4",
+    10: "ADDKE5",
+    11: "ADDKE6",
+    12: "ADDKE7",
+}
+TRANSFORM_ENCR, TRANSFORM_PRF, TRANSFORM_INTEG, TRANSFORM_KE, TRANSFORM_ESN = 1, 2, 3, 4, 5
+ADDKE_TYPES: tuple[int, ...] = tuple(range(6, 13))
+KE_TRANSFORM_TYPES: tuple[int, ...] = (TRANSFORM_KE, *ADDKE_TYPES)
+
+
+def addke_slot(transform_type: int) -> str:
+    return TRANSFORM_TYPES.get(transform_type, f"transform-type-{transform_type}")
+
+
+ENCRYPTION_ALGORITHMS: dict[int, str] = {
+    1: "DES-IV64",
+    2: "DES",
+    3: "3DES",
+    4: "RC5",
+    5: "IDEA",
+    6: "CAST",
+    7: "BLOWFISH",
+    8: "3IDEA",
+    9: "DES-IV32",
+    11: "NULL",
+    12: "AES-CBC",
+    13: "AES-CTR",
+    14: "AES-CCM-8",
+    15: "AES-CCM-12",
+    16: "AES-CCM-16",
+    18: "AES-GCM-8",
+    19: "AES-GCM-12",
+    20: "AES-GCM-16",
+    21: "NULL-AUTH-AES-GMAC",
+    23: "CAMELLIA-CBC",
+    24: "CAMELLIA-CTR",
+    25: "CAMELLIA-CCM-8",
+    26: "CAMELLIA-CCM-12",
+    27: "CAMELLIA-CCM-16",
+    28: "CHACHA20-POLY1305",
+    29: "AES-CCM-8-IIV",
+    30: "AES-GCM-16-IIV",
+    31: "CHACHA20-POLY1305-IIV",
+    32: "KUZNYECHIK-MGM-KTREE",
+    33: "MAGMA-MGM-KTREE",
+    34: "KUZNYECHIK-MGM-MAC-KTREE",
+    35: "MAGMA-MGM-MAC-KTREE",
+}
+# AEAD ciphers carry their own integrity: a proposal with one needs no INTEG transform.
+AEAD_ENCRYPTION: frozenset[int] = frozenset({14, 15, 16, 18, 19, 20, 25, 26, 27, 28, 29, 30, 31, 32, 33})
+
+PRF_ALGORITHMS: dict[int, str] = {
+    1: "PRF_HMAC_MD5",
+    2: "PRF_HMAC_SHA1",
+    3: "PRF_HMAC_TIGER",
+    4: "PRF_AES128_XCBC",
+    5: "PRF_HMAC_SHA2_256",
+    6: "PRF_HMAC_SHA2_384",
+    7: "PRF_HMAC_SHA2_512",
+    8: "PRF_AES128_CMAC",
+    9: "PRF_HMAC_STREEBOG_512",
+}
+
+INTEGRITY_ALGORITHMS: dict[int, str] = {
+    0: "NONE",
+    1: "AUTH_HMAC_MD5_96",
+    2: "AUTH_HMAC_SHA1_96",
+    3: "AUTH_DES_MAC",
+    4: "AUTH_KPDK_MD5",
+    5: "AUTH_AES_XCBC_96",
+    6: "AUTH_HMAC_MD5_128",
+    7: "AUTH_HMAC_SHA1_160",
+    8: "AUTH_AES_CMAC_96",
+    9: "AUTH_AES_128_GMAC",
+    10: "AUTH_AES_192_GMAC",
+    11: "AUTH_AES_256_GMAC",
+    12: "AUTH_HMAC_SHA2_256_128",
+    13: "AUTH_HMAC_SHA2_384_192",
+    14: "AUTH_HMAC_SHA2_512_256",
+}
+
+ESN_VALUES: dict[int, str] = {0: "No ESN", 1: "ESN"}
+
+
+@dataclass(frozen=True, slots=True)
+class KeMethod:
+    """A Key Exchange Method (transform type 4 and ADDKE1..7)."""
+
+    id: int
+    name: str
+    kind: str  # "classical", "pq", "none", "private", "unassigned"
+    family: str  # "MODP", "ECP", "ECX", "brainpool", "GOST", "ML-KEM", ...
+    key_bits: int | None  # modulus or curve size; ML-KEM parameter set
+    strength_bits: int | None  # classical security strength (NIST SP 800-57) or PQ equivalent
+    nist_category: int | None  # ML-KEM: NIST PQ security category; None for classical
+    initiator_bytes: int | None  # KE data sent by the initiator (encapsulation key for ML-KEM)
+    responder_bytes: int | None  # KE data sent by the responder (ciphertext for ML-KEM)
+
+    @property
+    def is_pq(self) -> bool:
+        return self.kind == "pq"
+
+    @property
+    def is_classical(self) -> bool:
+        return self.kind == "classical"
+
+
+def _m(id_, name, kind, family, key_bits, strength, cat, i_bytes, r_bytes=None) -> KeMethod:
+    return KeMethod(id_, name, kind, family, key_bits, strength, cat, i_bytes,
+                    i_bytes if r_bytes is None else r_bytes)
+
+
+# Strengths: NIST SP 800-57 Part 1 Table 2 for FFC and ECC; 768-bit MODP is broken outright.
+KE_METHODS: dict[int, KeMethod] = {m.id: m for m in (
+    _m(0, "NONE", "none", "NONE", None, None, None, 0),
+    _m(1, "768-bit MODP", "classical", "MODP", 768, 0, None, 96),
+    _m(2, "1024-bit MODP", "classical", "MODP", 1024, 80, None, 128),
+    _m(5, "1536-bit MODP", "classical", "MODP", 1536, 96, None, 192),
+    _m(14, "2048-bit MODP", "classical", "MODP", 2048, 112, None, 256),
+    _m(15, "3072-bit MODP", "classical", "MODP", 3072, 128, None, 384),
+    _m(16, "4096-bit MODP", "classical", "MODP", 4096, 152, None, 512),
+    _m(17, "6144-bit MODP", "classical", "MODP", 6144, 176, None, 768),
+    _m(18, "8192-bit MODP", "classical", "MODP", 8192, 200, None, 1024),
+    _m(19, "256-bit random ECP", "classical", "ECP", 256, 128, None, 64),
+    _m(20, "384-bit random ECP", "classical", "ECP", 384, 192, None, 96),
+    _m(21, "521-bit random ECP", "classical", "ECP", 521, 256, None, 132),
+    _m(22, "1024-bit MODP with 160-bit Prime Order Subgroup", "classical", "MODP", 1024, 80, None, 128),
+    _m(23, "2048-bit MODP with 224-bit Prime Order Subgroup", "classical", "MODP", 2048, 112, None, 256),
+    _m(24, "2048-bit MODP with 256-bit Prime Order Subgroup", "classical", "MODP", 2048, 112, None, 256),
+    _m(25, "192-bit random ECP", "classical", "ECP", 192, 96, None, 48),
+    _m(26, "224-bit random ECP", "classical", "ECP", 224, 112, None, 56),
+    _m(27, "brainpoolP224r1", "classical", "brainpool", 224, 112, None, 56),
+    _m(28, "brainpoolP256r1", "classical", "brainpool", 256, 128, None, 64),
+    _m(29, "brainpoolP384r1", "classical", "brainpool", 384, 192, None, 96),
+    _m(30, "brainpoolP512r1", "classical", "brainpool", 512, 256, None, 128),
+    _m(31, "Curve25519", "classical", "ECX", 255, 128, None, 32),
+    _m(32, "Curve448", "classical", "ECX", 448, 224, None, 56),
+    _m(33, "GOST3410_2012_256", "classical", "GOST", 256, 128, None, 64),
+    _m(34, "GOST3410_2012_512", "classical", "GOST", 512, 256, None, 128),
+    _m(35, "ML-KEM-512", "pq", "ML-KEM", 512, 128, 1, 800, 768),
+    _m(36, "ML-KEM-768", "pq", "ML-KEM", 768, 192, 3, 1184, 1088),
+    _m(37, "ML-KEM-1024", "pq", "ML-KEM", 1024, 256, 5, 1568, 1568),
+)}
+
+# Groups an auditor must flag on their own, whatever the PQ status (RFC 8247 section 2.4).
+WEAK_CLASSICAL_KE: frozenset[int] = frozenset({1, 2, 5, 22})
+PRIVATE_USE_KE = range(1024, 65536)
+
+
+def ke_method(method_id: int, private_names: dict[int, str] | None = None) -> KeMethod:
+    """The KeMethod for an id; private-use and unassigned ids get a record saying so.
+
+    A private-use id is never guessed to be PQ or classical: vendors have used them for
+    pre-standard Kyber, NTRU, FrodoKEM and more. A user may give them a name (which we
+    show) but their kind stays "private".
+    """
+    known = KE_METHODS.get(method_id)
+    if known is not None:
+        return known
+    if method_id in PRIVATE_USE_KE:
+        name = (private_names or {}).get(method_id) or f"private-use KE method {method_id}"
+        return KeMethod(method_id, name, "private", "private", None, None, None, None, None)
+    return KeMethod(method_id, f"unassigned KE method {method_id}", "unassigned", "unassigned",
+                    None, None, None, None, None)
+
+
+NOTIFY_TYPES: dict[int, str] = {
+    1: "UNSUPPORTED_CRITICAL_PAYLOAD",
+    4: "INVALID_IKE_SPI",
+    5: "INVALID_MAJOR_VERSION",
+    7: "INVALID_SYNTAX",
+    9: "INVALID_MESSAGE_ID",
+    11: "INVALID_SPI",
+    14: "NO_PROPOSAL_CHOSEN",
+    17: "INVALID_KE_PAYLOAD",
+    24: "AUTHENTICATION_FAILED",
+    34: "SINGLE_PAIR_REQUIRED",
+    35: "NO_ADDITIONAL_SAS",
+    36: "INTERNAL_ADDRESS_FAILURE",
+    37: "FAILED_CP_REQUIRED",
+    38: "TS_UNACCEPTABLE",
+    39: "INVALID_SELECTORS",
+    40: "UNACCEPTABLE_ADDRESSES",
+    41: "UNEXPECTED_NAT_DETECTED",
+    42: "USE_ASSIGNED_HoA",
+    43: "TEMPORARY_FAILURE",
+    44: "CHILD_SA_NOT_FOUND",
+    45: "INVALID_GROUP_ID",
+    46: "AUTHORIZATION_FAILED",
+    47: "STATE_NOT_FOUND",
+    16384: "INITIAL_CONTACT",
+    16385: "SET_WINDOW_SIZE",
+    16386: "ADDITIONAL_TS_POSSIBLE",
+    16387: "IPCOMP_SUPPORTED",
+    16388: "NAT_DETECTION_SOURCE_IP",
+    16389: "NAT_DETECTION_DESTINATION_IP",
+    16390: "COOKIE",
+    16391: "USE_TRANSPORT_MODE",
+    16392: "HTTP_CERT_LOOKUP_SUPPORTED",
+    16393: "REKEY_SA",
+    16394: "ESP_TFC_PADDING_NOT_SUPPORTED",
+    16395: "NON_FIRST_FRAGMENTS_ALSO",
+    16396: "MOBIKE_SUPPORTED",
+    16397: "ADDITIONAL_IP4_ADDRESS",
+    16398: "ADDITIONAL_IP6_ADDRESS",
+    16399: "NO_ADDITIONAL_ADDRESSES",
+    16400: "UPDATE_SA_ADDRESSES",
+    16401: "COOKIE2",
+    16402: "NO_NATS_ALLOWED",
+    16403: "AUTH_LIFETIME",
+    16404: "MULTIPLE_AUTH_SUPPORTED",
+    16405: "ANOTHER_AUTH_FOLLOWS",
+    16406: "REDIRECT_SUPPORTED",
+    16407: "REDIRECT",
+    16408: "REDIRECTED_FROM",
+    16409: "TICKET_LT_OPAQUE",
+    16410: "TICKET_REQUEST",
+    16411: "TICKET_ACK",
+    16412: "TICKET_NACK",
+    16413: "TICKET_OPAQUE",
+    16414: "LINK_ID",
+    16415: "USE_WESP_MODE",
+    16416: "ROHC_SUPPORTED",
+    16417: "EAP_ONLY_AUTHENTICATION",
+    16418: "CHILDLESS_IKEV2_SUPPORTED",
+    16419: "QUICK_CRASH_DETECTION",
+    16420: "IKEV2_MESSAGE_ID_SYNC_SUPPORTED",
+    16421: "IPSEC_REPLAY_COUNTER_SYNC_SUPPORTED",
+    16422: "IKEV2_MESSAGE_ID_SYNC",
+    16423: "IPSEC_REPLAY_COUNTER_SYNC",
+    16424: "SECURE_PASSWORD_METHODS",
+    16425: "PSK_PERSIST",
+    16426: "PSK_CONFIRM",
+    16427: "ERX_SUPPORTED",
+    16428: "IFOM_CAPABILITY",
+    16429: "SENDER_REQUEST_ID",
+    16430: "IKEV2_FRAGMENTATION_SUPPORTED",
+    16431: "SIGNATURE_HASH_ALGORITHMS",
+    16432: "CLONE_IKE_SA_SUPPORTED",
+    16433: "CLONE_IKE_SA",
+    16434: "PUZZLE",
+    16435: "USE_PPK",
+    16436: "PPK_IDENTITY",
+    16437: "NO_PPK_AUTH",
+    16438: "INTERMEDIATE_EXCHANGE_SUPPORTED",
+    16439: "IP4_ALLOWED",
+    16440: "IP6_ALLOWED",
+    16441: "ADDITIONAL_KEY_EXCHANGE",
+    16442: "USE_AGGFRAG",
+    16443: "SUPPORTED_AUTH_METHODS",
+    16444: "SA_RESOURCE_INFO",
+    16445: "USE_PPK_INT",
+    16446: "PPK_IDENTITY_KEY",
+    16447: "IKE_SA_INIT_FULL_TRANSCRIPT_AUTH",
+}
+NO_PROPOSAL_CHOSEN, INVALID_KE_PAYLOAD, AUTHENTICATION_FAILED = 14, 17, 24
+COOKIE, IKEV2_FRAGMENTATION_SUPPORTED = 16390, 16430
+REDIRECT = 16407  # RFC 5685: the responder sends the initiator to another gateway
+USE_PPK, PPK_IDENTITY, NO_PPK_AUTH = 16435, 16436, 16437
+INTERMEDIATE_EXCHANGE_SUPPORTED = 16438
+USE_PPK_INT = 16445
+# Notify types below 16384 are errors (RFC 7296 section 3.10.1).
+ERROR_NOTIFY_LIMIT = 16384
+
+IKE_PORTS: frozenset[int] = frozenset({500, 4500})
+NAT_T_PORT = 4500
+
+
+def exchange_name(value: int) -> str:
+    return EXCHANGE_TYPES.get(value, f"EXCHANGE_{value}")
+
+
+def payload_name(value: int) -> str:
+    return PAYLOAD_TYPES.get(value, f"PAYLOAD_{value}")
+
+
+def notify_name(value: int) -> str:
+    if value in NOTIFY_TYPES:
+        return NOTIFY_TYPES[value]
+    if 8192 <= value < 16384 or value >= 40960:
+        return f"PRIVATE_{value}"
+    return f"NOTIFY_{value}"
+
+
+def transform_name(transform_type: int, transform_id: int,
+                   private_names: dict[int, str] | None = None) -> str:
+    if transform_type in KE_TRANSFORM_TYPES:
+        return ke_method(transform_id, private_names).name
+    table = {TRANSFORM_ENCR: ENCRYPTION_ALGORITHMS, TRANSFORM_PRF: PRF_ALGORITHMS,
+             TRANSFORM_INTEG: INTEGRITY_ALGORITHMS, TRANSFORM_ESN: ESN_VALUES}.get(transform_type, {})
+    return table.get(transform_id, str(transform_id))

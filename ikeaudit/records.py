@@ -1,0 +1,262 @@
+"""The plain records that flow between the stages.
+
+Every arrow of the pipeline (sources -> extract -> dissect -> track -> classify ->
+findings -> renderers) carries one of these frozen dataclasses: no Scapy packet,
+file handle or socket ever crosses a stage boundary, so each stage can be fed by a
+test, a capture file or a live interface alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One captured link-layer frame, as a capture source yields it."""
+
+    number: int  # 1-based position in its capture, as Wireshark numbers frames
+    timestamp: float  # seconds since the epoch
+    linktype: int  # LINKTYPE_* value of the interface that captured it
+    data: bytes  # the captured bytes (may be shorter than wire_length)
+    wire_length: int  # length on the wire; larger than len(data) when snaplen cut it
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """Something in the input that an auditor must be told about.
+
+    kind is one of:
+      "capture"     the capture file itself is damaged (truncated record, bad block)
+      "malformed"   a header or length that contradicts the bytes present
+      "incomplete"  data that never became whole (snaplen cut, missing IP or IKE fragment)
+      "unsupported" a link type or encapsulation we do not decode
+      "overflow"    a bounded table was full and state was dropped
+    """
+
+    kind: str
+    detail: str
+    frame: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IkeDatagram:
+    """One IKE message as it left the transport: a UDP payload (marker stripped) or
+    one IKETCP frame, after IP reassembly. Extraction does not look inside beyond the
+    fixed IKE header's version byte."""
+
+    frame: int  # the frame that completed the datagram (last IP fragment), as in Wireshark
+    frames: tuple[int, ...]  # every frame that carried a piece of it, in arrival order
+    timestamp: float  # time the datagram became complete
+    first_timestamp: float  # time its first piece was seen
+    ip_version: int  # 4 or 6
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    transport: str  # "udp" or "tcp"
+    non_esp_marker: bool  # arrived on UDP/TCP 4500 behind the 4-byte zero marker
+    ip_length: int  # whole IP datagram after reassembly, headers included
+    ip_fragment_lengths: tuple[int, ...]  # IP total length of each fragment; () when not fragmented
+    udp_payload_length: int  # UDP payload (marker included); for TCP the frame's length field
+    payload: bytes  # the IKE message bytes, marker stripped
+    ike_version: int  # major version from the header: 2 for IKEv2, 1 for IKEv1/ISAKMP
+
+
+@dataclass(frozen=True, slots=True)
+class Transform:
+    type: int  # 1 ENCR, 2 PRF, 3 INTEG, 4 KE, 5 ESN, 6..12 ADDKE1..7
+    id: int
+    key_length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    number: int
+    protocol: int  # 1 IKE, 2 AH, 3 ESP
+    spi: str  # hex
+    transforms: tuple[Transform, ...]
+
+    def ids(self, transform_type: int) -> tuple[int, ...]:
+        return tuple(t.id for t in self.transforms if t.type == transform_type)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyExchange:
+    """A KE payload seen in clear."""
+
+    method: int
+    data_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    type: int
+    protocol: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IkeMessage:
+    """A dissected IKEv2 message: the header and every payload that is in clear."""
+
+    frame: int
+    frames: tuple[int, ...]
+    timestamp: float
+    first_timestamp: float
+    ip_version: int
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    transport: str
+    non_esp_marker: bool
+    ip_length: int
+    ip_fragment_lengths: tuple[int, ...]
+    udp_payload_length: int
+    spi_i: str  # hex, 16 digits
+    spi_r: str
+    exchange: int
+    flags: int
+    message_id: int
+    length: int  # the header's Length field
+    payload_types: tuple[int, ...]  # clear payload chain in order; SK (46) or SKF (53) last when present
+    proposals: tuple[Proposal, ...] = ()
+    key_exchange: KeyExchange | None = None
+    notifies: tuple[Notify, ...] = ()
+    vendor_ids: tuple[bytes, ...] = ()
+    fragment: tuple[int, int] | None = None  # (Fragment Number, Total Fragments) of an SKF payload
+    encrypted_length: int = 0  # bytes of SK/SKF payload body (IV, ciphertext, ICV)
+    digest: bytes = b""  # hash of the whole message: a retransmission repeats it byte for byte
+    anomalies: tuple[Anomaly, ...] = ()
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flags & 0x20)
+
+    @property
+    def from_original_initiator(self) -> bool:
+        return bool(self.flags & 0x08)
+
+    def notify_types(self) -> tuple[int, ...]:
+        return tuple(n.type for n in self.notifies)
+
+
+@dataclass(frozen=True, slots=True)
+class Ikev1Message:
+    """An ISAKMP (IKEv1) message: recognised and reported, never parsed as IKEv2."""
+
+    frame: int
+    timestamp: float
+    ip_version: int
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    transport: str
+    udp_payload_length: int
+    spi_i: str
+    spi_r: str
+    exchange: int
+    flags: int
+    message_id: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A datagram on an IKE port that could not be dissected as IKE."""
+
+    frame: int
+    timestamp: float
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    anomaly: Anomaly
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedMessage:
+    """One distinct IKE message of a negotiation: its retransmissions and IKE fragments
+    folded in. A request and its response are two TrackedMessages."""
+
+    exchange: int
+    message_id: int
+    response: bool
+    from_initiator: bool  # sent by the IKE SA's original initiator (the I flag)
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    first_frame: int
+    frames: tuple[int, ...]  # every frame carrying it, retransmissions included
+    first_timestamp: float
+    last_timestamp: float
+    udp_payload_bytes: tuple[int, ...]  # one per datagram of the first transmission (per IKE fragment)
+    ike_bytes: int  # sum of the IKE Length fields of those datagrams
+    encrypted_bytes: int  # sum of SK/SKF bodies
+    ike_fragments: int  # Total Fragments announced by SKF; 0 when not IKE-fragmented
+    fragments_seen: tuple[int, ...]  # SKF Fragment Numbers that arrived
+    ip_fragment_lengths: tuple[tuple[int, ...], ...]  # per datagram; () when it was not IP-fragmented
+    retransmissions: int
+    payload_types: tuple[int, ...]  # clear payloads of the first datagram
+    notifies: tuple[int, ...]
+    key_exchange: KeyExchange | None = None
+
+    @property
+    def ip_fragmented(self) -> bool:
+        return any(self.ip_fragment_lengths)
+
+    @property
+    def complete(self) -> bool:
+        return self.ike_fragments == 0 or len(self.fragments_seen) == self.ike_fragments
+
+
+@dataclass(frozen=True, slots=True)
+class SaInitRetry:
+    """A responder's demand that the initiator start IKE_SA_INIT again."""
+
+    reason: str  # "INVALID_KE_PAYLOAD" or "COOKIE"
+    frame: int
+    timestamp: float
+    offered_ke: int | None  # KE payload method of the request that was refused
+    requested_ke: int | None  # the method INVALID_KE_PAYLOAD asks for
+    new_spi_i: str | None = None  # when the initiator changed its SPI for the retry
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiation:
+    """Everything seen of one IKE SA (or IKEv1 exchange), ready for classification."""
+
+    capture: str
+    ike_version: int
+    spi_i: str
+    spi_r: str
+    initiator: str
+    responder: str
+    initiator_port: int
+    responder_port: int
+    ip_version: int
+    transport: str
+    first_frame: int
+    first_seen: float
+    last_seen: float
+    state: str
+    sa_init_seen: bool  # an IKE_SA_INIT request of this SA was captured
+    offered: tuple[Proposal, ...]  # IKE proposals of every IKE_SA_INIT request, retries included
+    offered_ke: tuple[int, ...]  # KE payload methods of the IKE_SA_INIT requests, in order
+    chosen: Proposal | None  # the proposal of the IKE_SA_INIT response
+    responder_ke: int | None
+    initiator_notifies: tuple[int, ...]  # IKE_SA_INIT request (last attempt)
+    responder_notifies: tuple[int, ...]  # IKE_SA_INIT response (last)
+    error_notifies: tuple[tuple[int, int], ...]  # (exchange, notify type) of clear error notifies
+    retries: tuple[SaInitRetry, ...]
+    messages: tuple[TrackedMessage, ...]
+    vendor_ids: tuple[bytes, ...]
+    moved_to_4500: bool
+    anomalies: tuple[Anomaly, ...]
+    established: bool  # an IKE_AUTH response was seen, or the SA was met already in use
+    rekeyed_from: tuple[str, str] | None = None  # parent's (spi_i, spi_r)
+    rekey_evidence: str | None = None
+    ikev1_exchanges: tuple[int, ...] = ()
