@@ -1,0 +1,463 @@
+"""Dissected messages to negotiations: one `Negotiation` per IKE SA.
+
+An IKE SA is named by its SPI pair. Its first request carries SPIr 0, so a response
+(or anything later) completes the pair; the tracker indexes by both. Retransmissions
+are byte-identical (RFC 7296 section 2.1) and are counted on the message they repeat;
+an INVALID_KE_PAYLOAD or COOKIE answer followed by a new IKE_SA_INIT request is a
+retry of the same attempt, not a new negotiation. IKE fragments (SKF) are grouped by
+(sender, message id, direction), since their bodies are encrypted.
+
+Which exchange may follow which is one table, `TRANSITIONS`, in the manner of h11:
+anything it does not list is recorded as an anomaly instead of being guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ikeaudit import iana
+from ikeaudit.records import (
+    Anomaly,
+    Ikev1Message,
+    IkeMessage,
+    Malformed,
+    Negotiation,
+    Proposal,
+    SaInitRetry,
+    TrackedMessage,
+)
+
+ZERO_SPI = "0" * 16
+
+# States of an IKE SA as the capture shows it.
+NEW = "new"
+SA_INIT_REQUESTED = "sa-init-requested"
+SA_INIT_RETRY = "sa-init-retry-requested"  # INVALID_KE_PAYLOAD or COOKIE answered
+SA_INIT_FAILED = "sa-init-failed"
+SA_INIT_DONE = "sa-init-done"
+INTERMEDIATE = "intermediate"
+AUTH_REQUESTED = "auth-requested"
+ESTABLISHED = "established"
+MIDSTREAM = "midstream"  # met after IKE_SA_INIT, which the capture does not hold
+
+# (state, exchange, is_response) -> next state. IKE_SA_INIT responses are decided by
+# their content (chosen SA, retry demand or error) in `_sa_init_response_state`.
+TRANSITIONS: dict[tuple[str, int, bool], str] = {
+    (NEW, iana.IKE_SA_INIT, False): SA_INIT_REQUESTED,
+    (SA_INIT_REQUESTED, iana.IKE_SA_INIT, False): SA_INIT_REQUESTED,
+    (SA_INIT_RETRY, iana.IKE_SA_INIT, False): SA_INIT_REQUESTED,
+    (SA_INIT_FAILED, iana.IKE_SA_INIT, False): SA_INIT_REQUESTED,
+    (SA_INIT_DONE, iana.IKE_INTERMEDIATE, False): INTERMEDIATE,
+    (INTERMEDIATE, iana.IKE_INTERMEDIATE, False): INTERMEDIATE,
+    (INTERMEDIATE, iana.IKE_INTERMEDIATE, True): INTERMEDIATE,
+    (SA_INIT_DONE, iana.IKE_AUTH, False): AUTH_REQUESTED,
+    (INTERMEDIATE, iana.IKE_AUTH, False): AUTH_REQUESTED,
+    (AUTH_REQUESTED, iana.IKE_AUTH, False): AUTH_REQUESTED,
+    (AUTH_REQUESTED, iana.IKE_AUTH, True): ESTABLISHED,
+    # EAP and multiple authentication take several IKE_AUTH rounds.
+    (ESTABLISHED, iana.IKE_AUTH, False): AUTH_REQUESTED,
+    (ESTABLISHED, iana.CREATE_CHILD_SA, False): ESTABLISHED,
+    (ESTABLISHED, iana.CREATE_CHILD_SA, True): ESTABLISHED,
+    (ESTABLISHED, iana.IKE_FOLLOWUP_KE, False): ESTABLISHED,
+    (ESTABLISHED, iana.IKE_FOLLOWUP_KE, True): ESTABLISHED,
+    (ESTABLISHED, iana.INFORMATIONAL, False): ESTABLISHED,
+    (ESTABLISHED, iana.INFORMATIONAL, True): ESTABLISHED,
+    # A peer may give up with an INFORMATIONAL (delete, error) at any point after SA_INIT.
+    (SA_INIT_DONE, iana.INFORMATIONAL, False): SA_INIT_DONE,
+    (SA_INIT_DONE, iana.INFORMATIONAL, True): SA_INIT_DONE,
+    (INTERMEDIATE, iana.INFORMATIONAL, False): INTERMEDIATE,
+    (INTERMEDIATE, iana.INFORMATIONAL, True): INTERMEDIATE,
+    (AUTH_REQUESTED, iana.INFORMATIONAL, False): AUTH_REQUESTED,
+    (AUTH_REQUESTED, iana.INFORMATIONAL, True): AUTH_REQUESTED,
+}
+# Anything goes once we joined an SA in the middle: we cannot know what came before.
+MIDSTREAM_EXCHANGES = frozenset({iana.IKE_AUTH, iana.CREATE_CHILD_SA, iana.INFORMATIONAL,
+                                 iana.IKE_INTERMEDIATE, iana.IKE_FOLLOWUP_KE})
+
+# How long after a retry demand a request with a new SPIi from the same initiator is
+# taken for the retry of that attempt.
+RETRY_WINDOW_S = 30.0
+
+
+@dataclass
+class _MessageBuilder:
+    first: IkeMessage
+    frames: list[int] = field(default_factory=list)
+    last_timestamp: float = 0.0
+    # SKF fragment number (0 when unfragmented) -> digest and datagram of first transmission
+    pieces: dict[int, IkeMessage] = field(default_factory=dict)
+    copies: dict[int, int] = field(default_factory=dict)
+
+    def add(self, message: IkeMessage) -> None:
+        number = message.fragment[0] if message.fragment else 0
+        self.frames.extend(message.frames)
+        self.last_timestamp = max(self.last_timestamp, message.timestamp)
+        if number in self.pieces:
+            self.copies[number] = self.copies.get(number, 0) + 1
+        else:
+            self.pieces[number] = message
+            self.copies[number] = 0
+
+    def same_message(self, message: IkeMessage) -> bool:
+        """A new message reusing the id (an IKE_SA_INIT retry) differs in its bytes."""
+        number = message.fragment[0] if message.fragment else 0
+        seen = self.pieces.get(number)
+        return seen is None or seen.digest == message.digest
+
+    def build(self) -> TrackedMessage:
+        ordered = [self.pieces[n] for n in sorted(self.pieces)]
+        first = self.first
+        total = max((m.fragment[1] for m in ordered if m.fragment), default=0)
+        return TrackedMessage(
+            exchange=first.exchange, message_id=first.message_id, response=first.is_response,
+            from_initiator=first.from_original_initiator, src=first.src, dst=first.dst,
+            sport=first.sport, dport=first.dport, first_frame=first.frame,
+            frames=tuple(self.frames), first_timestamp=first.first_timestamp,
+            last_timestamp=self.last_timestamp,
+            udp_payload_bytes=tuple(m.udp_payload_length for m in ordered),
+            ike_bytes=sum(m.length for m in ordered),
+            encrypted_bytes=sum(m.encrypted_length for m in ordered),
+            ike_fragments=total,
+            fragments_seen=tuple(m.fragment[0] for m in ordered if m.fragment),
+            ip_fragment_lengths=tuple(m.ip_fragment_lengths for m in ordered),
+            retransmissions=max(self.copies.values(), default=0),
+            payload_types=first.payload_types, notifies=first.notify_types(),
+            key_exchange=first.key_exchange,
+        )
+
+
+@dataclass
+class _SaBuilder:
+    first: IkeMessage | Ikev1Message
+    spi_i: str
+    spi_r: str
+    initiator: str
+    responder: str
+    initiator_port: int
+    responder_port: int
+    state: str
+    order: int
+    last_seen: float = 0.0
+    sa_init_seen: bool = False
+    offered: list[Proposal] = field(default_factory=list)
+    offered_ke: list[int] = field(default_factory=list)
+    chosen: Proposal | None = None
+    responder_ke: int | None = None
+    initiator_notifies: tuple[int, ...] = ()
+    responder_notifies: tuple[int, ...] = ()
+    error_notifies: list[tuple[int, int]] = field(default_factory=list)
+    retries: list[SaInitRetry] = field(default_factory=list)
+    messages: dict[tuple, list[_MessageBuilder]] = field(default_factory=dict)
+    vendor_ids: list[bytes] = field(default_factory=list)
+    anomalies: list[Anomaly] = field(default_factory=list)
+    moved_to_4500: bool = False
+    established: bool = False
+    rekeyed_from: tuple[str, str] | None = None
+    rekey_evidence: str | None = None
+    ikev1_exchanges: list[int] = field(default_factory=list)
+
+
+class Tracker:
+    """Feed it dissected records in capture order; `finish()` returns the negotiations.
+
+    Bounded: at most `max_negotiations` IKE SAs are held; past that the one idle the
+    longest is closed early and an "overflow" anomaly says so.
+    """
+
+    def __init__(self, capture: str = "", *, max_negotiations: int = 100_000) -> None:
+        self.capture = capture
+        self.max_negotiations = max_negotiations
+        self._by_pair: dict[tuple[str, str], _SaBuilder] = {}
+        self._pending: dict[str, _SaBuilder] = {}  # SPIi -> SA whose SPIr is not known yet
+        self._ikev1: dict[tuple[str, str], _SaBuilder] = {}
+        self._closed: list[_SaBuilder] = []
+        self._order = 0
+        self.malformed: list[Malformed] = []
+
+    # -- feeding ---------------------------------------------------------------------
+    def feed(self, record: IkeMessage | Ikev1Message | Malformed) -> None:
+        if isinstance(record, Malformed):
+            self.malformed.append(record)
+        elif isinstance(record, Ikev1Message):
+            self._feed_ikev1(record)
+        else:
+            self._feed_ikev2(record)
+
+    def _feed_ikev2(self, message: IkeMessage) -> None:
+        sa = self._find(message)
+        if sa is None:
+            sa = self._open(message)
+        self._advance(sa, message)
+        self._record_message(sa, message)
+        sa.last_seen = max(sa.last_seen, message.timestamp)
+        for anomaly in message.anomalies:
+            sa.anomalies.append(anomaly)
+        if iana.NAT_T_PORT in (message.sport, message.dport) and message.exchange != iana.IKE_SA_INIT:
+            sa.moved_to_4500 = True
+
+    def _find(self, message: IkeMessage) -> _SaBuilder | None:
+        if message.spi_r != ZERO_SPI:
+            sa = self._by_pair.get((message.spi_i, message.spi_r))
+            if sa is not None:
+                return sa
+            sa = self._pending.get(message.spi_i)
+            if sa is not None:
+                del self._pending[message.spi_i]
+                sa.spi_r = message.spi_r
+                self._by_pair[(sa.spi_i, sa.spi_r)] = sa
+            return sa
+        sa = self._pending.get(message.spi_i)
+        if sa is not None:
+            return sa
+        if message.exchange == iana.IKE_SA_INIT and not message.is_response:
+            return self._retry_with_new_spi(message)
+        return None
+
+    def _retry_with_new_spi(self, message: IkeMessage) -> _SaBuilder | None:
+        """Some initiators pick a fresh SPIi when they retry; tie it to the attempt."""
+        for sa in reversed(list(self._pending.values())):
+            if (sa.state == SA_INIT_RETRY and sa.initiator == message.src
+                    and sa.responder == message.dst and sa.retries
+                    and 0 <= message.timestamp - sa.retries[-1].timestamp <= RETRY_WINDOW_S):
+                del self._pending[sa.spi_i]
+                last = sa.retries[-1]
+                sa.retries[-1] = SaInitRetry(last.reason, last.frame, last.timestamp,
+                                             last.offered_ke, last.requested_ke, message.spi_i)
+                sa.spi_i = message.spi_i
+                self._pending[sa.spi_i] = sa
+                return sa
+        return None
+
+    def _open(self, message: IkeMessage) -> _SaBuilder:
+        self._make_room()
+        initiator_sent = message.from_original_initiator
+        initiator, responder = (message.src, message.dst) if initiator_sent else (message.dst, message.src)
+        i_port, r_port = (message.sport, message.dport) if initiator_sent else (message.dport, message.sport)
+        starts = message.exchange == iana.IKE_SA_INIT and not message.is_response
+        self._order += 1
+        sa = _SaBuilder(first=message, spi_i=message.spi_i, spi_r=message.spi_r,
+                        initiator=initiator, responder=responder, initiator_port=i_port,
+                        responder_port=r_port, state=NEW if starts else MIDSTREAM,
+                        order=self._order, last_seen=message.timestamp)
+        if message.spi_r == ZERO_SPI:
+            self._pending[sa.spi_i] = sa
+        else:
+            self._by_pair[(sa.spi_i, sa.spi_r)] = sa
+        if not starts and message.exchange != iana.IKE_SA_INIT:
+            sa.established = True
+        return sa
+
+    def _make_room(self) -> None:
+        live = len(self._by_pair) + len(self._pending)
+        if live < self.max_negotiations:
+            return
+        oldest = min([*self._by_pair.values(), *self._pending.values()], key=lambda s: s.last_seen)
+        self._close(oldest)
+        oldest.anomalies.append(Anomaly("overflow", f"more than {self.max_negotiations} IKE SAs "
+                                        "in flight: closed the one idle the longest", None))
+
+    def _close(self, sa: _SaBuilder) -> None:
+        self._by_pair.pop((sa.spi_i, sa.spi_r), None)
+        if self._pending.get(sa.spi_i) is sa:
+            del self._pending[sa.spi_i]
+        self._closed.append(sa)
+
+    # -- state -----------------------------------------------------------------------
+    def _advance(self, sa: _SaBuilder, message: IkeMessage) -> None:
+        exchange, response = message.exchange, message.is_response
+        if exchange == iana.IKE_SA_INIT:
+            self._sa_init(sa, message)
+            return
+        if sa.state == MIDSTREAM:
+            if exchange not in MIDSTREAM_EXCHANGES:
+                sa.anomalies.append(Anomaly("malformed", f"unexpected {iana.exchange_name(exchange)}",
+                                            message.frame))
+            return
+        if exchange in (iana.IKE_AUTH,) and response:
+            sa.established = True
+        nxt = TRANSITIONS.get((sa.state, exchange, response))
+        if nxt is None:
+            if not self._is_known_response(sa, message):
+                sa.anomalies.append(Anomaly(
+                    "malformed", f"{iana.exchange_name(exchange)} {'response' if response else 'request'} "
+                    f"(message id {message.message_id}) in state {sa.state}", message.frame))
+            return
+        sa.state = nxt
+
+    @staticmethod
+    def _is_known_response(sa: _SaBuilder, message: IkeMessage) -> bool:
+        """Responses to requests in the table keep the state; only the odd ones are flagged."""
+        if not message.is_response:
+            return False
+        request_key = (message.message_id, False, not message.from_original_initiator)
+        return request_key in sa.messages
+
+    def _sa_init(self, sa: _SaBuilder, message: IkeMessage) -> None:
+        if self._is_retransmission(sa, message):
+            return
+        if not message.is_response:
+            nxt = TRANSITIONS.get((sa.state, iana.IKE_SA_INIT, False))
+            if nxt is None:
+                sa.anomalies.append(Anomaly("malformed", f"IKE_SA_INIT request in state {sa.state}",
+                                            message.frame))
+                return
+            sa.sa_init_seen = True
+            sa.offered.extend(p for p in message.proposals if p.protocol == 1)
+            if message.key_exchange is not None:
+                sa.offered_ke.append(message.key_exchange.method)
+            sa.initiator_notifies = message.notify_types()
+            sa.vendor_ids.extend(message.vendor_ids)
+            sa.state = nxt
+            return
+        if sa.state not in (SA_INIT_REQUESTED, SA_INIT_RETRY, SA_INIT_FAILED, SA_INIT_DONE, MIDSTREAM):
+            sa.anomalies.append(Anomaly("malformed", f"IKE_SA_INIT response in state {sa.state}",
+                                        message.frame))
+            return
+        sa.responder_notifies = message.notify_types()
+        sa.vendor_ids.extend(message.vendor_ids)
+        sa.state = self._sa_init_response_state(sa, message)
+
+    def _sa_init_response_state(self, sa: _SaBuilder, message: IkeMessage) -> str:
+        errors = [n for n in message.notifies if n.type < iana.ERROR_NOTIFY_LIMIT]
+        cookie = next((n for n in message.notifies if n.type == iana.COOKIE), None)
+        invalid_ke = next((n for n in errors if n.type == iana.INVALID_KE_PAYLOAD), None)
+        offered_ke = sa.offered_ke[-1] if sa.offered_ke else None
+        if invalid_ke is not None or (cookie is not None and not message.proposals):
+            requested = int.from_bytes(invalid_ke.data[:2], "big") if invalid_ke and len(invalid_ke.data) >= 2 else None
+            reason = "INVALID_KE_PAYLOAD" if invalid_ke is not None else "COOKIE"
+            sa.retries.append(SaInitRetry(reason, message.frame, message.timestamp, offered_ke, requested))
+            if invalid_ke is not None:
+                sa.error_notifies.append((iana.IKE_SA_INIT, iana.INVALID_KE_PAYLOAD))
+            return SA_INIT_RETRY
+        # A redirect ends this attempt as surely as an error does (RFC 5685).
+        errors += [n for n in message.notifies if n.type == iana.REDIRECT]
+        for n in errors:
+            sa.error_notifies.append((iana.IKE_SA_INIT, n.type))
+        if errors or not message.proposals:
+            if not errors:
+                sa.anomalies.append(Anomaly("malformed", "IKE_SA_INIT response without SA payload "
+                                            "or error notify", message.frame))
+            return SA_INIT_FAILED
+        if len(message.proposals) != 1:
+            sa.anomalies.append(Anomaly("malformed", f"IKE_SA_INIT response carries "
+                                        f"{len(message.proposals)} proposals, not one", message.frame))
+        sa.chosen = message.proposals[0]
+        sa.responder_ke = message.key_exchange.method if message.key_exchange else None
+        return SA_INIT_DONE
+
+    @staticmethod
+    def _is_retransmission(sa: _SaBuilder, message: IkeMessage) -> bool:
+        builders = sa.messages.get(_message_key(message))
+        return bool(builders) and builders[-1].same_message(message)
+
+    def _record_message(self, sa: _SaBuilder, message: IkeMessage) -> None:
+        key = _message_key(message)
+        builders = sa.messages.setdefault(key, [])
+        if not builders or not builders[-1].same_message(message):
+            builders.append(_MessageBuilder(first=message, last_timestamp=message.timestamp))
+        builders[-1].add(message)
+        if message.notifies and message.exchange != iana.IKE_SA_INIT:
+            sa.error_notifies.extend((message.exchange, n.type) for n in message.notifies
+                                     if n.type < iana.ERROR_NOTIFY_LIMIT)
+
+    # -- IKEv1 -----------------------------------------------------------------------
+    def _feed_ikev1(self, message: Ikev1Message) -> None:
+        # ISAKMP names a phase 1 SA by its cookie pair; the responder cookie is 0 at first.
+        sa = self._ikev1.get((message.spi_i, message.spi_r)) or self._ikev1.get((message.spi_i, ZERO_SPI))
+        if sa is None:
+            self._order += 1
+            sa = _SaBuilder(first=message, spi_i=message.spi_i, spi_r=message.spi_r,
+                            initiator=message.src, responder=message.dst,
+                            initiator_port=message.sport, responder_port=message.dport,
+                            state="ikev1", order=self._order, last_seen=message.timestamp)
+            self._closed.append(sa)
+        if sa.spi_r == ZERO_SPI and message.spi_r != ZERO_SPI:
+            sa.spi_r = message.spi_r
+        self._ikev1[(sa.spi_i, sa.spi_r)] = sa
+        self._ikev1[(message.spi_i, message.spi_r)] = sa
+        sa.ikev1_exchanges.append(message.exchange)
+        sa.last_seen = max(sa.last_seen, message.timestamp)
+
+    # -- output ----------------------------------------------------------------------
+    def finish(self) -> list[Negotiation]:
+        for sa in [*self._by_pair.values(), *self._pending.values()]:
+            self._closed.append(sa)
+        self._by_pair.clear()
+        self._pending.clear()
+        unique = {id(sa): sa for sa in self._closed}
+        builders = sorted(unique.values(), key=lambda s: s.order)
+        _link_rekeys(builders)
+        return [self._negotiation(sa) for sa in builders]
+
+    def _negotiation(self, sa: _SaBuilder) -> Negotiation:
+        first = sa.first
+        messages = sorted((b.build() for bs in sa.messages.values() for b in bs),
+                          key=lambda m: (m.first_timestamp, m.first_frame))
+        anomalies = list(sa.anomalies)
+        for m in messages:
+            if not m.complete:
+                missing = sorted(set(range(1, m.ike_fragments + 1)) - set(m.fragments_seen))
+                anomalies.append(Anomaly("incomplete", f"{iana.exchange_name(m.exchange)} "
+                                         f"{'response' if m.response else 'request'} message id "
+                                         f"{m.message_id}: IKE fragment(s) {missing} of "
+                                         f"{m.ike_fragments} never seen", m.first_frame))
+        return Negotiation(
+            capture=self.capture, ike_version=1 if isinstance(first, Ikev1Message) else 2,
+            spi_i=sa.spi_i, spi_r=sa.spi_r, initiator=sa.initiator, responder=sa.responder,
+            initiator_port=sa.initiator_port, responder_port=sa.responder_port,
+            ip_version=first.ip_version, transport=first.transport, first_frame=first.frame,
+            first_seen=first.timestamp, last_seen=sa.last_seen, state=sa.state,
+            sa_init_seen=sa.sa_init_seen, offered=tuple(sa.offered), offered_ke=tuple(sa.offered_ke),
+            chosen=sa.chosen, responder_ke=sa.responder_ke,
+            initiator_notifies=sa.initiator_notifies, responder_notifies=sa.responder_notifies,
+            error_notifies=tuple(dict.fromkeys(sa.error_notifies)), retries=tuple(sa.retries),
+            messages=tuple(messages), vendor_ids=tuple(dict.fromkeys(sa.vendor_ids)),
+            moved_to_4500=sa.moved_to_4500, anomalies=tuple(anomalies),
+            established=sa.established, rekeyed_from=sa.rekeyed_from,
+            rekey_evidence=sa.rekey_evidence, ikev1_exchanges=tuple(sa.ikev1_exchanges),
+        )
+
+
+def _message_key(message: IkeMessage) -> tuple:
+    # Each side numbers its own requests, so the sender's role is part of the key.
+    return (message.message_id, message.is_response, message.from_original_initiator)
+
+
+def _create_child_sa_times(sa: _SaBuilder) -> list[float]:
+    return sorted(b.first.timestamp for (mid, resp, _), bs in sa.messages.items() for b in bs
+                  if b.first.exchange == iana.CREATE_CHILD_SA and not resp)
+
+
+def _link_rekeys(sas: list[_SaBuilder]) -> None:
+    """Tie an IKE SA met without IKE_SA_INIT to the SA it most likely rekeyed.
+
+    The new SPIs travel encrypted inside CREATE_CHILD_SA, so the link rests on what is
+    visible: the same pair of addresses, and a CREATE_CHILD_SA of the parent before the
+    new SA's first message. A parent that fell silent before the new SA appeared (it
+    was deleted after the rekey) is preferred over one that carried on.
+    """
+    for sa in sas:
+        if sa.state != MIDSTREAM or sa.ikev1_exchanges:
+            continue
+        start = sa.first.timestamp
+        pair = {sa.initiator, sa.responder}
+        best: tuple[tuple, _SaBuilder, float] | None = None
+        for parent in sas:
+            if parent is sa or parent.ikev1_exchanges or {parent.initiator, parent.responder} != pair:
+                continue
+            before = [t for t in _create_child_sa_times(parent) if t <= start]
+            if not before or parent.first.timestamp > start:
+                continue
+            ended = parent.last_seen <= start
+            rank = (ended, before[-1])
+            if best is None or rank > best[0]:
+                best = (rank, parent, before[-1])
+        if best is None:
+            continue
+        (ended, _), parent, rekey_time = best
+        sa.rekeyed_from = (parent.spi_i, parent.spi_r)
+        sa.rekey_evidence = (
+            f"no IKE_SA_INIT; same addresses as IKE SA {parent.spi_i}/{parent.spi_r}, whose "
+            f"CREATE_CHILD_SA at {rekey_time:.6f} precedes this SA's first message by "
+            f"{start - rekey_time:.1f} s" + ("; the parent fell silent before this SA appeared"
+                                              if ended else "; the parent stayed active"))
