@@ -14,7 +14,7 @@ from typing import Iterable, Mapping
 
 from ikeaudit import iana
 from ikeaudit.iana import KeMethod
-from ikeaudit.records import Negotiation, Proposal, TrackedMessage
+from ikeaudit.records import Finding, Negotiation, Proposal, TrackedMessage
 
 HYBRID_PQ = "hybrid-pq"
 PQ_ONLY = "pq-only"
@@ -30,13 +30,6 @@ CLASSES = (HYBRID_PQ, PQ_ONLY, CLASSICAL, CLASSICAL_PQ_OFFERED, FAILED, INCOMPLE
 KE_PAYLOAD_HEADER = 8
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    severity: str  # one of SEVERITIES
-    code: str
-    detail: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,6 +118,34 @@ ENCRYPTION_ALGORITHMS: dict[int, str] = {
 # AEAD ciphers carry their own integrity: a proposal with one needs no INTEG transform.
 AEAD_ENCRYPTION: frozenset[int] = frozenset({14, 15, 16, 18, 19, 20, 25, 26, 27, 28, 29, 30, 31, 32, 33})
 
+
+
+@dataclass(frozen=True, slots=True)
+class CipherSizes:
+    """What an SK payload adds around its plaintext (RFC 7296 section 3.14)."""
+
+    iv: int
+    block: int  # padding granularity of the plaintext; 1 for stream and counter modes
+    icv: int | None  # AEAD: the tag it appends; None when an INTEG transform supplies it
+
+
+ENCRYPTION_SIZES: dict[int, CipherSizes] = {
+    3: CipherSizes(8, 8, None),  # 3DES-CBC
+    12: CipherSizes(16, 16, None),  # AES-CBC
+    13: CipherSizes(8, 1, None),  # AES-CTR, RFC 5930
+    14: CipherSizes(8, 1, 8), 15: CipherSizes(8, 1, 12), 16: CipherSizes(8, 1, 16),  # AES-CCM, RFC 5282
+    18: CipherSizes(8, 1, 8), 19: CipherSizes(8, 1, 12), 20: CipherSizes(8, 1, 16),  # AES-GCM, RFC 5282
+    23: CipherSizes(16, 16, None),  # Camellia-CBC
+    24: CipherSizes(8, 1, None),  # Camellia-CTR
+    25: CipherSizes(8, 1, 8), 26: CipherSizes(8, 1, 12), 27: CipherSizes(8, 1, 16),  # Camellia-CCM
+    28: CipherSizes(8, 1, 16),  # ChaCha20-Poly1305, RFC 7634
+}
+
+# Truncated output of each integrity algorithm, appended to an SK payload.
+INTEGRITY_ICV_BYTES: dict[int, int] = {
+    1: 12, 2: 12, 5: 12, 6: 16, 7: 20, 8: 12, 12: 16, 13: 24, 14: 32,
+}
+
 PRF_ALGORITHMS: dict[int, str] = {
     1: "PRF_HMAC_MD5",
     2: "PRF_HMAC_SHA1",

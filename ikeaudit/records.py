@@ -12,6 +12,15 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class Finding:
+    """Something an auditor should act on, with the severity it deserves."""
+
+    severity: str  # "info", "low", "medium", "high", "critical"
+    code: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Frame:
     """One captured link-layer frame, as a capture source yields it."""
 
@@ -194,12 +203,15 @@ class TrackedMessage:
     first_timestamp: float
     last_timestamp: float
     udp_payload_bytes: tuple[int, ...]  # one per datagram of the first transmission (per IKE fragment)
+    ip_lengths: tuple[int, ...]  # IP datagram of each of those, headers included, after reassembly
+    ike_lengths: tuple[int, ...]  # IKE Length field of each of those
     ike_bytes: int  # sum of the IKE Length fields of those datagrams
     encrypted_bytes: int  # sum of SK/SKF bodies
     ike_fragments: int  # Total Fragments announced by SKF; 0 when not IKE-fragmented
     fragments_seen: tuple[int, ...]  # SKF Fragment Numbers that arrived
     ip_fragment_lengths: tuple[tuple[int, ...], ...]  # per datagram; () when it was not IP-fragmented
     retransmissions: int
+    assembly_seconds: float  # first piece to last piece of the first transmission
     payload_types: tuple[int, ...]  # clear payloads of the first datagram
     notifies: tuple[int, ...]
     key_exchange: KeyExchange | None = None

@@ -115,12 +115,16 @@ class _MessageBuilder:
             frames=tuple(self.frames), first_timestamp=first.first_timestamp,
             last_timestamp=self.last_timestamp,
             udp_payload_bytes=tuple(m.udp_payload_length for m in ordered),
+            ip_lengths=tuple(m.ip_length for m in ordered),
+            ike_lengths=tuple(m.length for m in ordered),
             ike_bytes=sum(m.length for m in ordered),
             encrypted_bytes=sum(m.encrypted_length for m in ordered),
             ike_fragments=total,
             fragments_seen=tuple(m.fragment[0] for m in ordered if m.fragment),
             ip_fragment_lengths=tuple(m.ip_fragment_lengths for m in ordered),
             retransmissions=max(self.copies.values(), default=0),
+            assembly_seconds=(max(m.timestamp for m in ordered)
+                              - min(m.first_timestamp for m in ordered)),
             payload_types=first.payload_types, notifies=first.notify_types(),
             key_exchange=first.key_exchange,
         )
