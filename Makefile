@@ -1,0 +1,27 @@
+# `make demo` audits the bundled captures into reports/; `make test` runs the tests.
+# Both create their own virtualenv in .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test clean
+
+$(BIN)/ikeaudit: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/ikeaudit
+	mkdir -p reports
+	$(BIN)/ikeaudit scan pcaps/ --format table > reports/scan.txt
+	$(BIN)/ikeaudit scan pcaps/ --format json > reports/scan.json
+	$(BIN)/ikeaudit scan pcaps/ --format csv > reports/scan.csv
+	@cat reports/scan.txt | tail -n 1
+	@echo "wrote reports/scan.txt reports/scan.json reports/scan.csv"
+
+test: $(BIN)/ikeaudit
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

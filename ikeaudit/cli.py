@@ -1,0 +1,154 @@
+"""The `ikeaudit` command line.
+
+Exit codes (all commands):
+  0  the audit ran; no finding at or above --fail-on
+  1  the audit ran; at least one finding at or above --fail-on
+  2  usage or input error (missing or unreadable file, not a capture, bad option)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ikeaudit import __version__
+from ikeaudit.classify import SEVERITIES, KeCatalog, PrivateKe
+from ikeaudit.mtu import DEFAULT_MTUS, what_if
+from ikeaudit.pipeline import CaptureAudit, audit_capture
+from ikeaudit.report import machine, mtu_text, text, views
+from ikeaudit.sources import CaptureError, expand_capture_args
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+RENDERERS = {
+    "table": text.render,
+    "json": machine.render_json,
+    "jsonl": machine.render_jsonl,
+    "csv": machine.render_csv,
+}
+
+
+class InputError(click.ClickException):
+    """A file that cannot be audited: one line on stderr, exit code 2 (click's own usage
+    errors already exit with 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+def _parse_private_ke(values: tuple[str, ...]) -> dict[int, PrivateKe]:
+    """--private-ke 1081=kyber768[:pq|classical]"""
+    named: dict[int, PrivateKe] = {}
+    for value in values:
+        ident, sep, rest = value.partition("=")
+        name, _, kind = rest.partition(":")
+        try:
+            method_id = int(ident, 0)
+        except ValueError:
+            method_id = -1
+        if not sep or not name or not 1024 <= method_id <= 65535 or kind not in ("", "pq", "classical"):
+            raise click.BadParameter(f"{value!r}: expected ID=NAME or ID=NAME:pq|classical with "
+                                     "ID a private-use KE method id (1024..65535)",
+                                     param_hint="--private-ke")
+        named[method_id] = PrivateKe(name, kind or None)
+    return named
+
+
+def output_options(func):
+    func = click.option("--fail-on", type=click.Choice(["none", *SEVERITIES]), default="none",
+                        show_default=True,
+                        help="Exit with 1 when a finding of this severity or worse is found.")(func)
+    func = click.option("--private-ke", "private_ke", multiple=True, metavar="ID=NAME[:pq|classical]",
+                        help="Name a private-use KE method id (e.g. a vendor's pre-standard Kyber: "
+                             "1081=kyber768:pq). Without ':pq' or ':classical' it stays unknown.")(func)
+    func = click.option("--format", "fmt", type=click.Choice(list(RENDERERS)), default="table",
+                        show_default=True, help="Output format.")(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ikeaudit")
+def main() -> None:
+    """Audit IKEv2 handshakes in packet captures: did each tunnel really negotiate ML-KEM?"""
+
+
+@main.command()
+@click.argument("captures", nargs=-1, required=True)
+@output_options
+def scan(captures: tuple[str, ...], fmt: str, private_ke: tuple[str, ...], fail_on: str) -> None:
+    """Find and classify every IKE negotiation in CAPTURES (files, folders or globs;
+    pcap or pcapng, gzip-compressed too).
+
+    \b
+    Example:
+      ikeaudit scan pcaps/
+      ikeaudit scan 'span-*.pcapng.gz' --format json > audit.json
+    """
+    catalog = KeCatalog(_parse_private_ke(private_ke))
+    audits = _audit(captures, catalog)
+    document = views.scan_document(audits, catalog)
+    click.echo(RENDERERS[fmt](document), nl=fmt == "table")
+    sys.exit(exit_code(document, fail_on))
+
+
+def _audit(captures: tuple[str, ...], catalog: KeCatalog) -> list[CaptureAudit]:
+    try:
+        return [audit_capture(path, catalog) for path in expand_capture_args(captures)]
+    except CaptureError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _check_mtu(ctx, param, values):
+    for value in values or ():
+        if not 576 <= value <= 65535:
+            raise click.BadParameter(f"{value}: a path MTU is between 576 and 65535 bytes")
+    return values
+
+
+@main.command()
+@click.argument("captures", nargs=-1, required=True)
+@click.option("--mtu", "mtus", type=int, multiple=True, callback=_check_mtu, metavar="BYTES",
+              help=f"Path MTU to test; repeat for several (default: {', '.join(map(str, DEFAULT_MTUS))}).")
+@click.option("--fragment-size", type=int, default=None, metavar="BYTES",
+              callback=lambda ctx, p, v: _check_mtu(ctx, p, (v,))[0] if v is not None else None,
+              help="IKE fragment size (largest IP datagram of an SKF fragment) for the what-if; "
+                   "default: the path MTU itself.")
+@click.option("--plot", "plot_prefix", type=click.Path(dir_okay=False), default=None, metavar="PREFIX",
+              help="Also draw message sizes against the MTUs to PREFIX.png and PREFIX.svg.")
+@output_options
+def mtu(captures: tuple[str, ...], mtus: tuple[int, ...], fragment_size: int | None,
+        plot_prefix: str | None, fmt: str, private_ke: tuple[str, ...], fail_on: str) -> None:
+    """Show what each negotiation's message sizes do on the wire: IP and IKE
+    fragmentation observed, and what-if figures for path MTUs over IPv4 and IPv6 on
+    UDP 500 and 4500.
+
+    \b
+    Example:
+      ikeaudit mtu pcaps/
+      ikeaudit mtu vpn.pcapng --mtu 1500 --mtu 1400 --mtu 1280 --plot reports/sizes
+    """
+    catalog = KeCatalog(_parse_private_ke(private_ke))
+    audits = _audit(captures, catalog)
+    chosen_mtus = list(mtus or DEFAULT_MTUS)
+    rows = {id(item): what_if(item.negotiation, chosen_mtus, fragment_size=fragment_size)
+            for a in audits for item in a.negotiations}
+    document = views.mtu_document(audits, catalog, rows, chosen_mtus, fragment_size)
+    if plot_prefix:
+        from ikeaudit.report import plots
+
+        try:
+            plots.message_sizes(document, [f"{plot_prefix}.png", f"{plot_prefix}.svg"])
+        except OSError as exc:
+            raise InputError(f"{plot_prefix}: cannot write the plot: {exc.strerror}") from None
+    renderers = {**RENDERERS, "table": mtu_text.render}
+    click.echo(renderers[fmt](document), nl=fmt == "table")
+    sys.exit(exit_code(document, fail_on))
+
+
+def exit_code(document: dict, fail_on: str) -> int:
+    if fail_on == "none":
+        return EXIT_OK
+    threshold = SEVERITIES.index(fail_on)
+    for n in document["negotiations"]:
+        if any(SEVERITIES.index(f["severity"]) >= threshold for f in n["findings"]):
+            return EXIT_FINDINGS
+    return EXIT_OK

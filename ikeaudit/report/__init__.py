@@ -1,0 +1,1 @@
+"""Renderers: each formats what it is given and computes nothing."""

@@ -1,0 +1,61 @@
+"""JSON, JSONL and CSV renderings of the scan document."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+CSV_COLUMNS = [
+    "capture", "first_seen", "initiator", "responder", "initiator_port", "responder_port",
+    "spi_i", "spi_r", "classification", "ke_method", "ke_name", "addke_methods", "addke_names",
+    "pq_offered_by_initiator", "mlkem_parameter_set", "nist_category", "ppk", "error", "state",
+    "established", "exchanges", "largest_message_bytes", "ike_fragmented_messages",
+    "ip_fragmented_messages", "retransmissions", "findings", "anomalies",
+]
+# Cells that a spreadsheet would run as a formula (CWE-1236) get a leading quote.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def render_json(document: dict) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_jsonl(document: dict) -> str:
+    return "".join(json.dumps(n, ensure_ascii=False) + "\n" for n in document["negotiations"])
+
+
+def _csv_safe(value) -> str:
+    text = "" if value is None else str(value)
+    if text.startswith(FORMULA_PREFIXES) and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def csv_row(n: dict) -> dict:
+    return {
+        **{k: n.get(k) for k in CSV_COLUMNS if k in n},
+        "ke_name": n["ke"]["name"] if n["ke"] else None,
+        "addke_methods": " ".join(str(m) for m in n["addke_methods"]),
+        "addke_names": " ".join(f"{a['slot']}={a['name']}" for a in n["addke"]),
+        "exchanges": " ".join(f"{k}={v}" for k, v in n["exchanges"].items()),
+        "findings": "; ".join(f"{f['severity']}:{f['code']}" for f in n["findings"]),
+        "anomalies": len(n["anomalies"]),
+    }
+
+
+def render_csv(document: dict) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for n in document["negotiations"]:
+        writer.writerow({k: _csv_safe(v) for k, v in csv_row(n).items()})
+    return out.getvalue()

@@ -1,0 +1,232 @@
+"""Audited negotiations as plain, JSON-ready dicts: the documented output schema.
+
+Every renderer (table, JSON, JSONL, CSV) formats these dicts, so all formats say the
+same thing. Field names are a contract with scripts: add freely, rename never.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Iterable
+
+from ikeaudit import __version__, iana
+from ikeaudit.classify import KeCatalog, describe_proposal
+from ikeaudit.mtu import FragmentationProfile, WhatIf
+from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
+from ikeaudit.records import Anomaly, TrackedMessage
+
+SCHEMA_VERSION = 1
+
+
+def iso_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def anomaly_view(a: Anomaly) -> dict:
+    return {"kind": a.kind, "detail": a.detail, "frame": a.frame}
+
+
+def message_view(m: TrackedMessage) -> dict:
+    return {
+        "exchange": iana.exchange_name(m.exchange),
+        "exchange_type": m.exchange,
+        "message_id": m.message_id,
+        "response": m.response,
+        "from_initiator": m.from_initiator,
+        "src": m.src,
+        "dst": m.dst,
+        "sport": m.sport,
+        "dport": m.dport,
+        "first_frame": m.first_frame,
+        "frames": list(m.frames),
+        "time": iso_time(m.first_timestamp),
+        "udp_payload_bytes": list(m.udp_payload_bytes),
+        "ip_datagram_bytes": list(m.ip_lengths),
+        "ip_fragments_per_datagram": [len(x) or 1 for x in m.ip_fragment_lengths],
+        "ike_bytes": m.ike_bytes,
+        "encrypted_bytes": m.encrypted_bytes,
+        "ike_fragments": m.ike_fragments,
+        "ike_fragments_seen": list(m.fragments_seen),
+        "ip_fragmented": m.ip_fragmented,
+        "ip_fragment_lengths": [list(x) for x in m.ip_fragment_lengths],
+        "retransmissions": m.retransmissions,
+        "assembly_seconds": round(m.assembly_seconds, 6),
+        "payloads": [iana.payload_name(p) for p in m.payload_types],
+        "notifies": [iana.notify_name(n) for n in m.notifies],
+        "ke_method": m.key_exchange.method if m.key_exchange else None,
+        "ke_data_bytes": m.key_exchange.data_length if m.key_exchange else None,
+    }
+
+
+def _message_label(m: TrackedMessage) -> str:
+    return f"{iana.exchange_name(m.exchange)} {'response' if m.response else 'request'} message id {m.message_id}"
+
+
+def fragmentation_view(p: FragmentationProfile) -> dict:
+    largest = p.largest_message
+    return {
+        "supported": {"initiator": p.fragmentation_supported[0], "responder": p.fragmentation_supported[1]},
+        "largest_message": ({"message": _message_label(largest),
+                             "udp_payload_bytes": sum(largest.udp_payload_bytes),
+                             "ike_bytes": largest.ike_bytes} if largest else None),
+        "ip_fragmented_messages": [_message_label(m) for m in p.ip_fragmented],
+        "ike_fragmented_messages": [_message_label(m) for m in p.ike_fragmented],
+        "both_fragmented_messages": [_message_label(m) for m in p.ip_fragmented if m.ike_fragments],
+        "sa_init_ip_fragmented": p.sa_init_ip_fragmented,
+        "handshake_seconds": round(p.handshake_seconds, 6) if p.handshake_seconds is not None else None,
+        "round_trips": p.round_trips,
+        "handshake_retransmissions": p.handshake_retransmissions,
+        "black_hole_suspected": p.black_hole_suspected,
+    }
+
+
+def what_if_view(row: WhatIf) -> dict:
+    return {
+        "exchange": iana.exchange_name(row.exchange),
+        "message_id": row.message_id,
+        "response": row.response,
+        "mtu": row.mtu,
+        "ip_version": row.ip_version,
+        "port": row.port,
+        "ike_bytes": row.ike_bytes,
+        "udp_payload_bytes": row.udp_payload_bytes,
+        "ip_datagram_bytes": row.ip_datagram_bytes,
+        "ip_fragments": row.ip_fragments,
+        "ip_fragmented": row.ip_fragmented,
+        "ike_fragmentable": row.ike_fragmentable,
+        "fragment_size": row.fragment_size,
+        "ike_fragments": row.ike_fragments,
+        "ike_fragment_ip_fragments": row.ike_fragment_ip_fragments,
+    }
+
+
+def _ke_view(method_id: int | None, catalog: KeCatalog, slot: str | None = None) -> dict | None:
+    if method_id is None:
+        return None
+    m = catalog.method(method_id)
+    view = {"id": method_id, "name": m.name, "kind": m.kind}
+    if slot:
+        view = {"slot": slot, **view}
+    if m.nist_category is not None:
+        view["nist_category"] = m.nist_category
+    return view
+
+
+def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
+    n, c = item.negotiation, item.classification
+    requests = Counter(m.exchange for m in n.messages if not m.response)
+    return {
+        "capture": n.capture,
+        "classification": c.name,
+        "classification_basis": c.basis,
+        "ke_method": c.ke_method,
+        "addke_methods": list(c.addke_methods),
+        "pq_offered_by_initiator": c.pq_offered_by_initiator,
+        "initiator": n.initiator,
+        "responder": n.responder,
+        "spi_i": n.spi_i,
+        "spi_r": n.spi_r,
+        "ke": _ke_view(c.ke_method, catalog),
+        "addke": [_ke_view(m, catalog, iana.addke_slot(t)) for t, m in c.addke],
+        "mlkem_parameter_set": c.mlkem_parameter_set,
+        "nist_category": c.nist_category,
+        "classical_strength_bits": c.classical_strength_bits,
+        "offered_ke_methods": list(c.offered_ke_methods),
+        "ppk": c.ppk,
+        "error": c.error,
+        "ike_version": n.ike_version,
+        "initiator_port": n.initiator_port,
+        "responder_port": n.responder_port,
+        "ip_version": n.ip_version,
+        "transport": n.transport,
+        "moved_to_4500": n.moved_to_4500,
+        "first_seen": iso_time(n.first_seen),
+        "last_seen": iso_time(n.last_seen),
+        "first_frame": n.first_frame,
+        "state": n.state,
+        "established": n.established,
+        "offered_proposals": [describe_proposal(p, catalog) for p in n.offered],
+        "offered_ke_payloads": list(n.offered_ke),
+        "chosen_proposal": describe_proposal(n.chosen, catalog) if n.chosen else None,
+        "fragmentation_supported": {
+            "initiator": iana.IKEV2_FRAGMENTATION_SUPPORTED in n.initiator_notifies,
+            "responder": iana.IKEV2_FRAGMENTATION_SUPPORTED in n.responder_notifies,
+        },
+        "intermediate_supported": {
+            "initiator": iana.INTERMEDIATE_EXCHANGE_SUPPORTED in n.initiator_notifies,
+            "responder": iana.INTERMEDIATE_EXCHANGE_SUPPORTED in n.responder_notifies,
+        },
+        "retries": [{"reason": r.reason, "frame": r.frame, "offered_ke": r.offered_ke,
+                     "requested_ke": r.requested_ke, "new_spi_i": r.new_spi_i} for r in n.retries],
+        "error_notifies": [{"exchange": iana.exchange_name(x), "notify": iana.notify_name(t)}
+                           for x, t in n.error_notifies],
+        "rekeyed_from": ({"spi_i": n.rekeyed_from[0], "spi_r": n.rekeyed_from[1]}
+                         if n.rekeyed_from else None),
+        "rekey_evidence": n.rekey_evidence,
+        "exchanges": {iana.exchange_name(x): count for x, count in sorted(requests.items())},
+        "largest_message_bytes": (sum(item.fragmentation.largest_message.udp_payload_bytes)
+                                  if item.fragmentation.largest_message else 0),
+        "ike_fragmented_messages": sum(1 for m in n.messages if m.ike_fragments),
+        "ip_fragmented_messages": sum(1 for m in n.messages if m.ip_fragmented),
+        "retransmissions": sum(m.retransmissions for m in n.messages),
+        "messages": [message_view(m) for m in n.messages],
+        "vendor_ids": [v.hex() for v in n.vendor_ids],
+        "evidence": list(c.evidence),
+        "fragmentation": fragmentation_view(item.fragmentation),
+        "findings": [{"severity": f.severity, "code": f.code, "detail": f.detail}
+                     for f in (*c.findings, *item.fragmentation.findings)],
+        "anomalies": [anomaly_view(a) for a in n.anomalies],
+    }
+
+
+def capture_view(audit: CaptureAudit) -> dict:
+    return {
+        "path": audit.capture,
+        "stats": dict(sorted(audit.stats.items())),
+        "anomalies": [anomaly_view(a) for a in audit.anomalies]
+        + [anomaly_view(m.anomaly) for m in audit.malformed],
+    }
+
+
+def scan_document(audits: Iterable[CaptureAudit], catalog: KeCatalog) -> dict:
+    audits = list(audits)
+    negotiations = [negotiation_view(item, catalog) for a in audits for item in a.negotiations]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "ikeaudit", "version": __version__},
+        "captures": [capture_view(a) for a in audits],
+        "summary": summary_view(negotiations),
+        "negotiations": negotiations,
+    }
+
+
+def summary_view(negotiations: list[dict]) -> dict:
+    classes = Counter(n["classification"] for n in negotiations)
+    return {
+        "negotiations": len(negotiations),
+        "ike_sas_established": sum(1 for n in negotiations if n["established"] and n["ike_version"] == 2),
+        "by_classification": dict(sorted(classes.items())),
+    }
+
+
+def mtu_document(audits: Iterable[CaptureAudit], catalog: KeCatalog, what_ifs: dict[int, list[WhatIf]],
+                 mtus: list[int], fragment_size: int | None) -> dict:
+    """The scan document, each negotiation with its what-if rows (keyed by id of the
+    AuditedNegotiation in what_ifs)."""
+    audits = list(audits)
+    negotiations = []
+    for a in audits:
+        for item in a.negotiations:
+            view = negotiation_view(item, catalog)
+            view["what_if"] = [what_if_view(row) for row in what_ifs.get(id(item), [])]
+            negotiations.append(view)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "ikeaudit", "version": __version__},
+        "mtus": mtus,
+        "fragment_size": fragment_size,
+        "captures": [capture_view(a) for a in audits],
+        "summary": summary_view(negotiations),
+        "negotiations": negotiations,
+    }
