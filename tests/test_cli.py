@@ -1,0 +1,127 @@
+"""The command line, through click's CliRunner: formats, errors and exit codes."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import PCAPS, RECORDS, lab_path
+from ikeaudit.cli import main
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_scan_json_carries_the_documented_fields():
+    result = run("scan", lab_path("h01"), "--format", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["schema_version"] == 1
+    [n] = document["negotiations"]
+    for key in ("capture", "classification", "ke_method", "addke_methods", "pq_offered_by_initiator",
+                "initiator", "responder", "spi_i", "spi_r", "messages"):
+        assert key in n
+    assert n["capture"] == lab_path("h01")
+    assert (n["classification"], n["ke_method"], n["addke_methods"]) == ("hybrid-pq", 31, [36])
+    assert len(n["spi_i"]) == 16 and int(n["spi_i"], 16)
+
+
+def test_scan_folder_covers_every_lab_capture():
+    document = json.loads(run("scan", str(PCAPS), "--format", "json").output)
+    assert {c["path"] for c in document["captures"]} == {str(PCAPS / r["file"]) for r in RECORDS.values()}
+
+
+def test_scan_glob_expands(tmp_path):
+    result = run("scan", str(PCAPS / "c0*.pcap"), "--format", "jsonl")
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert {line["capture"] for line in lines} == {str(p) for p in PCAPS.glob("c0*.pcap")}
+
+
+def test_table_has_one_row_per_negotiation():
+    result = run("scan", lab_path("r01"))
+    assert result.exit_code == 0
+    rows = [line for line in result.output.splitlines() if "192.0.2.1 -> 192.0.2.2" in line]
+    assert len(rows) == 2
+    assert all("hybrid-pq" in row and "ML-KEM-768(36)" in row for row in rows)
+
+
+def test_csv_has_a_header_and_a_row_per_negotiation():
+    result = run("scan", lab_path("d01"), lab_path("x01"), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert [r["classification"] for r in rows] == ["classical-pq-offered", "failed"]
+
+
+def test_gzip_capture_scans_like_the_plain_one(tmp_path):
+    target = tmp_path / "h02.pcap.gz"
+    target.write_bytes(gzip.compress((PCAPS / RECORDS["h02"]["file"]).read_bytes()))
+    plain = json.loads(run("scan", lab_path("h02"), "--format", "json").output)["negotiations"]
+    packed = json.loads(run("scan", str(target), "--format", "json").output)["negotiations"]
+    for n in plain + packed:
+        n.pop("capture")
+    assert plain == packed
+
+
+def test_missing_file_is_a_one_line_error_with_exit_2():
+    result = run("scan", "/no/such/capture.pcap")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == ["Error: /no/such/capture.pcap: no such file or directory"]
+
+
+def test_non_capture_file_is_a_one_line_error(tmp_path):
+    text = tmp_path / "notes.pcap"
+    text.write_text("hello, not a capture\n")
+    result = run("scan", str(text))
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and "not a pcap or pcapng capture" in result.output
+
+
+def test_truncated_capture_reports_damage_and_keeps_what_came_before(tmp_path):
+    data = (PCAPS / RECORDS["h01"]["file"]).read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    result = run("scan", str(cut), "--format", "json")
+    assert result.exit_code == 0
+    document = json.loads(result.output)
+    assert any(a["kind"] == "capture" for a in document["captures"][0]["anomalies"])
+    assert document["negotiations"] and document["negotiations"][0]["ke_method"] == 31
+
+
+def test_bad_format_is_a_usage_error():
+    assert run("scan", lab_path("c01"), "--format", "xml").exit_code == 2
+
+
+def test_fail_on_high_fails_on_a_downgrade():
+    assert run("scan", lab_path("d01"), "--fail-on", "high").exit_code == 1
+    assert run("scan", lab_path("h01"), "--fail-on", "high").exit_code == 0
+    assert run("scan", lab_path("d01")).exit_code == 0
+
+
+@pytest.mark.parametrize("value", ["1081", "80=kyber", "1081=kyber:maybe", "x=y"])
+def test_private_ke_option_rejects_bad_values(value):
+    result = run("scan", lab_path("c01"), "--private-ke", value)
+    assert result.exit_code == 2
+    assert "--private-ke" in result.output
+
+
+def test_empty_folder_scans_to_nothing(tmp_path):
+    result = run("scan", str(tmp_path), "--format", "json")
+    assert result.exit_code == 0
+    assert json.loads(result.output)["negotiations"] == []
+
+
+def test_folder_skips_non_capture_files(tmp_path):
+    shutil.copy(PCAPS / RECORDS["c01"]["file"], tmp_path / "a.pcap")
+    (tmp_path / "a.keys").write_text("not a capture")
+    document = json.loads(run("scan", str(tmp_path), "--format", "json").output)
+    assert [c["path"] for c in document["captures"]] == [str(tmp_path / "a.pcap")]
+
+
+def test_help_shows_an_example():
+    assert "Example" in run("scan", "--help").output
