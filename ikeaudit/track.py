@@ -159,6 +159,7 @@ class _SaBuilder:
     rekeyed_from: tuple[str, str] | None = None
     rekey_evidence: str | None = None
     ikev1_exchanges: list[int] = field(default_factory=list)
+    reported: bool = False  # already handed out by Tracker.drain
 
 
 class Tracker:
@@ -383,6 +384,29 @@ class Tracker:
         sa.last_seen = max(sa.last_seen, message.timestamp)
 
     # -- output ----------------------------------------------------------------------
+    def drain(self, now: float, idle_timeout: float = 120.0) -> list[Negotiation]:
+        """Negotiations to report while the capture goes on (live): each IKE SA once, as
+        soon as its handshake has an outcome (established or failed), or once it has been
+        idle for idle_timeout seconds. Idle SAs leave the lookup tables so memory stays
+        bounded; `finish()` still returns every negotiation with everything it saw."""
+        outcome = (ESTABLISHED, SA_INIT_FAILED)
+        ready: list[_SaBuilder] = []
+        active = [*self._by_pair.values(), *self._pending.values()]
+        for sa in active:
+            idle = now - sa.last_seen >= idle_timeout
+            if idle:
+                self._close(sa)
+            if not sa.reported and (idle or sa.state in outcome):
+                ready.append(sa)
+        for sa in {id(s): s for s in self._ikev1.values()}.values():
+            if not sa.reported and now - sa.last_seen >= idle_timeout:
+                ready.append(sa)
+        for sa in ready:
+            sa.reported = True
+        if any(sa.state == MIDSTREAM for sa in ready):
+            _link_rekeys(sorted({id(s): s for s in [*self._closed, *active]}.values(), key=lambda s: s.order))
+        return [self._negotiation(sa) for sa in sorted(ready, key=lambda s: s.order)]
+
     def finish(self) -> list[Negotiation]:
         for sa in [*self._by_pair.values(), *self._pending.values()]:
             self._closed.append(sa)
