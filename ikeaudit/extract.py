@@ -409,7 +409,7 @@ class Extractor:
                 self.stats["non_ike_fragments"] += 1
                 return []
             key = (4, src, dst, proto, ident)
-            meta = (4, src, dst, proto, ident, ihl)
+            meta = (4, src, dst, proto, ident, ihl)  # _Reassembly's arguments
             offset, more = (flags_offset & 0x1FFF) * 8, bool(flags_offset & 0x2000)
             return self._fragment(
                 frame, key, meta, offset, more, off + ihl, end, total - ihl, total, cut
@@ -442,8 +442,9 @@ class Extractor:
 
     # --- IP reassembly
 
-    def _fragment(self, frame: Frame, key: tuple, meta: tuple, offset: int, more: bool, start: int,
-                  end: int, declared: int, frag_length: int, cut: bool) -> list[Record]:  # fmt: skip
+    def _fragment(self, frame: Frame, key: tuple, meta: tuple, offset: int, more: bool,
+                  start: int, end: int, declared: int, frag_length: int,
+                  cut: bool) -> list[Record]:  # fmt: skip
         self.stats["ip_fragments"] += 1
         piece = frame.data[start:end]
         if self._already_settled(key, offset, piece):
@@ -541,9 +542,9 @@ class Extractor:
         return Anomaly("incomplete", detail, buf.frames[0] if buf.frames else None)
 
     def _describe(self, buf: _Reassembly) -> str:
-        frames = ", ".join(map(str, buf.frames)) or "none"
+        frames = f" (frames {', '.join(map(str, buf.frames))})" if buf.frames else ""
         return (f"IPv{buf.version} datagram {self._name(buf.src)} -> {self._name(buf.dst)} "
-                f"id 0x{buf.ident:x} (frames {frames})")  # fmt: skip
+                f"id 0x{buf.ident:x}{frames}")  # fmt: skip
 
     def _reassembled(self, frame: Frame, buf: _Reassembly) -> list[Record]:
         if buf.cut:
