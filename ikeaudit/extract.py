@@ -77,7 +77,7 @@ from bisect import bisect_left, insort
 from collections import Counter, deque
 from collections.abc import Callable
 
-from ikeaudit.records import Anomaly, Frame, IkeDatagram
+from ikeaudit.records import Anomaly, EspFlow, Frame, IkeDatagram
 
 Record = IkeDatagram | Anomaly
 
@@ -316,8 +316,12 @@ class Extractor:
     for what is decoded and for the meaning of each ``stats`` key."""
 
     def __init__(self, *, max_reassembly_buffers: int = 4096, reassembly_timeout: float = 60.0,
-                 max_datagram: int = 65535, max_tcp_streams: int = 1024) -> None:  # fmt: skip
+                 max_datagram: int = 65535, max_tcp_streams: int = 1024,
+                 max_esp_flows: int = 65536) -> None:  # fmt: skip
         self.stats: Counter[str] = Counter()
+        self._max_esp_flows = max(1, max_esp_flows)
+        # (src, dst, spi, encapsulated) -> [first_frame, first_ts, last_ts, packets, bytes]
+        self._esp: dict[tuple[bytes, bytes, bytes, bool], list] = {}
         self._max_buffers = max(1, max_reassembly_buffers)
         self._timeout = reassembly_timeout
         self._max_datagram = max_datagram
@@ -354,6 +358,12 @@ class Extractor:
         self._settled.clear()
         self._streams.clear()
         return self._counted(out)
+
+    def esp_flows(self) -> list[EspFlow]:
+        """ESP traffic seen so far, one record per SPI and direction."""
+        return [EspFlow(self._name(src), self._name(dst), spi.hex(), encapsulated, *values)
+                for (src, dst, spi, encapsulated), values
+                in sorted(self._esp.items(), key=lambda item: item[1][0])]
 
     # --- link and IP layers
 
@@ -567,7 +577,27 @@ class Extractor:
             return self._udp(frame, ip, data, start, end)
         if proto == 6:
             return self._tcp(frame, ip, data, start, end)
-        self.stats["esp" if proto == 50 else "ah" if proto == 51 else "non_ike"] += 1
+        if proto == 50:
+            self.stats["esp"] += 1
+            return self._esp_packet(frame, ip, data[start:start + 4], False)
+        self.stats["ah" if proto == 51 else "non_ike"] += 1
+        return []
+
+    def _esp_packet(self, frame: Frame, ip: _Ip, spi: bytes, encapsulated: bool) -> list[Record]:
+        key = (ip.src, ip.dst, spi, encapsulated)
+        flow = self._esp.get(key)
+        if flow is not None:
+            flow[2] = frame.timestamp
+            flow[3] += 1
+            flow[4] += ip.length
+            return []
+        if len(self._esp) >= self._max_esp_flows:
+            self.stats["esp_flow_overflow"] += 1
+            if self.stats["esp_flow_overflow"] == 1:
+                return [Anomaly("overflow", f"more than {self._max_esp_flows} ESP flows: later new "
+                                "SPIs are counted in stats only", frame.number)]
+            return []
+        self._esp[key] = [frame.number, frame.timestamp, frame.timestamp, 1, ip.length]
         return []
 
     def _udp(self, frame: Frame, ip: _Ip, data: bytes, start: int, end: int) -> list[Record]:
@@ -594,7 +624,7 @@ class Extractor:
                 raise _Malformed(f"UDP 4500 payload of {len(body)} bytes")
             if body[:4] != NON_ESP_MARKER:
                 self.stats["esp_in_udp"] += 1
-                return []
+                return self._esp_packet(frame, ip, body[:4], True)
         ike = body[4:] if marker else body
         return [self._ike(frame, ip, sport, dport, "udp", marker, len(body), ike)]
 

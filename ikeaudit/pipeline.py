@@ -16,7 +16,7 @@ from ikeaudit.classify import Classification, KeCatalog, classify_all
 from ikeaudit.dissect import dissect
 from ikeaudit.extract import Extractor
 from ikeaudit.mtu import FragmentationProfile, profile
-from ikeaudit.records import Anomaly, Frame, Malformed, Negotiation
+from ikeaudit.records import Anomaly, EspFlow, Frame, Malformed, Negotiation
 from ikeaudit.sources import iter_capture
 from ikeaudit.track import Tracker
 
@@ -37,6 +37,7 @@ class CaptureAudit:
     negotiations: list[AuditedNegotiation] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     malformed: list[Malformed] = field(default_factory=list)
+    esp_flows: list[EspFlow] = field(default_factory=list)
     stats: Counter = field(default_factory=Counter)
 
 
@@ -49,6 +50,7 @@ def audit_frames(capture: str, items: Iterable[Frame | Anomaly],
         tracker.feed(dissect(record))
     audit.anomalies.extend(extractor.flush())
     audit.stats.update(extractor.stats)
+    audit.esp_flows = extractor.esp_flows()
     negotiations = tracker.finish()
     audit.malformed.extend(tracker.malformed)
     audit.stats["malformed_ike"] += len(tracker.malformed)

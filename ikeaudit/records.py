@@ -73,6 +73,21 @@ class IkeDatagram:
 
 
 @dataclass(frozen=True, slots=True)
+class EspFlow:
+    """The ESP packets of one SPI in one direction: the traffic an IKE SA protects."""
+
+    src: str
+    dst: str
+    spi: str  # hex
+    encapsulated: bool  # ESP-in-UDP (RFC 3948) rather than IP protocol 50
+    first_frame: int
+    first_timestamp: float
+    last_timestamp: float
+    packets: int
+    bytes: int  # IP datagram bytes, headers included
+
+
+@dataclass(frozen=True, slots=True)
 class Transform:
     type: int  # 1 ENCR, 2 PRF, 3 INTEG, 4 KE, 5 ESN, 6..12 ADDKE1..7
     id: int
