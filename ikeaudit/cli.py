@@ -136,7 +136,7 @@ def mtu(captures: tuple[str, ...], mtus: tuple[int, ...], fragment_size: int | N
         from ikeaudit.report import plots
 
         try:
-            plots.message_sizes(document, [f"{plot_prefix}.png", f"{plot_prefix}.svg"])
+            plots.save(plots.message_sizes(document), [f"{plot_prefix}.png", f"{plot_prefix}.svg"])
         except OSError as exc:
             raise InputError(f"{plot_prefix}: cannot write the plot: {exc.strerror}") from None
     renderers = {**RENDERERS, "table": mtu_text.render}

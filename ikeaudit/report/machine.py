@@ -25,7 +25,7 @@ def render_jsonl(document: dict) -> str:
     return "".join(json.dumps(n, ensure_ascii=False) + "\n" for n in document["negotiations"])
 
 
-def _csv_safe(value) -> str:
+def csv_safe(value) -> str:
     text = "" if value is None else str(value)
     if text.startswith(FORMULA_PREFIXES) and not _is_number(text):
         return "'" + text
@@ -57,5 +57,5 @@ def render_csv(document: dict) -> str:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for n in document["negotiations"]:
-        writer.writerow({k: _csv_safe(v) for k, v in csv_row(n).items()})
+        writer.writerow({k: csv_safe(v) for k, v in csv_row(n).items()})
     return out.getvalue()

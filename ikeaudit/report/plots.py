@@ -6,6 +6,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and in CI
 
+import io  # noqa: E402
+from collections import Counter  # noqa: E402
+from datetime import datetime  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 
 CLASS_COLOURS = {
@@ -22,7 +26,21 @@ EXCHANGE_ORDER = ["IKE_SA_INIT", "IKE_INTERMEDIATE", "IKE_AUTH", "CREATE_CHILD_S
                   "IKE_FOLLOWUP_KE", "INFORMATIONAL"]
 
 
-def message_sizes(document: dict, paths: list[str]) -> list[str]:
+def save(fig, paths: list[str]) -> list[str]:
+    for path in paths:
+        fig.savefig(path)
+    plt.close(fig)
+    return paths
+
+
+def png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def message_sizes(document: dict):
     """Each message's IPv4 datagram size if sent whole, by exchange, against the MTU lines."""
     fig, ax = plt.subplots(figsize=(12, 6), layout="constrained")
     categories = [f"{x}\n{d}" for x in EXCHANGE_ORDER for d in ("request", "response")]
@@ -60,9 +78,63 @@ def message_sizes(document: dict, paths: list[str]) -> list[str]:
     ax.set_title("IKE message sizes against path MTUs")
     if seen_classes:
         ax.legend(title="classification", fontsize=8)
-    written = []
-    for path in paths:
-        fig.savefig(path)
-        written.append(path)
-    plt.close(fig)
-    return written
+    return fig
+
+
+def class_share(document: dict):
+    counts = document["summary"]["by_classification"]
+    fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
+    names = [c for c in CLASS_COLOURS if c in counts]
+    ax.barh(names, [counts[c] for c in names], color=[CLASS_COLOURS[c] for c in names])
+    for i, c in enumerate(names):
+        ax.annotate(str(counts[c]), xy=(counts[c], i), xytext=(3, 0), textcoords="offset points",
+                    va="center", fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel("negotiations")
+    ax.set_title("Negotiations by classification")
+    return fig
+
+
+def timeline(document: dict):
+    fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
+    names = [c for c in CLASS_COLOURS if c in document["summary"]["by_classification"]]
+    for row, name in enumerate(names):
+        times = [datetime.fromisoformat(n["first_seen"].replace("Z", "+00:00"))
+                 for n in document["negotiations"] if n["classification"] == name]
+        ax.scatter(times, [row] * len(times), color=CLASS_COLOURS[name], s=30, alpha=0.8)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(-0.6, len(names) - 0.4)
+    ax.set_title("Negotiations over time (UTC)")
+    fig.autofmt_xdate()
+    return fig
+
+
+def ke_methods(document: dict):
+    counts = Counter()
+    for n in document["negotiations"]:
+        if n["ke"]:
+            label = n["ke"]["name"] + "".join(f" + {a['name']}" for a in n["addke"])
+            counts[label] += 1
+    fig, ax = plt.subplots(figsize=(8, max(2.4, 0.45 * len(counts) + 1)), layout="constrained")
+    labels = [label for label, _ in counts.most_common()]
+    colours = ["#1b7837" if "ML-KEM" in label else "#b2182b" for label in labels]
+    ax.barh(labels, [counts[label] for label in labels], color=colours)
+    ax.invert_yaxis()
+    ax.set_xlabel("negotiations")
+    ax.set_title("Chosen key exchange (green: includes ML-KEM)")
+    return fig
+
+
+def exposure(document: dict):
+    tunnels = document["tunnels"][:15]
+    fig, ax = plt.subplots(figsize=(9, max(2.4, 0.45 * len(tunnels) + 1)), layout="constrained")
+    labels = [f"{t['peers'][0]} ↔ {t['peers'][1]}" for t in tunnels]
+    exposed = [t["by_class"].get("classical", 0) + t["by_class"].get("classical-pq-offered", 0) for t in tunnels]
+    protected = [t["by_class"].get("hybrid-pq", 0) + t["by_class"].get("pq-only", 0) for t in tunnels]
+    ax.barh(labels, exposed, color="#b2182b", label="classical only")
+    ax.barh(labels, protected, left=exposed, color="#1b7837", label="ML-KEM")
+    ax.invert_yaxis()
+    ax.set_xlabel("negotiations")
+    ax.set_title("Tunnels (peer pairs) by key exchange, most exposed first")
+    ax.legend(fontsize=8)
+    return fig
