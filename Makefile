@@ -17,8 +17,9 @@ demo: $(BIN)/ikeaudit
 	$(BIN)/ikeaudit scan pcaps/ --format table > reports/scan.txt
 	$(BIN)/ikeaudit scan pcaps/ --format json > reports/scan.json
 	$(BIN)/ikeaudit scan pcaps/ --format csv > reports/scan.csv
-	@cat reports/scan.txt | tail -n 1
-	@echo "wrote reports/scan.txt reports/scan.json reports/scan.csv"
+	$(BIN)/ikeaudit mtu pcaps/ --plot reports/message-sizes > reports/mtu.txt
+	@tail -n 1 reports/scan.txt
+	@echo "wrote reports/: scan.txt scan.json scan.csv mtu.txt message-sizes.png message-sizes.svg"
 
 test: $(BIN)/ikeaudit
 	$(BIN)/pytest -q
