@@ -28,7 +28,8 @@ EXCHANGE_ORDER = ["IKE_SA_INIT", "IKE_INTERMEDIATE", "IKE_AUTH", "CREATE_CHILD_S
 
 def save(fig, paths: list[str]) -> list[str]:
     for path in paths:
-        fig.savefig(path)
+        # No creation date in SVG, so that regenerated reports diff cleanly.
+        fig.savefig(path, metadata={"Date": None} if path.endswith(".svg") else None)
     plt.close(fig)
     return paths
 
