@@ -14,7 +14,17 @@ from typing import Iterable, Mapping
 
 from ikeaudit import iana
 from ikeaudit.iana import KeMethod
-from ikeaudit.records import Finding, Negotiation, Proposal, TrackedMessage
+from ikeaudit.records import (
+    AUTH_REQUESTED,
+    ESTABLISHED,
+    INTERMEDIATE,
+    SA_INIT_REQUESTED,
+    SA_INIT_RETRY,
+    Finding,
+    Negotiation,
+    Proposal,
+    TrackedMessage,
+)
 
 HYBRID_PQ = "hybrid-pq"
 PQ_ONLY = "pq-only"
@@ -232,12 +242,12 @@ def _note_retries(n: Negotiation, catalog: KeCatalog, evidence: list[str]) -> No
 def _unanswered(n: Negotiation, catalog: KeCatalog, pq_offered: bool, ppk: str,
                 evidence: list[str], findings: list[Finding]) -> Classification:
     errors = [(x, e) for x, e in n.error_notifies if x == iana.IKE_SA_INIT]
-    sa_init_responses = [m for m in n.messages if m.exchange == iana.IKE_SA_INIT and m.response]
-    if not sa_init_responses:
-        requests = [m for m in n.messages if m.exchange == iana.IKE_SA_INIT and not m.response]
-        sent = sum(1 + m.retransmissions for m in requests)
-        evidence.append(f"IKE_SA_INIT request sent {sent} time(s), no response captured")
-        if any(m.ip_fragmented for m in requests):
+    if n.state == SA_INIT_REQUESTED:
+        # The last IKE_SA_INIT request went unanswered (perhaps after a retry demand).
+        last = _last(n.messages, iana.IKE_SA_INIT, False)
+        sent = 1 + last.retransmissions if last else 0
+        evidence.append(f"last IKE_SA_INIT request sent {sent} time(s), no response captured")
+        if last is not None and last.ip_fragmented:
             findings.append(Finding("high", "fragmented-sa-init-unanswered",
                                     "the unanswered IKE_SA_INIT was IP-fragmented: fragments may be "
                                     "dropped on the path"))
@@ -245,7 +255,7 @@ def _unanswered(n: Negotiation, catalog: KeCatalog, pq_offered: bool, ppk: str,
                        evidence, findings, _offered_methods(n))
     last_error = errors[-1][1] if errors else None
     error = iana.notify_name(last_error) if last_error is not None else None
-    if n.state == "sa-init-retry-requested":
+    if n.state == SA_INIT_RETRY:
         evidence.append("the responder asked for a retry and the initiator never sent one")
     evidence.append(f"IKE_SA_INIT answered with {error or 'no SA payload'}")
     if last_error == iana.NO_PROPOSAL_CHOSEN and pq_offered:
@@ -339,7 +349,7 @@ def _check_addke_evidence(n: Negotiation, addke: tuple[tuple[int, int], ...], ca
         method = catalog.method(method_id)
         label = f"{iana.addke_slot(slot)} {method.name}"
         if index >= len(exchanges):
-            if n.state in ("intermediate", "auth-requested", "established"):
+            if n.state in (INTERMEDIATE, AUTH_REQUESTED, ESTABLISHED):
                 findings.append(Finding("high", "evidence-mismatch",
                                         f"{label} chosen but no IKE_INTERMEDIATE exchange "
                                         f"#{index + 1} was seen before IKE_AUTH"))

@@ -42,7 +42,7 @@ from ikeaudit.records import (
 IKE_HEADER_LENGTH = 28
 # A legitimate message has a few dozen payloads at most; a longer chain is hostile
 # and would also drive Scapy's recursive dissection into the recursion limit.
-MAX_PAYLOADS = 256
+MAX_PAYLOADS = 128
 MAX_PROPOSALS = 64
 MAX_TRANSFORMS = 256
 
@@ -109,7 +109,7 @@ def _ikev2(datagram: IkeDatagram, packet: Packet) -> IkeMessage:
     if declared != present:
         kind = "incomplete" if declared > present else "malformed"
         walk.anomaly(kind, f"IKE header length {declared} but {present} bytes present")
-    _walk_payloads(packet, int(packet.next_payload), min(declared, present), walk)
+    _walk_payloads(packet, int(packet.next_payload), min(declared, present), present, walk)
     return IkeMessage(
         frame=datagram.frame, frames=datagram.frames, timestamp=datagram.timestamp,
         first_timestamp=datagram.first_timestamp, ip_version=datagram.ip_version,
@@ -128,11 +128,16 @@ def _ikev2(datagram: IkeDatagram, packet: Packet) -> IkeMessage:
     )
 
 
-def _walk_payloads(packet: Packet, first_type: int, available: int, walk: _Walk) -> None:
-    """Follow the Next Payload chain, checking each length against the bytes left."""
+def _walk_payloads(packet: Packet, first_type: int, available: int, present: int, walk: _Walk) -> None:
+    """Follow the Next Payload chain, checking each length against the bytes left.
+
+    available is what the IKE header's Length admits, present what was captured: a
+    payload running past the header's length is malformed; past the captured bytes,
+    incomplete."""
     layer = packet.payload
     payload_type = first_type
     remaining = available - IKE_HEADER_LENGTH
+    beyond = present - available
     while payload_type != 0:
         if len(walk.payload_types) >= MAX_PAYLOADS:
             walk.anomaly("malformed", f"more than {MAX_PAYLOADS} payloads")
@@ -147,8 +152,9 @@ def _walk_payloads(packet: Packet, first_type: int, available: int, walk: _Walk)
             walk.anomaly("malformed", f"{iana.payload_name(payload_type)} payload length {length}")
             return
         if length > remaining:
-            walk.anomaly("incomplete", f"{iana.payload_name(payload_type)} payload length {length} "
-                                       f"but {remaining} bytes left")
+            kind = "incomplete" if length > remaining + beyond else "malformed"
+            walk.anomaly(kind, f"{iana.payload_name(payload_type)} payload length {length} "
+                               f"but the message has {remaining} bytes left")
         _read_payload(payload_type, layer, walk)
         if payload_type in (iana.PAYLOAD_SK, iana.PAYLOAD_SKF):
             # Its Next Payload names the first payload inside the ciphertext, not a successor.

@@ -11,6 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# States of an IKE SA as the capture shows it (Negotiation.state).
+NEW = "new"
+SA_INIT_REQUESTED = "sa-init-requested"
+SA_INIT_RETRY = "sa-init-retry-requested"  # INVALID_KE_PAYLOAD or COOKIE answered
+SA_INIT_FAILED = "sa-init-failed"
+SA_INIT_DONE = "sa-init-done"
+INTERMEDIATE = "intermediate"
+AUTH_REQUESTED = "auth-requested"
+ESTABLISHED = "established"
+MIDSTREAM = "midstream"  # met after IKE_SA_INIT, which the capture does not hold
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """Something an auditor should act on, with the severity it deserves."""

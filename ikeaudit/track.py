@@ -17,6 +17,15 @@ from dataclasses import dataclass, field
 
 from ikeaudit import iana
 from ikeaudit.records import (
+    AUTH_REQUESTED,
+    ESTABLISHED,
+    INTERMEDIATE,
+    MIDSTREAM,
+    NEW,
+    SA_INIT_DONE,
+    SA_INIT_FAILED,
+    SA_INIT_REQUESTED,
+    SA_INIT_RETRY,
     Anomaly,
     Ikev1Message,
     IkeMessage,
@@ -28,17 +37,6 @@ from ikeaudit.records import (
 )
 
 ZERO_SPI = "0" * 16
-
-# States of an IKE SA as the capture shows it.
-NEW = "new"
-SA_INIT_REQUESTED = "sa-init-requested"
-SA_INIT_RETRY = "sa-init-retry-requested"  # INVALID_KE_PAYLOAD or COOKIE answered
-SA_INIT_FAILED = "sa-init-failed"
-SA_INIT_DONE = "sa-init-done"
-INTERMEDIATE = "intermediate"
-AUTH_REQUESTED = "auth-requested"
-ESTABLISHED = "established"
-MIDSTREAM = "midstream"  # met after IKE_SA_INIT, which the capture does not hold
 
 # (state, exchange, is_response) -> next state. IKE_SA_INIT responses are decided by
 # their content (chosen SA, retry demand or error) in `_sa_init_response_state`.
@@ -174,6 +172,7 @@ class Tracker:
         self.max_negotiations = max_negotiations
         self._by_pair: dict[tuple[str, str], _SaBuilder] = {}
         self._pending: dict[str, _SaBuilder] = {}  # SPIi -> SA whose SPIr is not known yet
+        self._by_spi_i: dict[str, _SaBuilder] = {}  # SPIi -> SA that began with IKE_SA_INIT
         self._ikev1: dict[tuple[str, str], _SaBuilder] = {}
         self._closed: list[_SaBuilder] = []
         self._order = 0
@@ -206,17 +205,35 @@ class Tracker:
             if sa is not None:
                 return sa
             sa = self._pending.get(message.spi_i)
+            if sa is None and message.exchange == iana.IKE_SA_INIT and message.is_response:
+                # The answer to a retry may carry another SPIr than the refused attempt's.
+                known = self._by_spi_i.get(message.spi_i)
+                if known is not None and known.state == SA_INIT_REQUESTED:
+                    sa = known
             if sa is not None:
-                del self._pending[message.spi_i]
-                sa.spi_r = message.spi_r
-                self._by_pair[(sa.spi_i, sa.spi_r)] = sa
+                self._adopt(sa, message.spi_r)
             return sa
         sa = self._pending.get(message.spi_i)
         if sa is not None:
             return sa
+        known = self._by_spi_i.get(message.spi_i)
+        if known is not None and message.exchange == iana.IKE_SA_INIT:
+            # A request repeated after its response was captured (the response was lost
+            # on its way back), or a retry of an attempt whose refusal carried a SPIr.
+            if message.is_response or known.state == SA_INIT_RETRY or self._is_retransmission(known, message):
+                return known
         if message.exchange == iana.IKE_SA_INIT and not message.is_response:
             return self._retry_with_new_spi(message)
         return None
+
+    def _adopt(self, sa: _SaBuilder, spi_r: str) -> None:
+        """Name the SA by its completed SPI pair."""
+        if self._pending.get(sa.spi_i) is sa:
+            del self._pending[sa.spi_i]
+        if self._by_pair.get((sa.spi_i, sa.spi_r)) is sa:
+            del self._by_pair[(sa.spi_i, sa.spi_r)]
+        sa.spi_r = spi_r
+        self._by_pair[(sa.spi_i, sa.spi_r)] = sa
 
     def _retry_with_new_spi(self, message: IkeMessage) -> _SaBuilder | None:
         """Some initiators pick a fresh SPIi when they retry; tie it to the attempt."""
@@ -230,6 +247,7 @@ class Tracker:
                                              last.offered_ke, last.requested_ke, message.spi_i)
                 sa.spi_i = message.spi_i
                 self._pending[sa.spi_i] = sa
+                self._by_spi_i[sa.spi_i] = sa
                 return sa
         return None
 
@@ -248,6 +266,8 @@ class Tracker:
             self._pending[sa.spi_i] = sa
         else:
             self._by_pair[(sa.spi_i, sa.spi_r)] = sa
+        if starts:
+            self._by_spi_i[sa.spi_i] = sa
         if not starts and message.exchange != iana.IKE_SA_INIT:
             sa.established = True
         return sa
@@ -265,6 +285,8 @@ class Tracker:
         self._by_pair.pop((sa.spi_i, sa.spi_r), None)
         if self._pending.get(sa.spi_i) is sa:
             del self._pending[sa.spi_i]
+        if self._by_spi_i.get(sa.spi_i) is sa:
+            del self._by_spi_i[sa.spi_i]
         self._closed.append(sa)
 
     # -- state -----------------------------------------------------------------------
@@ -412,6 +434,7 @@ class Tracker:
             self._closed.append(sa)
         self._by_pair.clear()
         self._pending.clear()
+        self._by_spi_i.clear()
         unique = {id(sa): sa for sa in self._closed}
         builders = sorted(unique.values(), key=lambda s: s.order)
         _link_rekeys(builders)
