@@ -152,3 +152,7 @@ def exit_code(document: dict, fail_on: str) -> int:
         if any(SEVERITIES.index(f["severity"]) >= threshold for f in n["findings"]):
             return EXIT_FINDINGS
     return EXIT_OK
+
+
+from ikeaudit.cli_report import report  # noqa: E402
+main.add_command(report)

@@ -11,7 +11,7 @@ CSV_COLUMNS = [
     "spi_i", "spi_r", "classification", "ke_method", "ke_name", "addke_methods", "addke_names",
     "pq_offered_by_initiator", "mlkem_parameter_set", "nist_category", "ppk", "error", "state",
     "established", "exchanges", "largest_message_bytes", "ike_fragmented_messages",
-    "ip_fragmented_messages", "retransmissions", "findings", "anomalies",
+    "ip_fragmented_messages", "retransmissions", "vendor_ids", "findings", "anomalies",
 ]
 # Cells that a spreadsheet would run as a formula (CWE-1236) get a leading quote.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -47,6 +47,7 @@ def csv_row(n: dict) -> dict:
         "addke_methods": " ".join(str(m) for m in n["addke_methods"]),
         "addke_names": " ".join(f"{a['slot']}={a['name']}" for a in n["addke"]),
         "exchanges": " ".join(f"{k}={v}" for k, v in n["exchanges"].items()),
+        "vendor_ids": " ".join(text or raw for raw, text in zip(n["vendor_ids"], n["vendor_id_texts"])),
         "findings": "; ".join(f"{f['severity']}:{f['code']}" for f in n["findings"]),
         "anomalies": len(n["anomalies"]),
     }

@@ -14,7 +14,7 @@ from ikeaudit import __version__, iana
 from ikeaudit.classify import KeCatalog, describe_proposal
 from ikeaudit.mtu import FragmentationProfile, WhatIf
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
-from ikeaudit.records import Anomaly, TrackedMessage
+from ikeaudit.records import Anomaly, TrackedMessage, Transform
 
 SCHEMA_VERSION = 1
 
@@ -101,6 +101,22 @@ def what_if_view(row: WhatIf) -> dict:
     }
 
 
+def transform_view(t: Transform, catalog: KeCatalog) -> dict:
+    name = (catalog.method(t.id).name if t.type in iana.KE_TRANSFORM_TYPES
+            else iana.transform_name(t.type, t.id))
+    return {"type": iana.TRANSFORM_TYPES.get(t.type, str(t.type)), "type_id": t.type, "id": t.id,
+            "name": name, "key_length": t.key_length}
+
+
+def printable(raw: bytes) -> str | None:
+    """A Vendor ID that is readable text (some vendors send their product name), else None."""
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return text if text and text.isprintable() else None
+
+
 def _ke_view(method_id: int | None, catalog: KeCatalog, slot: str | None = None) -> dict | None:
     if method_id is None:
         return None
@@ -149,6 +165,8 @@ def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
         "offered_proposals": [describe_proposal(p, catalog) for p in n.offered],
         "offered_ke_payloads": list(n.offered_ke),
         "chosen_proposal": describe_proposal(n.chosen, catalog) if n.chosen else None,
+        "chosen_transforms": ([transform_view(t, catalog) for t in n.chosen.transforms]
+                              if n.chosen else None),
         "fragmentation_supported": {
             "initiator": iana.IKEV2_FRAGMENTATION_SUPPORTED in n.initiator_notifies,
             "responder": iana.IKEV2_FRAGMENTATION_SUPPORTED in n.responder_notifies,
@@ -172,6 +190,7 @@ def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
         "retransmissions": sum(m.retransmissions for m in n.messages),
         "messages": [message_view(m) for m in n.messages],
         "vendor_ids": [v.hex() for v in n.vendor_ids],
+        "vendor_id_texts": [printable(v) for v in n.vendor_ids],
         "evidence": list(c.evidence),
         "fragmentation": fragmentation_view(item.fragmentation),
         "findings": [{"severity": f.severity, "code": f.code, "detail": f.detail}
@@ -230,3 +249,91 @@ def mtu_document(audits: Iterable[CaptureAudit], catalog: KeCatalog, what_ifs: d
         "summary": summary_view(negotiations),
         "negotiations": negotiations,
     }
+
+
+CLASSICAL_ONLY = ("classical", "classical-pq-offered", "ikev1")
+EXPOSURE_METHOD = (
+    "A tunnel is a pair of peer addresses, whoever initiated. ESP is attributed by address "
+    "pair and time: an ESP flow (one SPI, one direction) belongs to the most recent IKE SA "
+    "between the same peers established before its first packet, because Child SA SPIs travel "
+    "encrypted; it counts as exposed when that IKE SA used classical key exchange only. "
+    "Tunnels are ranked by exposure score (classical-only negotiations, downgrades, traffic).")
+
+
+def _bytes(count: int | None) -> str:
+    if count is None:
+        return "not measured"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return str(count)
+
+
+def tunnel_view(rank: int, tunnel: dict) -> dict:
+    return {
+        **tunnel,
+        "rank": rank,
+        "exposed": tunnel["classical_only"] > 0,
+        "still_classical": tunnel["latest_class"] in CLASSICAL_ONLY,
+        "esp_packets_exposed": tunnel["esp_packets"],
+        "esp_bytes_exposed": tunnel["esp_bytes"],
+    }
+
+
+def exposure_view(tunnels: list[dict]) -> dict:
+    exposed = [t for t in tunnels if t["exposed"]]
+    still = [t for t in tunnels if t["still_classical"]]
+    measured = [t for t in exposed if t["esp_packets"] is not None]
+    packets = sum(t["esp_packets"] for t in measured)
+    octets = sum(t["esp_bytes"] for t in measured)
+    if not tunnels:
+        headline = "No IKE negotiation was found in the capture(s)."
+    elif not exposed:
+        headline = (f"None of {len(tunnels)} tunnel(s) used classical-only key exchange: every "
+                    "negotiation seen used ML-KEM or did not complete.")
+    else:
+        headline = (f"{len(exposed)} of {len(tunnels)} tunnel(s) protected traffic with classical key "
+                    f"exchange alone ({len(still)} still do at their last negotiation): "
+                    f"{packets} ESP packets, {_bytes(octets)}, exposed to harvest-now-decrypt-later.")
+    return {"headline": headline, "method": EXPOSURE_METHOD, "tunnels": len(tunnels),
+            "exposed_tunnels": len(exposed), "still_classical_tunnels": len(still),
+            "esp_packets_exposed": packets, "esp_bytes_exposed": octets}
+
+
+def report_document(audits: list[CaptureAudit], catalog: KeCatalog, verdicts: dict[int, list[dict]],
+                    tunnels: list[dict], policy: dict, generated_at: str,
+                    what_ifs: dict[int, list[WhatIf]], mtus: list[int]) -> dict:
+    """Everything the report renderers show; verdicts and what_ifs are keyed by id() of
+    the AuditedNegotiation they belong to."""
+    negotiations = []
+    for a in audits:
+        for item in a.negotiations:
+            view = negotiation_view(item, catalog)
+            mine = verdicts.get(id(item), [])
+            view["verdicts"] = mine
+            view["policy_outcome"] = worst_outcome(mine)
+            view["what_if"] = [what_if_view(row) for row in what_ifs.get(id(item), [])]
+            negotiations.append(view)
+    ranked = [tunnel_view(i + 1, t) for i, t in enumerate(tunnels)]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "ikeaudit", "version": __version__},
+        "generated_at": generated_at,
+        "policy": policy,
+        "mtus": mtus,
+        "fragment_size": None,
+        "captures": [capture_view(a) for a in audits],
+        "summary": summary_view(negotiations),
+        "exposure": exposure_view(ranked),
+        "tunnels": ranked,
+        "negotiations": negotiations,
+    }
+
+
+OUTCOME_ORDER = ("not-applicable", "pass", "warn", "fail")
+
+
+def worst_outcome(verdicts: list[dict]) -> str | None:
+    outcomes = [v["outcome"] for v in verdicts]
+    return max(outcomes, key=OUTCOME_ORDER.index) if outcomes else None

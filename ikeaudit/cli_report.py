@@ -1,0 +1,113 @@
+"""`ikeaudit report`: the auditor's deliverable, written to a folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import click
+
+from ikeaudit.cli import InputError, _audit, _parse_private_ke, exit_code
+from ikeaudit.classify import SEVERITIES, KeCatalog
+from ikeaudit.mtu import DEFAULT_MTUS, what_if
+from ikeaudit.policy import DEFAULT_POLICY, PRESETS, PolicyError, evaluate, exposure, load_policy
+from ikeaudit.report import cbom, html, markdown, plots, tables, views
+from ikeaudit.report.machine import render_json
+
+FIGURES = [
+    ("class-share", plots.class_share, "Negotiations by classification"),
+    ("timeline", plots.timeline, "Negotiations over time, by classification"),
+    ("ke-methods", plots.ke_methods, "Chosen key exchange methods"),
+    ("message-sizes", plots.message_sizes, "IKE message sizes by exchange against path MTUs"),
+    ("exposure", plots.exposure, "Tunnels by key exchange, most exposed first"),
+]
+
+
+def _generated_at() -> str:
+    # SOURCE_DATE_EPOCH (reproducible-builds.org) lets a committed example report stay stable.
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = datetime.fromtimestamp(int(epoch), tz=timezone.utc) if epoch else datetime.now(timezone.utc)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@click.command()
+@click.argument("captures", nargs=-1, required=True)
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to write the report into (created if missing).")
+@click.option("--policy", "policy_name", default=DEFAULT_POLICY, show_default=True, metavar="NAME|FILE",
+              help=f"Policy preset ({', '.join(PRESETS)}) or a TOML policy file.")
+@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Judge dated policy rules as of this day (default: today, UTC).")
+@click.option("--fail-on", type=click.Choice(["none", *SEVERITIES]), default="none", show_default=True,
+              help="Exit with 1 when a finding or policy verdict of this severity or worse is found.")
+@click.option("--private-ke", "private_ke", multiple=True, metavar="ID=NAME[:pq|classical]",
+              help="Name a private-use KE method id (see `ikeaudit scan --help`).")
+def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: datetime | None,
+           fail_on: str, private_ke: tuple[str, ...]) -> None:
+    """Write the compliance report for CAPTURES into a folder: report.html (self-contained,
+    plots embedded), report.md, report.json, negotiations and messages as CSV and Parquet,
+    a CycloneDX CBOM (cbom.json) and the plots as PNG.
+
+    \b
+    Example:
+      ikeaudit report pcaps/ -o reports/
+      ikeaudit report span/*.pcapng --policy cnsa2 --fail-on high -o /srv/audit/today
+    """
+    catalog = KeCatalog(_parse_private_ke(private_ke))
+    try:
+        policy = load_policy(policy_name)
+    except PolicyError as exc:
+        raise InputError(str(exc)) from None
+    day = as_of.date() if as_of else datetime.now(timezone.utc).date()
+    audits = _audit(captures, catalog)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = _write(out, audits, catalog, policy, day)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
+    document = written.pop("document")
+    click.echo(document["exposure"]["headline"])
+    click.echo(f"wrote {', '.join(str(out / name) for name in written['files'])}")
+    sys.exit(max(exit_code(document, fail_on), _verdict_exit(document, fail_on)))
+
+
+def _write(out: Path, audits, catalog: KeCatalog, policy, day: date) -> dict:
+    verdicts = {id(item): [v.as_dict() for v in evaluate(policy, item, day, catalog)]
+                for a in audits for item in a.negotiations}
+    flows = [flow for a in audits for flow in a.esp_flows]
+    tunnels = [t.as_dict() for t in exposure(audits, flows, catalog)]
+    what_ifs = {id(item): what_if(item.negotiation, DEFAULT_MTUS) for a in audits for item in a.negotiations}
+    policy_view = {"name": policy.name, "description": policy.description, "source": policy.source,
+                   "origin": policy.origin, "as_of": day.isoformat()}
+    document = views.report_document(audits, catalog, verdicts, tunnels, policy_view, _generated_at(),
+                                     what_ifs, list(DEFAULT_MTUS))
+    files = []
+    figures = []
+    for stem, build, caption in FIGURES:
+        png = plots.png(build(document))
+        (out / f"{stem}.png").write_bytes(png)
+        figures.append((png, caption, f"{stem}.png"))
+        files.append(f"{stem}.png")
+    (out / "report.html").write_text(html.render(document, [(p, c) for p, c, _ in figures]), encoding="utf-8")
+    (out / "report.md").write_text(markdown.render(document, [(f, c) for _, c, f in figures]), encoding="utf-8")
+    (out / "report.json").write_text(render_json(document), encoding="utf-8")
+    (out / "cbom.json").write_text(cbom.render(document), encoding="utf-8")
+    files += ["report.html", "report.md", "report.json", "cbom.json"]
+    files += [Path(p).name for p in tables.write(tables.negotiations_frame(document), str(out / "negotiations"))]
+    files += [Path(p).name for p in tables.write(tables.messages_frame(document), str(out / "messages"))]
+    return {"document": document, "files": files}
+
+
+def _verdict_exit(document: dict, fail_on: str) -> int:
+    if fail_on == "none":
+        return 0
+    threshold = SEVERITIES.index(fail_on)
+    for n in document["negotiations"]:
+        for v in n["verdicts"]:
+            if v["severity"] and SEVERITIES.index(v["severity"]) >= threshold:
+                return 1
+    return 0

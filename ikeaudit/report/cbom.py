@@ -1,0 +1,357 @@
+"""A CycloneDX 1.7 CBOM (cryptography bill of materials) of the audited negotiations.
+
+Input: the plain dicts of `ikeaudit.report.views.negotiation_view` (or the whole scan
+document); this renderer computes nothing about the negotiations, it only names what
+they say in CycloneDX's vocabulary (IANA transform ids to algorithm families, curves,
+parameter sets). Output: a JSON document valid against the official
+``bom-1.7.schema.json``.
+
+What goes where:
+
+* every IKE configuration seen (chosen KE, ADDKE1..7, ENCR, PRF, INTEG) is one
+  ``protocol`` crypto asset (``protocolProperties.type = "ike"``, ``version`` "2",
+  ``ikev2TransformTypes``); each additional key exchange is one more ``ke`` entry,
+  and a ``properties`` entry ``ikeaudit:ikev2:ADDKEn`` names its slot (CycloneDX has
+  no slot field); an IKEv1 exchange is a ``protocol`` asset of version "1";
+* every key exchange method and symmetric transform is an ``algorithm`` asset:
+  ML-KEM as ``kem`` with ``parameterSetIdentifier`` "512"/"768"/"1024" and
+  ``nistQuantumSecurityLevel`` 1/3/5, classical groups as ``key-agree`` with level 0;
+* every (initiator, responder) pair is a ``service`` whose endpoints are the
+  responder's IKE ports (UDP 500, and 4500 after NAT-T or MOBIKE moved there), with
+  its negotiations by class as properties;
+* ``dependencies``: service -> protocol assets it negotiated -> algorithm assets.
+
+Output is deterministic: bom-refs are derived from content, lists are sorted, and the
+serial number and timestamp are passed in (a serial derived from the content when not).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import uuid
+from collections import Counter
+from typing import Iterable
+
+from ikeaudit import __version__, iana
+
+SPEC_VERSION = "1.7"
+SCHEMA_URL = "http://cyclonedx.org/schema/bom-1.7.schema.json"
+PROPERTY_PREFIX = "ikeaudit"
+
+# FIPS 203 parameter sets: NIST security category and the NIST CSOR algorithm OIDs.
+MLKEM_OIDS = {35: "2.16.840.1.101.3.4.4.1", 36: "2.16.840.1.101.3.4.4.2", 37: "2.16.840.1.101.3.4.4.3"}
+
+# Curves by IKEv2 KE method id, as the cryptography-defs ellipticCurvesEnum names them.
+CURVES = {
+    19: "nist/P-256", 20: "nist/P-384", 21: "nist/P-521", 25: "secg/secp192r1", 26: "secg/secp224r1",
+    27: "brainpool/brainpoolP224r1", 28: "brainpool/brainpoolP256r1", 29: "brainpool/brainpoolP384r1",
+    30: "brainpool/brainpoolP512r1", 31: "other/Curve25519", 32: "other/Curve448",
+}
+
+# ENCR id -> (algorithmFamily, primitive, mode)
+ENCRYPTION = {
+    3: ("3DES", "block-cipher", "cbc"),
+    12: ("AES", "block-cipher", "cbc"),
+    13: ("AES", "block-cipher", "ctr"),
+    14: ("AES", "ae", "ccm"), 15: ("AES", "ae", "ccm"), 16: ("AES", "ae", "ccm"),
+    18: ("AES", "ae", "gcm"), 19: ("AES", "ae", "gcm"), 20: ("AES", "ae", "gcm"),
+    23: ("CAMELLIA", "block-cipher", "cbc"), 24: ("CAMELLIA", "block-cipher", "ctr"),
+    25: ("CAMELLIA", "ae", "ccm"), 26: ("CAMELLIA", "ae", "ccm"), 27: ("CAMELLIA", "ae", "ccm"),
+    28: ("ChaCha20", "ae", None),
+}
+# NIST PQ security categories are defined by the cost of AES key search.
+AES_CATEGORY = {128: 1, 192: 3, 256: 5}
+# PRF / INTEG id -> (algorithmFamily, digest or key bits as parameter set)
+PRF = {1: ("HMAC", "MD5"), 2: ("HMAC", "SHA-1"), 4: ("AES", "128"), 5: ("HMAC", "SHA-256"),
+       6: ("HMAC", "SHA-384"), 7: ("HMAC", "SHA-512"), 8: ("CMAC", "128")}
+INTEGRITY = {1: ("HMAC", "MD5"), 2: ("HMAC", "SHA-1"), 5: ("AES", "128"), 6: ("HMAC", "MD5"),
+             7: ("HMAC", "SHA-1"), 8: ("CMAC", "128"), 9: ("AES", "128"), 10: ("AES", "192"),
+             11: ("AES", "256"), 12: ("HMAC", "SHA-256"), 13: ("HMAC", "SHA-384"), 14: ("HMAC", "SHA-512")}
+
+KE_FAMILY = {"MODP": "FFDH", "ECP": "ECDH", "ECX": "ECDH", "brainpool": "ECDH", "GOST": "GOST"}
+
+
+def render(document: dict, *, serial_number: str | None = None, timestamp: str | None = None) -> str:
+    """The scan document as CBOM JSON text."""
+    bom = build_cbom(document["negotiations"], serial_number=serial_number, timestamp=timestamp,
+                     captures=[c["path"] for c in document.get("captures", [])],
+                     tool_version=document.get("tool", {}).get("version", __version__))
+    return json.dumps(bom, indent=2, ensure_ascii=False) + "\n"
+
+
+def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None,
+               timestamp: str | None = None, captures: Iterable[str] = (),
+               tool_version: str = __version__) -> dict:
+    """The CBOM as a JSON-ready dict. serial_number: "urn:uuid:..." (default: derived from
+    the content, so equal input gives an equal BOM); timestamp: ISO 8601 (default: none)."""
+    negotiations = list(negotiations)
+    components: dict[str, dict] = {}
+    depends: dict[str, set[str]] = {}
+    services: dict[str, dict] = {}
+    for n in negotiations:
+        protocol = _protocol(n, components, depends)
+        service_ref = _service(n, services)
+        if protocol is not None:
+            depends.setdefault(service_ref, set()).add(protocol)
+    for ref in services:
+        depends.setdefault(ref, set())
+    captures = list(dict.fromkeys([*captures, *(n["capture"] for n in negotiations)]))
+    bom: dict = {
+        "$schema": SCHEMA_URL,
+        "bomFormat": "CycloneDX",
+        "specVersion": SPEC_VERSION,
+        "version": 1,
+        "metadata": {
+            "tools": {"components": [{"type": "application", "name": "ikeaudit", "version": tool_version}]},
+            "properties": [_prop("capture", c) for c in captures],
+        },
+        "components": [components[ref] for ref in sorted(components)],
+        "services": [_finish_service(services[ref]) for ref in sorted(services)],
+        "dependencies": [{"ref": ref, "dependsOn": sorted(depends[ref])} for ref in sorted(depends)],
+    }
+    if timestamp:
+        bom["metadata"]["timestamp"] = timestamp
+    bom = {"$schema": bom.pop("$schema"), "bomFormat": bom.pop("bomFormat"),
+           "specVersion": bom.pop("specVersion"),
+           "serialNumber": serial_number or _derived_serial(bom), **bom}
+    return bom
+
+
+def _derived_serial(content: dict) -> str:
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"urn:ikeaudit:cbom:{digest}").urn
+
+
+def _prop(name: str, value) -> dict:
+    return {"name": f"{PROPERTY_PREFIX}:{name}", "value": str(value)}
+
+
+def _ref(*parts) -> str:
+    return "crypto/" + "/".join(str(p) for p in parts)
+
+
+# ---------------------------------------------------------------------------- protocols
+
+
+def _protocol(n: dict, components: dict, depends: dict) -> str | None:
+    """The protocol asset of a negotiation's chosen configuration, or None without one."""
+    if n.get("ike_version") == 1:
+        ref = _ref("protocol", "ikev1")
+        components.setdefault(ref, {
+            "type": "cryptographic-asset", "bom-ref": ref, "name": "IKEv1",
+            "cryptoProperties": {"assetType": "protocol", "protocolProperties": {"type": "ike", "version": "1"}},
+            "properties": [_prop("note", "IKEv1 (ISAKMP) exchange: recognised, not parsed; it has no "
+                                         "post-quantum key exchange")],
+        })
+        depends.setdefault(ref, set())
+        return ref
+    if n.get("ke") is None:
+        return None
+    transforms = [t for t in (n.get("chosen_transforms") or [])
+                  if t["type_id"] not in iana.KE_TRANSFORM_TYPES]
+    key = {"ke": n["ke"]["id"], "addke": [(a["slot"], a["id"]) for a in n["addke"]],
+           "transforms": sorted((t["type_id"], t["id"], t.get("key_length")) for t in transforms),
+           "basis": n.get("classification_basis")}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    ref = _ref("protocol", "ikev2", digest)
+    algorithms: list[str] = []
+    ke_entries = []
+    properties = [_prop("ikev2:KE", f"{n['ke']['name']} ({n['ke']['id']})")]
+    for slot, ke in [("KE", n["ke"]), *((a["slot"], a) for a in n["addke"])]:
+        alg = _ke_algorithm(ke, components)
+        algorithms.append(alg)
+        ke_entries.append({"group": ke["id"], "algorithm": alg})
+        if slot != "KE":
+            properties.append(_prop(f"ikev2:{slot}", f"{ke['name']} ({ke['id']})"))
+    transform_types: dict = {}
+    for t in transforms:
+        kind = t["type_id"]
+        if kind == iana.TRANSFORM_ENCR:
+            alg = _encryption_algorithm(t, components)
+            entry = {"name": t["name"], "algorithm": alg}
+            if t.get("key_length"):
+                entry["keyLength"] = t["key_length"]
+            transform_types.setdefault("encr", []).append(entry)
+        elif kind == iana.TRANSFORM_PRF:
+            alg = _mac_algorithm(t, components, "prf", PRF, ["keyderive"])
+            transform_types.setdefault("prf", []).append({"name": t["name"], "algorithm": alg})
+        elif kind == iana.TRANSFORM_INTEG:
+            if t["id"] == 0:
+                continue
+            alg = _mac_algorithm(t, components, "integ", INTEGRITY, ["tag"])
+            transform_types.setdefault("integ", []).append({"name": t["name"], "algorithm": alg})
+        elif kind == iana.TRANSFORM_ESN:
+            transform_types["esn"] = transform_types.get("esn", False) or t["id"] == 1
+            continue
+        else:
+            continue
+        algorithms.append(alg)
+    transform_types["ke"] = ke_entries
+    if n.get("classification_basis", "").startswith("inherited"):
+        properties.append(_prop("ikev2:basis", "inherited from the parent IKE SA: the rekey's own "
+                                               "proposal travels encrypted"))
+    if n.get("chosen_transforms") is None:
+        properties.append(_prop("ikev2:transforms", "ENCR, PRF and INTEG not available to the CBOM"))
+    unique = sorted(set(algorithms))
+    components.setdefault(ref, {
+        "type": "cryptographic-asset",
+        "bom-ref": ref,
+        "name": "IKEv2 " + " + ".join([*(f"{s}={v}" for s, v in _names(n)),
+                                        *(t["name"] + (f"/{t['key_length']}" if t.get("key_length") else "")
+                                          for t in transforms if t["type_id"] != iana.TRANSFORM_ESN)]),
+        "cryptoProperties": {
+            "assetType": "protocol",
+            "protocolProperties": {
+                "type": "ike",
+                "version": "2",
+                "ikev2TransformTypes": {k: transform_types[k] for k in ("encr", "prf", "integ", "ke", "esn")
+                                        if k in transform_types},
+                "relatedCryptographicAssets": [{"type": "algorithm", "ref": a} for a in unique],
+            },
+        },
+        "properties": properties,
+    })
+    depends.setdefault(ref, set()).update(unique)
+    return ref
+
+
+def _names(n: dict):
+    yield "KE", n["ke"]["name"]
+    for a in n["addke"]:
+        yield a["slot"], a["name"]
+
+
+# ---------------------------------------------------------------------------- algorithms
+
+
+def _ke_algorithm(ke: dict, components: dict) -> str:
+    method_id = ke["id"]
+    ref = _ref("algorithm", "ike-ke", method_id)
+    if ref in components:
+        return ref
+    known = iana.KE_METHODS.get(method_id)
+    props: dict = {}
+    if known is not None and known.family == "ML-KEM":
+        props = {"primitive": "kem", "algorithmFamily": "ML-KEM", "parameterSetIdentifier": str(known.key_bits),
+                 "classicalSecurityLevel": known.strength_bits, "nistQuantumSecurityLevel": known.nist_category,
+                 "cryptoFunctions": ["keygen", "encapsulate", "decapsulate"]}
+    elif known is not None and known.kind == "classical":
+        props = {"primitive": "key-agree", "algorithmFamily": KE_FAMILY[known.family]}
+        if method_id in CURVES:
+            props["ellipticCurve"] = CURVES[method_id]
+        else:
+            props["parameterSetIdentifier"] = str(known.key_bits)
+        props.update({"classicalSecurityLevel": known.strength_bits, "nistQuantumSecurityLevel": 0,
+                      "cryptoFunctions": ["keygen", "keyderive"]})
+    elif ke.get("kind") == "pq":  # a private-use id the user declared post-quantum
+        props = {"primitive": "kem", "cryptoFunctions": ["keygen", "encapsulate", "decapsulate"]}
+    elif ke.get("kind") == "classical":
+        props = {"primitive": "key-agree", "nistQuantumSecurityLevel": 0}
+    else:
+        props = {"primitive": "unknown"}
+    crypto: dict = {"assetType": "algorithm", "algorithmProperties": props}
+    if method_id in MLKEM_OIDS:
+        crypto["oid"] = MLKEM_OIDS[method_id]
+    components[ref] = {
+        "type": "cryptographic-asset", "bom-ref": ref, "name": ke["name"], "cryptoProperties": crypto,
+        "properties": [_prop("ikev2:transform", f"KE method {method_id}"),
+                       _prop("ikev2:kind", ke.get("kind", known.kind if known else "unknown"))],
+    }
+    return ref
+
+
+def _encryption_algorithm(t: dict, components: dict) -> str:
+    key_length = t.get("key_length")
+    ref = _ref("algorithm", "ike-encr", t["id"], key_length or "default")
+    if ref in components:
+        return ref
+    family, primitive, mode = ENCRYPTION.get(t["id"], (None, "unknown", None))
+    props: dict = {"primitive": primitive}
+    if family:
+        props["algorithmFamily"] = family
+    if key_length:
+        props["parameterSetIdentifier"] = str(key_length)
+    if mode:
+        props["mode"] = mode
+    props["cryptoFunctions"] = ["encrypt", "decrypt"] + (["tag"] if primitive == "ae" else [])
+    if family == "AES" and key_length in AES_CATEGORY:
+        props["classicalSecurityLevel"] = key_length
+        props["nistQuantumSecurityLevel"] = AES_CATEGORY[key_length]
+    components[ref] = {
+        "type": "cryptographic-asset", "bom-ref": ref,
+        "name": t["name"] + (f"-{key_length}" if key_length else ""),
+        "cryptoProperties": {"assetType": "algorithm", "algorithmProperties": props},
+        "properties": [_prop("ikev2:transform", f"ENCR {t['id']}")],
+    }
+    return ref
+
+
+def _mac_algorithm(t: dict, components: dict, kind: str, table: dict, functions: list[str]) -> str:
+    ref = _ref("algorithm", f"ike-{kind}", t["id"])
+    if ref in components:
+        return ref
+    family, parameter = table.get(t["id"], (None, None))
+    props: dict = {"primitive": "mac" if family else "unknown"}
+    if family:
+        props["algorithmFamily"] = family
+    if parameter:
+        props["parameterSetIdentifier"] = parameter
+    props["cryptoFunctions"] = functions
+    components[ref] = {
+        "type": "cryptographic-asset", "bom-ref": ref, "name": t["name"],
+        "cryptoProperties": {"assetType": "algorithm", "algorithmProperties": props},
+        "properties": [_prop("ikev2:transform", f"{kind.upper()} {t['id']}")],
+    }
+    return ref
+
+
+# ---------------------------------------------------------------------------- services
+
+
+def _service(n: dict, services: dict) -> str:
+    ref = f"service/ike/{n['initiator']}/{n['responder']}"
+    service = services.get(ref)
+    if service is None:
+        service = services[ref] = {"ref": ref, "initiator": n["initiator"], "responder": n["responder"],
+                                   "endpoints": set(), "classes": Counter(), "captures": [],
+                                   "first_seen": n["first_seen"], "last_seen": n["last_seen"]}
+    scheme = "tcp" if n.get("transport") == "tcp" else "udp"
+    host = _uri_host(n["responder"])
+    service["endpoints"].add(f"{scheme}://{host}:{n['responder_port']}")
+    if n.get("moved_to_4500"):
+        service["endpoints"].add(f"{scheme}://{host}:{iana.NAT_T_PORT}")
+    service["classes"][n["classification"]] += 1
+    if n["capture"] not in service["captures"]:
+        service["captures"].append(n["capture"])
+    service["first_seen"] = min(service["first_seen"], n["first_seen"])
+    service["last_seen"] = max(service["last_seen"], n["last_seen"])
+    return ref
+
+
+def _uri_host(address: str) -> str:
+    """An address as a URI host. IPv6 is written in full: a compressed literal
+    ("2001:db8::2") is valid RFC 3986, but the rfc3987-syntax grammar behind jsonschema's
+    iri-reference check rejects "::", and a CBOM should pass strict validators."""
+    if ":" not in address:
+        return address
+    try:
+        return f"[{ipaddress.IPv6Address(address).exploded}]"
+    except ValueError:
+        return f"[{address}]"
+
+
+def _finish_service(s: dict) -> dict:
+    properties = [_prop("initiator", s["initiator"]), _prop("responder", s["responder"]),
+                  _prop("first_seen", s["first_seen"]), _prop("last_seen", s["last_seen"]),
+                  _prop("negotiations", sum(s["classes"].values()))]
+    properties += [_prop(f"classification:{name}", count) for name, count in sorted(s["classes"].items())]
+    properties += [_prop("capture", c) for c in s["captures"]]
+    return {
+        "bom-ref": s["ref"],
+        "name": f"IKE responder {s['responder']}",
+        "description": f"IKE negotiations from {s['initiator']} to {s['responder']}",
+        "endpoints": sorted(s["endpoints"]),
+        "properties": properties,
+    }

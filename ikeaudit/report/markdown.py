@@ -1,0 +1,58 @@
+"""The Markdown report: the HTML report's text, for tickets and wikis."""
+
+from __future__ import annotations
+
+import re
+
+_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~])")
+
+
+def md(value) -> str:
+    """Escape a string so that Markdown shows it literally (packet data stays data)."""
+    text = "" if value is None else str(value)
+    return _SPECIAL.sub(r"\\\1", text).replace("\n", " ").replace("\r", " ")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def render(document: dict, figure_files: list[tuple[str, str]]) -> str:
+    policy = document["policy"]
+    lines = ["# IKEv2 post-quantum audit", "",
+             f"Generated {md(document['generated_at'])} by ikeaudit {md(document['tool']['version'])}; "
+             f"policy **{md(policy['name'])}** as of {md(policy['as_of'])}.", "",
+             f"**{md(document['exposure']['headline'])}**", "", "## Tunnels by exposure", "",
+             md(document["exposure"]["method"]), ""]
+    lines += _table(["rank", "peers", "first seen", "last seen", "negotiations", "downgrades", "exposed",
+                     "ESP packets while classical", "ESP bytes while classical"],
+                    [[md(t["rank"]), f"{md(t['peers'][0])} ↔ {md(t['peers'][1])}", md(t["first_seen"]),
+                      md(t["last_seen"]), md(", ".join(f"{k} {v}" for k, v in t["by_class"].items())),
+                      md(t["downgrades"]), "yes" if t["exposed"] else "no",
+                      md(t["esp_packets_exposed"]), md(t["esp_bytes_exposed"])] for t in document["tunnels"]])
+    lines += ["", "## Negotiations", ""]
+    lines += _table(["time (UTC)", "initiator → responder", "SPIi", "class", "KE", "ADDKEs", "policy"],
+                    [[md(n["first_seen"][:19]), f"{md(n['initiator'])} → {md(n['responder'])}", md(n["spi_i"]),
+                      md(n["classification"]), md(n["ke"]["name"] if n["ke"] else "-"),
+                      md(", ".join(f"{a['slot']}={a['name']}" for a in n["addke"]) or "-"),
+                      md(n.get("policy_outcome") or "-")] for n in document["negotiations"]])
+    vendors = sorted({t for n in document["negotiations"] for t in n["vendor_id_texts"] if t})
+    if vendors:
+        lines += ["", "## Vendor IDs in clear text", ""] + [f"- {md(v)}" for v in vendors]
+    lines += ["", "## Findings", ""]
+    for n in document["negotiations"]:
+        for f in n["findings"]:
+            lines.append(f"- `{n['spi_i']}` **{md(f['severity'])}** {md(f['code'])}: {md(f['detail'])}")
+        for v in n.get("verdicts", []):
+            if v["outcome"] != "pass":
+                lines.append(f"- `{n['spi_i']}` policy **{md(v['outcome'])}** {md(v['rule'])}: {md(v['detail'])}")
+    if figure_files:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{md(caption)}]({path})" for path, caption in figure_files]
+    anomalies = [(c["path"], a) for c in document["captures"] for a in c["anomalies"]]
+    lines += ["", "## Input problems", ""]
+    lines += [f"- {md(path)}: {md(a['kind'])} (frame {md(a['frame'])}): {md(a['detail'])}" for path, a in anomalies] \
+        or ["None."]
+    return "\n".join(lines) + "\n"

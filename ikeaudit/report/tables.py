@@ -1,0 +1,44 @@
+"""Tables per negotiation and per message, as pandas DataFrames for CSV and Parquet."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ikeaudit.report.machine import csv_row, csv_safe
+
+
+def negotiations_frame(document: dict) -> pd.DataFrame:
+    rows = []
+    for n in document["negotiations"]:
+        row = csv_row(n)
+        row["policy_outcome"] = n.get("policy_outcome")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def messages_frame(document: dict) -> pd.DataFrame:
+    rows = []
+    for n in document["negotiations"]:
+        for m in n["messages"]:
+            rows.append({
+                "capture": n["capture"], "spi_i": n["spi_i"], "spi_r": n["spi_r"],
+                "classification": n["classification"], "exchange": m["exchange"],
+                "message_id": m["message_id"], "response": m["response"], "src": m["src"], "dst": m["dst"],
+                "time": m["time"], "first_frame": m["first_frame"],
+                "udp_payload_bytes": " ".join(map(str, m["udp_payload_bytes"])),
+                "udp_payload_total": sum(m["udp_payload_bytes"]), "ike_bytes": m["ike_bytes"],
+                "ike_fragments": m["ike_fragments"], "ip_fragmented": m["ip_fragmented"],
+                "retransmissions": m["retransmissions"],
+            })
+    return pd.DataFrame(rows)
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Quote text cells a spreadsheet would evaluate as a formula (CWE-1236)."""
+    return frame.map(lambda value: csv_safe(value) if isinstance(value, str) else value)
+
+
+def write(frame: pd.DataFrame, stem: str) -> list[str]:
+    spreadsheet_safe(frame).to_csv(f"{stem}.csv", index=False)
+    frame.to_parquet(f"{stem}.parquet", index=False)
+    return [f"{stem}.csv", f"{stem}.parquet"]
