@@ -14,12 +14,13 @@ $(BIN)/ikeaudit: pyproject.toml
 
 demo: $(BIN)/ikeaudit
 	mkdir -p reports
+	$(BIN)/ikeaudit report pcaps/ -o reports/
 	$(BIN)/ikeaudit scan pcaps/ --format table > reports/scan.txt
 	$(BIN)/ikeaudit scan pcaps/ --format json > reports/scan.json
 	$(BIN)/ikeaudit scan pcaps/ --format csv > reports/scan.csv
-	$(BIN)/ikeaudit mtu pcaps/ --plot reports/message-sizes > reports/mtu.txt
+	$(BIN)/ikeaudit mtu pcaps/ --plot reports/mtu-message-sizes > reports/mtu.txt
 	@tail -n 1 reports/scan.txt
-	@echo "wrote reports/: scan.txt scan.json scan.csv mtu.txt message-sizes.png message-sizes.svg"
+	@echo "wrote reports/: report.html report.md report.json cbom.json tables, plots, scan.* and mtu.txt"
 
 test: $(BIN)/ikeaudit
 	$(BIN)/pytest -q
