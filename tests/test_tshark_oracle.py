@@ -50,6 +50,15 @@ def _hex(field) -> str:
 
 
 def tshark_messages(path: Path) -> dict[int, list[dict]]:
+    # tshark occasionally dies under heavy machine load; one more try tells that from a
+    # real disagreement, which would reproduce.
+    try:
+        return _tshark_messages(path)
+    except pyshark.capture.capture.TSharkCrashException:
+        return _tshark_messages(path)
+
+
+def _tshark_messages(path: Path) -> dict[int, list[dict]]:
     by_frame: dict[int, list[dict]] = {}
     capture = pyshark.FileCapture(str(path), display_filter="isakmp", keep_packets=False)
     try:
