@@ -10,10 +10,19 @@ from pathlib import Path
 
 import click
 
-from ikeaudit.cli import InputError, _audit, _parse_private_ke, exit_code
+from ikeaudit.cli import EXIT_FINDINGS, InputError, _audit, _parse_private_ke, exit_code
 from ikeaudit.classify import SEVERITIES, KeCatalog
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
-from ikeaudit.policy import DEFAULT_POLICY, PRESETS, PolicyError, evaluate, exposure, load_policy
+from ikeaudit.policy import (
+    DEFAULT_POLICY,
+    PRESETS,
+    PolicyError,
+    evaluate,
+    exposure,
+    fails_on,
+    load_policy,
+    worst,
+)
 from ikeaudit.report import cbom, html, markdown, plots, tables, views
 from ikeaudit.report.machine import render_json
 
@@ -66,18 +75,24 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        written = _write(out, audits, catalog, policy, day)
+        written = _write(out, audits, catalog, policy, day, fail_on)
     except OSError as exc:
         raise InputError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
     document = written.pop("document")
     click.echo(document["exposure"]["headline"])
     click.echo(f"wrote {', '.join(str(out / name) for name in written['files'])}")
-    sys.exit(max(exit_code(document, fail_on), _verdict_exit(document, fail_on)))
+    sys.exit(EXIT_FINDINGS if written["verdicts_fail"] else exit_code(document, fail_on))
 
 
-def _write(out: Path, audits, catalog: KeCatalog, policy, day: date) -> dict:
-    verdicts = {id(item): [v.as_dict() for v in evaluate(policy, item, day, catalog)]
-                for a in audits for item in a.negotiations}
+def _write(out: Path, audits, catalog: KeCatalog, policy, day: date, fail_on: str) -> dict:
+    verdicts = {}
+    verdicts_fail = False
+    for a in audits:
+        for item in a.negotiations:
+            judged = evaluate(policy, item, day, catalog)
+            top = worst(judged)
+            verdicts[id(item)] = ([v.as_dict() for v in judged], top.outcome if top else None)
+            verdicts_fail |= fails_on(judged, fail_on)
     flows = [flow for a in audits for flow in a.esp_flows]
     tunnels = [t.as_dict() for t in exposure(audits, flows, catalog)]
     what_ifs = {id(item): what_if(item.negotiation, DEFAULT_MTUS) for a in audits for item in a.negotiations}
@@ -99,15 +114,4 @@ def _write(out: Path, audits, catalog: KeCatalog, policy, day: date) -> dict:
     files += ["report.html", "report.md", "report.json", "cbom.json"]
     files += [Path(p).name for p in tables.write(tables.negotiations_frame(document), str(out / "negotiations"))]
     files += [Path(p).name for p in tables.write(tables.messages_frame(document), str(out / "messages"))]
-    return {"document": document, "files": files}
-
-
-def _verdict_exit(document: dict, fail_on: str) -> int:
-    if fail_on == "none":
-        return 0
-    threshold = SEVERITIES.index(fail_on)
-    for n in document["negotiations"]:
-        for v in n["verdicts"]:
-            if v["severity"] and SEVERITIES.index(v["severity"]) >= threshold:
-                return 1
-    return 0
+    return {"document": document, "files": files, "verdicts_fail": verdicts_fail}

@@ -301,18 +301,16 @@ def exposure_view(tunnels: list[dict]) -> dict:
             "esp_packets_exposed": packets, "esp_bytes_exposed": octets}
 
 
-def report_document(audits: list[CaptureAudit], catalog: KeCatalog, verdicts: dict[int, list[dict]],
-                    tunnels: list[dict], policy: dict, generated_at: str,
-                    what_ifs: dict[int, list[WhatIf]], mtus: list[int]) -> dict:
-    """Everything the report renderers show; verdicts and what_ifs are keyed by id() of
-    the AuditedNegotiation they belong to."""
+def report_document(audits: list[CaptureAudit], catalog: KeCatalog,
+                    verdicts: dict[int, tuple[list[dict], str | None]], tunnels: list[dict], policy: dict,
+                    generated_at: str, what_ifs: dict[int, list[WhatIf]], mtus: list[int]) -> dict:
+    """Everything the report renderers show. verdicts (each negotiation's verdicts and
+    its worst outcome) and what_ifs are keyed by id() of the AuditedNegotiation."""
     negotiations = []
     for a in audits:
         for item in a.negotiations:
             view = negotiation_view(item, catalog)
-            mine = verdicts.get(id(item), [])
-            view["verdicts"] = mine
-            view["policy_outcome"] = worst_outcome(mine)
+            view["verdicts"], view["policy_outcome"] = verdicts.get(id(item), ([], None))
             view["what_if"] = [what_if_view(row) for row in what_ifs.get(id(item), [])]
             negotiations.append(view)
     ranked = [tunnel_view(i + 1, t) for i, t in enumerate(tunnels)]
@@ -330,10 +328,3 @@ def report_document(audits: list[CaptureAudit], catalog: KeCatalog, verdicts: di
         "negotiations": negotiations,
     }
 
-
-OUTCOME_ORDER = ("not-applicable", "pass", "warn", "fail")
-
-
-def worst_outcome(verdicts: list[dict]) -> str | None:
-    outcomes = [v["outcome"] for v in verdicts]
-    return max(outcomes, key=OUTCOME_ORDER.index) if outcomes else None
