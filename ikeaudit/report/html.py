@@ -129,6 +129,18 @@ def _details(document: dict) -> str:
     return "".join(parts)
 
 
+ALERT_CODES = ("downgrade", "rekey-without-followup-ke", "evidence-mismatch", "fragmentation-black-hole")
+
+
+def _alerts(document: dict) -> str:
+    rows = [[_time(n["first_seen"]), f"<code>{_e(n['initiator'])}</code><br>→ <code>{_e(n['responder'])}</code>",
+             f"<code>{_e(n['spi_i'])}</code>", _e(f["code"]), _e(f["detail"])]
+            for n in document["negotiations"] for f in n["findings"] if f["code"] in ALERT_CODES]
+    if not rows:
+        return "<p>No downgrade, evidence mismatch or fragmentation black hole.</p>"
+    return _table(["time (UTC)", "initiator → responder", "SPIi", "alert", "detail"], rows)
+
+
 def _anomalies(document: dict) -> str:
     rows = [[_e(c["path"]), _e(a["kind"]), _e(a["frame"]), _e(a["detail"])]
             for c in document["captures"] for a in c["anomalies"]]
@@ -151,6 +163,8 @@ def render(document: dict, figures: list[tuple[bytes, str]]) -> str:
         f'(evaluated as of {_e(policy["as_of"])}).</p>',
         f'<p class="{headline_class}">{_e(document["exposure"]["headline"])}</p>',
         _cards(document["summary"]),
+        "<h2>Alerts</h2>",
+        _alerts(document),
         "<h2>Tunnels by exposure</h2>",
         f'<p class="meta">{_e(document["exposure"]["method"])}</p>',
         _tunnels(document),

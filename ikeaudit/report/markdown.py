@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from ikeaudit.report.html import ALERT_CODES
+
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~])")
 
 
@@ -24,7 +26,12 @@ def render(document: dict, figure_files: list[tuple[str, str]]) -> str:
     lines = ["# IKEv2 post-quantum audit", "",
              f"Generated {md(document['generated_at'])} by ikeaudit {md(document['tool']['version'])}; "
              f"policy **{md(policy['name'])}** as of {md(policy['as_of'])}.", "",
-             f"**{md(document['exposure']['headline'])}**", "", "## Tunnels by exposure", "",
+             f"**{md(document['exposure']['headline'])}**", "", "## Alerts", ""]
+    alerts = [f"- {md(n['first_seen'][:19])} {md(n['initiator'])} → {md(n['responder'])} `{n['spi_i']}` "
+              f"**{md(f['code'])}**: {md(f['detail'])}"
+              for n in document["negotiations"] for f in n["findings"] if f["code"] in ALERT_CODES]
+    lines += alerts or ["None: no downgrade, evidence mismatch or fragmentation black hole."]
+    lines += ["", "## Tunnels by exposure", "",
              md(document["exposure"]["method"]), ""]
     lines += _table(["rank", "peers", "first seen", "last seen", "negotiations", "downgrades", "exposed",
                      "ESP packets while classical", "ESP bytes while classical"],
