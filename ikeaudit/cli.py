@@ -154,5 +154,7 @@ def exit_code(document: dict, fail_on: str) -> int:
     return EXIT_OK
 
 
+from ikeaudit.cli_live import live  # noqa: E402
+main.add_command(live)
 from ikeaudit.cli_report import report  # noqa: E402
 main.add_command(report)

@@ -23,15 +23,17 @@ from ikeaudit.policy import (
     load_policy,
     worst,
 )
-from ikeaudit.report import cbom, html, markdown, plots, tables, views
+from ikeaudit.report import cbom, html, markdown, views
 from ikeaudit.report.machine import render_json
 
+# (file stem, builder in report/plots.py, caption); matplotlib and pandas load only when
+# a report is written, so that every other command starts fast.
 FIGURES = [
-    ("class-share", plots.class_share, "Negotiations by classification"),
-    ("timeline", plots.timeline, "Negotiations over time, by classification"),
-    ("ke-methods", plots.ke_methods, "Chosen key exchange methods"),
-    ("message-sizes", plots.message_sizes, "IKE message sizes by exchange against path MTUs"),
-    ("exposure", plots.exposure, "Tunnels by key exchange, most exposed first"),
+    ("class-share", "class_share", "Negotiations by classification"),
+    ("timeline", "timeline", "Negotiations over time, by classification"),
+    ("ke-methods", "ke_methods", "Chosen key exchange methods"),
+    ("message-sizes", "message_sizes", "IKE message sizes by exchange against path MTUs"),
+    ("exposure", "exposure", "Tunnels by key exchange, most exposed first"),
 ]
 
 
@@ -85,6 +87,8 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
 
 
 def _write(out: Path, audits, catalog: KeCatalog, policy, day: date, fail_on: str) -> dict:
+    from ikeaudit.report import plots, tables
+
     verdicts = {}
     verdicts_fail = False
     for a in audits:
@@ -102,8 +106,8 @@ def _write(out: Path, audits, catalog: KeCatalog, policy, day: date, fail_on: st
                                      what_ifs, list(DEFAULT_MTUS))
     files = []
     figures = []
-    for stem, build, caption in FIGURES:
-        png = plots.png(build(document))
+    for stem, builder, caption in FIGURES:
+        png = plots.png(getattr(plots, builder)(document))
         (out / f"{stem}.png").write_bytes(png)
         figures.append((png, caption, f"{stem}.png"))
         files.append(f"{stem}.png")

@@ -429,6 +429,14 @@ class Tracker:
             _link_rekeys(sorted({id(s): s for s in [*self._closed, *active]}.values(), key=lambda s: s.order))
         return [self._negotiation(sa) for sa in sorted(ready, key=lambda s: s.order)]
 
+    def current(self, spi_i: str, spi_r: str) -> Negotiation | None:
+        """One IKE SA as it stands now, open or closed (live reporting needs a parent's
+        later IKE_FOLLOWUP_KE exchanges to judge its rekey)."""
+        sa = self._by_pair.get((spi_i, spi_r))
+        if sa is None:
+            sa = next((c for c in reversed(self._closed) if (c.spi_i, c.spi_r) == (spi_i, spi_r)), None)
+        return self._negotiation(sa) if sa is not None else None
+
     def finish(self) -> list[Negotiation]:
         for sa in [*self._by_pair.values(), *self._pending.values()]:
             self._closed.append(sa)
