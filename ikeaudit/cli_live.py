@@ -94,11 +94,14 @@ def _status_line(status: LiveStatus) -> str:
               help="Report a negotiation without an outcome after S seconds of silence.")
 @click.option("--buffer-mib", type=click.IntRange(1, 4096), default=32, show_default=True,
               help="Kernel capture buffer; raise it if packets are dropped.")
+@click.option("--policy", "policy_name", default=None, metavar="NAME|FILE",
+              help="Judge each negotiation against a policy preset or TOML file (see `ikeaudit "
+                   "report --help`); verdicts go into each row or JSON line and the report.")
 @click.option("--private-ke", "private_ke", multiple=True, metavar="ID=NAME[:pq|classical]",
               help="Name a private-use KE method id, as for 'ikeaudit scan'.")
 def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None, count: int | None,
          write_path: str | None, fmt: str, report_every: float | None, output_dir: str | None,
-         status_every: float, idle_timeout: float, buffer_mib: int,
+         status_every: float, idle_timeout: float, buffer_mib: int, policy_name: str | None,
          private_ke: tuple[str, ...]) -> None:  # fmt: skip
     """Audit the IKE negotiations on a network interface as they happen: each one is
     printed (or emitted as a JSON line) when its handshake completes, fails or goes
@@ -121,6 +124,7 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
     if report_every is not None and output_dir is None:
         raise click.UsageError("--report-every needs -o DIR, the folder to write the report to")
     catalog = KeCatalog(_parse_private_ke(private_ke))
+    judge = _Judge(policy_name, catalog)
     report_path = _prepare_output_dir(output_dir)
     capture_filter = combined_filter(bpf, esp=with_esp)
     try:
@@ -134,9 +138,9 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
         raise LiveError(f"{write_path}: cannot write the capture: {exc.strerror or exc}") from None
     name = f"live:{interface}"
     auditor = LiveAuditor(name, catalog, idle_timeout=idle_timeout)
-    output = _Output(fmt, catalog)
+    output = _Output(fmt, catalog, judge)
     started = time.time()
-    reporter = _Reporter(report_path, catalog, interface, capture_filter, capture.linktype,
+    reporter = _Reporter(report_path, catalog, judge, interface, capture_filter, capture.linktype,
                          write_path, started) if report_path else None  # fmt: skip
     session = LiveSession(capture, auditor, on_negotiation=output.negotiation,
                           on_status=_print_status, on_report=reporter.write if reporter else None,
@@ -181,12 +185,37 @@ def _print_status(status: LiveStatus) -> None:
         click.echo(_status_line(status), err=True)
 
 
+class _Judge:
+    """The policy verdicts of each negotiation, when --policy was given."""
+
+    def __init__(self, policy_name: str | None, catalog: KeCatalog) -> None:
+        from ikeaudit.policy import PolicyError, load_policy
+
+        self.catalog = catalog
+        try:
+            self.policy = load_policy(policy_name) if policy_name else None
+        except PolicyError as exc:
+            raise LiveError(str(exc)) from None
+
+    def annotate(self, view: dict, item: AuditedNegotiation) -> dict:
+        if self.policy is None:
+            return view
+        from ikeaudit.policy import evaluate, worst
+
+        verdicts = evaluate(self.policy, item, catalog=self.catalog)
+        top = worst(verdicts)
+        view["verdicts"] = [v.as_dict() for v in verdicts]
+        view["policy_outcome"] = top.outcome if top else None
+        return view
+
+
 class _Output:
     """stdout: one table row or one JSON line per negotiation, flushed at once."""
 
-    def __init__(self, fmt: str, catalog: KeCatalog) -> None:
+    def __init__(self, fmt: str, catalog: KeCatalog, judge: _Judge) -> None:
         self.fmt = fmt
         self.catalog = catalog
+        self.judge = judge
 
     def start(self) -> None:
         if self.fmt == "table":
@@ -197,13 +226,15 @@ class _Output:
                 pass  # the first negotiation will find the reader gone and stop the capture
 
     def negotiation(self, item: AuditedNegotiation) -> None:
-        view = views.negotiation_view(item, self.catalog)
+        view = self.judge.annotate(views.negotiation_view(item, self.catalog), item)
         if self.fmt == "jsonl":
             self._write(machine.render_jsonl({"negotiations": [view]}))
             return
         lines = [_row(text.row(view))]
         lines += [f"   ! {view['spi_i']}: {f['severity']} {f['code']}: {f['detail']}"
                   for f in view["findings"] if f["severity"] in ("high", "critical")]
+        lines += [f"   ! {view['spi_i']}: policy {v['outcome']} {v['rule']}: {v['detail']}"
+                  for v in view.get("verdicts", []) if v["outcome"] == "fail"]
         self._write("\n".join(lines) + "\n")
 
     def end(self, audit: CaptureAudit, catalog: KeCatalog) -> None:
@@ -231,15 +262,19 @@ class _Output:
 class _Reporter:
     """DIR/live-report.json, replaced atomically each time."""
 
-    def __init__(self, path: str, catalog: KeCatalog, interface: str, capture_filter: str,
-                 linktype: int, write_path: str | None, started: float) -> None:  # fmt: skip
+    def __init__(self, path: str, catalog: KeCatalog, judge: _Judge, interface: str,
+                 capture_filter: str, linktype: int, write_path: str | None,
+                 started: float) -> None:  # fmt: skip
         self.path = path
         self.catalog = catalog
+        self.judge = judge
         self.live = {"interface": interface, "filter": capture_filter, "linktype": linktype,
                      "pcap": write_path, "started": views.iso_time(started)}  # fmt: skip
 
     def write(self, audit: CaptureAudit, status: LiveStatus) -> None:
         document = views.scan_document([audit], self.catalog)
+        for view, item in zip(document["negotiations"], audit.negotiations):
+            self.judge.annotate(view, item)
         cap = status.capture
         document["live"] = {
             **self.live,

@@ -525,6 +525,24 @@ def test_user_bpf_narrows_what_is_captured(veth, tmp_path):
 
 
 @needs_netns
+def test_policy_verdicts_ride_along_each_negotiation(veth, tmp_path):
+    run = LiveRun(veth, tmp_path, "--format", "jsonl", "-o", str(tmp_path / "out"), "--policy", "cnsa2")
+    veth.replay(lab("h01"))
+    assert run.stop() == 0
+    [line] = run.lines()
+    # h01 is X25519 + ML-KEM-768 with AES-256/SHA-256: CNSA 2.0 wants ML-KEM-1024 and SHA-384.
+    assert line["policy_outcome"] == "fail"
+    assert {v["policy"] for v in line["verdicts"]} == {"cnsa2"}
+    [n] = run.report()["negotiations"]
+    assert n["policy_outcome"] == "fail"
+
+
+def test_unknown_policy_is_one_line_and_exit_2():
+    result = cli("-i", "lo", "--policy", "no-such-policy")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+
+
+@needs_netns
 def test_interrupted_handshake_is_reported_on_sigint(veth, tmp_path):
     """Ctrl-C in the middle: what was in flight is reported, report and pcap are written."""
     path = lab("h01")
