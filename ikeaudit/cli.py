@@ -15,7 +15,7 @@ import click
 from ikeaudit import __version__
 from ikeaudit.classify import SEVERITIES, KeCatalog, PrivateKe
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
-from ikeaudit.pipeline import CaptureAudit, audit_capture
+from ikeaudit.pipeline import CaptureAudit, audit_captures
 from ikeaudit.report import machine, mtu_text, text, views
 from ikeaudit.sources import CaptureError, expand_capture_args
 
@@ -73,26 +73,49 @@ def main() -> None:
 
 @main.command()
 @click.argument("captures", nargs=-1, required=True)
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Work in N processes: N capture files read at once (a single file is read in "
+                   "one while another dissects); the output is the same as with 1.")
 @output_options
-def scan(captures: tuple[str, ...], fmt: str, private_ke: tuple[str, ...], fail_on: str) -> None:
+def scan(captures: tuple[str, ...], jobs: int, fmt: str, private_ke: tuple[str, ...], fail_on: str) -> None:
     """Find and classify every IKE negotiation in CAPTURES (files, folders or globs;
     pcap or pcapng, gzip-compressed too).
+
+    Only frames that can carry IKE are decoded: libpcap's BPF filter drops the rest in C
+    (without libpcap every frame is decoded in Python, with the same result). Captures
+    given together are read as one when they follow each other in time, so an IKE SA
+    split by a capture rotation is one negotiation. A progress bar shows on stderr when
+    it is a terminal and the scan is long.
 
     \b
     Example:
       ikeaudit scan pcaps/
-      ikeaudit scan 'span-*.pcapng.gz' --format json > audit.json
+      ikeaudit scan 'span-*.pcapng.gz' --jobs 4 --format json > audit.json
     """
     catalog = KeCatalog(_parse_private_ke(private_ke))
-    audits = _audit(captures, catalog)
+    audits = _audit(captures, catalog, jobs=jobs, esp=False)
     document = views.scan_document(audits, catalog)
     click.echo(RENDERERS[fmt](document), nl=fmt == "table")
     sys.exit(exit_code(document, fail_on))
 
 
-def _audit(captures: tuple[str, ...], catalog: KeCatalog) -> list[CaptureAudit]:
+def _audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp: bool = True) -> list[CaptureAudit]:
+    """Audit the captures named on the command line. A progress bar (bytes read) goes to
+    stderr when it is a terminal, from one second into the scan on, so that short scans
+    stay quiet; never to stdout. esp=False skips native ESP, for commands not showing it."""
+    import os
+
     try:
-        return [audit_capture(path, catalog) for path in expand_capture_args(captures)]
+        paths = expand_capture_args(captures)
+        if not paths or not sys.stderr.isatty():
+            return audit_captures(paths, catalog, jobs=jobs, esp=esp)
+        from tqdm import tqdm
+
+        tqdm.monitor_interval = 0  # no monitor thread in a process that forks workers
+        total = sum(os.path.getsize(path) for path in paths)
+        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, delay=1.0,
+                  leave=False, dynamic_ncols=True, desc="scanning") as bar:  # fmt: skip
+            return audit_captures(paths, catalog, jobs=jobs, esp=esp, progress=bar.update)
     except CaptureError as exc:
         raise InputError(str(exc)) from None
 
@@ -114,9 +137,12 @@ def _check_mtu(ctx, param, values):
                    "default: the path MTU itself.")
 @click.option("--plot", "plot_prefix", type=click.Path(dir_okay=False), default=None, metavar="PREFIX",
               help="Also draw message sizes against the MTUs to PREFIX.png and PREFIX.svg.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Work in N processes: N capture files read at once (a single file is read in "
+                   "one while another dissects); the output is the same as with 1.")
 @output_options
 def mtu(captures: tuple[str, ...], mtus: tuple[int, ...], fragment_size: int | None,
-        plot_prefix: str | None, fmt: str, private_ke: tuple[str, ...], fail_on: str) -> None:
+        plot_prefix: str | None, jobs: int, fmt: str, private_ke: tuple[str, ...], fail_on: str) -> None:
     """Show what each negotiation's message sizes do on the wire: IP and IKE
     fragmentation observed, and what-if figures for path MTUs over IPv4 and IPv6 on
     UDP 500 and 4500.
@@ -127,7 +153,7 @@ def mtu(captures: tuple[str, ...], mtus: tuple[int, ...], fragment_size: int | N
       ikeaudit mtu vpn.pcapng --mtu 1500 --mtu 1400 --mtu 1280 --plot reports/sizes
     """
     catalog = KeCatalog(_parse_private_ke(private_ke))
-    audits = _audit(captures, catalog)
+    audits = _audit(captures, catalog, jobs=jobs, esp=False)
     chosen_mtus = list(mtus or DEFAULT_MTUS)
     rows = {id(item): what_if(item.negotiation, chosen_mtus, fragment_size=fragment_size)
             for a in audits for item in a.negotiations}

@@ -2,23 +2,40 @@
 
 capture source -> extraction -> dissection -> negotiation tracking -> classification
 and fragmentation profile.
-Every command (scan, and later mtu, report, live) goes through `audit_frames`, so a
-negotiation found offline and one found live are found by the same code.
+Every command (scan, mtu, report, live) goes through this module, so a negotiation
+found offline and one found live are found by the same code.
+
+Offline, a capture is read through the BPF prefilter (`scan_filter()`, run in C by
+libpcap in `sources.open_capture`; without libpcap every frame is decoded in Python):
+only frames that can carry IKE reach extraction, with their real frame numbers.
+
+Several captures given together are audited as `audit_captures` describes: each file
+is read, extracted and dissected on its own (in parallel processes with jobs > 1), and
+the dissected records are then tracked file after file in time order, so that an IKE
+SA that a capture rotation (tcpdump -C/-G) split across files is one negotiation.
 """
 
 from __future__ import annotations
 
+import math
+import multiprocessing
+import sys
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 
+from ikeaudit.capture_filter import ESP, FRAGMENTS, IKE_PORTS, ike_filter
 from ikeaudit.classify import Classification, KeCatalog, classify_all
-from ikeaudit.dissect import dissect
 from ikeaudit.extract import Extractor
 from ikeaudit.mtu import FragmentationProfile, profile
-from ikeaudit.records import Anomaly, EspFlow, Frame, Malformed, Negotiation
-from ikeaudit.sources import iter_capture
+from ikeaudit.records import (Anomaly, EspFlow, Frame, IkeDatagram, Ikev1Message, IkeMessage, Malformed,
+                              Negotiation)
+from ikeaudit.sources import Capture, iter_capture, open_capture
 from ikeaudit.track import Tracker
+
+Progress = Callable[[int], None]  # called with capture-file bytes consumed
+Dissected = IkeMessage | Ikev1Message | Malformed
 
 
 @dataclass(frozen=True)
@@ -41,37 +58,342 @@ class CaptureAudit:
     stats: Counter = field(default_factory=Counter)
 
 
+def scan_filter(*, esp: bool = True) -> tuple[str, ...]:
+    """The prefilter's BPF expressions, the first that compiles for a link type wins:
+    libpcap matches VLAN tags only on Ethernet-like link types, so Linux cooked and raw
+    IP captures use the same expression without them. esp=True lets native ESP through
+    too, for `CaptureAudit.esp_flows` (ESP-in-UDP passes anyway, on port 4500)."""
+    untagged = f"{IKE_PORTS} or {FRAGMENTS}" + (f" or {ESP}" if esp else "")
+    return (ike_filter(esp=esp), untagged)
+
+
 def audit_frames(capture: str, items: Iterable[Frame | Anomaly],
                  catalog: KeCatalog | None = None) -> CaptureAudit:
-    audit = CaptureAudit(capture)
-    extractor = Extractor()
+    """Audit frames from anywhere (a test, a live interface): every frame is decoded."""
     tracker = Tracker(capture)
-    for record in _datagrams(items, extractor, audit):
-        tracker.feed(dissect(record))
-    audit.anomalies.extend(extractor.flush())
-    audit.stats.update(extractor.stats)
-    audit.esp_flows = extractor.esp_flows()
+    parsed = _Parsed(capture)
+    _extract(items, parsed, tracker.feed)
     negotiations = tracker.finish()
-    audit.malformed.extend(tracker.malformed)
-    audit.stats["malformed_ike"] += len(tracker.malformed)
-    classifications = classify_all(negotiations, catalog)
-    audit.negotiations = [AuditedNegotiation(n, c, profile(n))
-                          for n, c in zip(negotiations, classifications)]
-    return audit
+    return _audit(parsed, _audited(negotiations, catalog))
 
 
-def _datagrams(items: Iterable[Frame | Anomaly], extractor: Extractor, audit: CaptureAudit) -> Iterator:
+def audit_capture(path: str, catalog: KeCatalog | None = None, *, prefilter: bool = True,
+                  esp: bool = True, progress: Progress | None = None) -> CaptureAudit:
+    """Audit one capture file. Raises sources.CaptureError for a file that is not a capture."""
+    return audit_captures([path], catalog, prefilter=prefilter, esp=esp, progress=progress)[0]
+
+
+def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jobs: int = 1,
+                   prefilter: bool = True, esp: bool = True,
+                   progress: Progress | None = None) -> list[CaptureAudit]:
+    """Audit captures given together; one CaptureAudit per path, in the order given.
+
+    prefilter=False decodes every frame in Python (as without libpcap). esp=False keeps
+    native ESP out too: faster on span captures, but `esp_flows` then lists ESP-in-UDP
+    only (and stats count no native ESP); scan and mtu, which do not report ESP, use it.
+
+    Files are tracked in the order of their first frame's time. A file whose first frame
+    comes at or after the last IKE message of a group of files continues that group (the
+    latest such group): its records go to the same tracker, so an IKE SA split by a
+    capture rotation comes out as one negotiation, listed under the file of its first
+    message and with that file as its `capture`. Files that overlap in time (two taps,
+    a file given twice) stay apart. IP fragments and IKE-over-TCP streams are not joined
+    across files.
+
+    jobs > 1 reads, extracts and dissects that many files at once in worker processes
+    (a single file: one process reads and extracts while this one dissects); tracking
+    stays in file order, so the result is the same as with jobs=1.
+    Raises sources.CaptureError, before any work, for a path that is not a capture.
+    """
+    paths = list(paths)
+    starts = {path: _first_timestamp(path) for path in paths}  # raises CaptureError
+    order = sorted(range(len(paths)), key=lambda i: (starts[paths[i]] is None, starts[paths[i]] or 0.0, i))
+    expressions = scan_filter(esp=esp) if prefilter else ()
+    chains: list[_Chain] = []
+    parsed: dict[str, _Parsed] = {}
+    workers = _parallel(paths, order, expressions, jobs, progress) if jobs > 1 and len(paths) > 1 else None
+    try:
+        for index in order:
+            path = paths[index]
+            chain = _chain_for(chains, starts[path])
+            sink = chain.feed(index)
+            if workers is None:
+                read = _read_alongside if jobs > 1 else _read
+                parsed[path] = read(path, expressions, progress, sink)
+            else:
+                parsed[path] = result = next(workers)
+                for record in result.records:
+                    sink(record)
+                result.records = []
+            chain.last = max(chain.last, parsed[path].last_ike)
+    finally:
+        if workers is not None:
+            workers.close()
+    by_file: dict[int, list[AuditedNegotiation]] = {i: [] for i in range(len(paths))}
+    for chain in chains:
+        for item in _audited(chain.tracker.finish(), catalog):
+            index = chain.file_of(item.negotiation)
+            by_file[index].append(replace(item, negotiation=replace(item.negotiation, capture=paths[index])))
+    return [_audit(parsed[path], by_file[i]) for i, path in enumerate(paths)]
+
+
+# ---------------------------------------------------------------------------- per file
+
+
+@dataclass
+class _Parsed:
+    """One capture up to dissection: everything but the negotiations."""
+
+    capture: str
+    anomalies: list[Anomaly] = field(default_factory=list)
+    malformed: list[Malformed] = field(default_factory=list)
+    esp_flows: list[EspFlow] = field(default_factory=list)
+    stats: Counter = field(default_factory=Counter)
+    last_ike: float = -math.inf  # time of its last IKE record
+    records: list[Dissected] = field(default_factory=list)  # when read in a worker process
+
+
+def _extract(items: Iterable[Frame | Anomaly], parsed: _Parsed, sink: Callable[[Dissected], None]) -> None:
+    """Frames (and damage) in, dissected records out to sink; the rest into parsed."""
+    _dissect(_datagrams(items, parsed), parsed, sink)
+    parsed.stats["malformed_ike"] += len(parsed.malformed)
+
+
+def _datagrams(items: Iterable[Frame | Anomaly], parsed: _Parsed) -> Iterator[IkeDatagram]:
+    """The extraction stage over a capture: IKE datagrams out, anomalies, counters and
+    ESP flows into parsed."""
+    extractor = Extractor()
+    anomalies = parsed.anomalies
     for item in items:
         if isinstance(item, Anomaly):
-            audit.anomalies.append(item)
+            anomalies.append(item)
             continue
         for out in extractor.feed(item):
             if isinstance(out, Anomaly):
-                audit.anomalies.append(out)
+                anomalies.append(out)
             else:
                 yield out
+    anomalies.extend(extractor.flush())
+    parsed.stats.update(extractor.stats)
+    parsed.esp_flows = extractor.esp_flows()
 
 
-def audit_capture(path: str, catalog: KeCatalog | None = None) -> CaptureAudit:
-    """Audit one capture file. Raises sources.CaptureError for a file that is not a capture."""
-    return audit_frames(path, iter_capture(path), catalog)
+def _dissect(datagrams: Iterable[IkeDatagram], parsed: _Parsed, sink: Callable[[Dissected], None]) -> None:
+    # Imported here, not at the top: importing Scapy takes a good half second, which a
+    # process that reads alongside (see _read_alongside) spends reading instead.
+    from ikeaudit.dissect import dissect
+
+    for datagram in datagrams:
+        record = dissect(datagram)
+        if isinstance(record, Malformed):
+            parsed.malformed.append(record)
+        parsed.last_ike = max(parsed.last_ike, record.timestamp)
+        sink(record)
+
+
+def _read(path: str, expressions: tuple[str, ...], progress: Progress | None,
+          sink: Callable[[Dissected], None]) -> _Parsed:  # fmt: skip
+    parsed = _Parsed(path)
+    capture = open_capture(path, prefilter=expressions, progress=progress)
+    try:
+        _dissect(_datagrams(capture, parsed), parsed, sink)
+    finally:
+        capture.close()
+    _count_frames(parsed, capture)
+    parsed.stats["malformed_ike"] += len(parsed.malformed)
+    return parsed
+
+
+def _count_frames(parsed: _Parsed, capture: Capture) -> None:
+    if capture.engine != "python":
+        # Extraction saw only the frames the prefilter passed; the file had more.
+        parsed.stats["frames"] = capture.frames
+        parsed.stats["prefiltered"] = capture.frames - capture.passed
+
+
+def _read_alongside(path: str, expressions: tuple[str, ...], progress: Progress | None,
+                    sink: Callable[[Dissected], None]) -> _Parsed:  # fmt: skip
+    """_read() in two processes: a worker reads and extracts, this one dissects what it
+    sends meanwhile (dissection is the other half of the work)."""
+    context = _context()
+    receiver, sender = context.Pipe(duplex=False)
+    worker = context.Process(target=_extract_in_worker, args=(path, expressions, sender), daemon=True)
+    worker.start()
+    sender.close()
+    mine = _Parsed(path)
+    reported = 0
+    try:
+        while True:
+            try:
+                kind, payload, done = receiver.recv()
+            except EOFError:
+                raise RuntimeError(f"{path}: the extraction process ended without a result") from None
+            if progress is not None and done > reported:
+                progress(done - reported)
+                reported = done
+            if kind == "datagrams":
+                _dissect(payload, mine, sink)
+            elif kind == "error":
+                raise payload
+            else:
+                parsed = payload
+                break
+    finally:
+        receiver.close()
+        worker.join()
+    parsed.malformed, parsed.last_ike = mine.malformed, mine.last_ike
+    parsed.stats["malformed_ike"] += len(parsed.malformed)
+    return parsed
+
+
+def _extract_in_worker(path: str, expressions: tuple[str, ...], connection) -> None:
+    """Send datagrams in batches, with the file bytes read so far, then the rest of _Parsed."""
+    batch: list[IkeDatagram] = []
+    done = sent = 0
+
+    def send() -> None:
+        nonlocal sent
+        connection.send(("datagrams", list(batch), done))
+        batch.clear()
+        sent = done
+
+    def progress(count: int) -> None:
+        nonlocal done
+        done += count
+        if done - sent >= 1 << 23:  # let the bar move while there is no IKE to send
+            send()
+
+    try:
+        parsed = _Parsed(path)
+        capture = open_capture(path, prefilter=expressions, progress=progress)
+        try:
+            for datagram in _datagrams(capture, parsed):
+                batch.append(datagram)
+                if len(batch) >= 64:
+                    send()
+        finally:
+            capture.close()
+        if batch:
+            send()
+        _count_frames(parsed, capture)
+        connection.send(("end", parsed, done))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        connection.send(("error", exc, done))
+    finally:
+        connection.close()
+
+
+def _first_timestamp(path: str) -> float | None:
+    """Time of the capture's first frame (None: it has none); CaptureError if no capture."""
+    items = iter_capture(path)
+    try:
+        return next((item.timestamp for item in items if isinstance(item, Frame)), None)
+    finally:
+        items.close()
+
+
+def _audited(negotiations: list[Negotiation], catalog: KeCatalog | None) -> list[AuditedNegotiation]:
+    classifications = classify_all(negotiations, catalog)
+    return [AuditedNegotiation(n, c, profile(n)) for n, c in zip(negotiations, classifications)]
+
+
+def _audit(parsed: _Parsed, negotiations: list[AuditedNegotiation]) -> CaptureAudit:
+    return CaptureAudit(parsed.capture, negotiations, parsed.anomalies, parsed.malformed,
+                        parsed.esp_flows, parsed.stats)
+
+
+# ---------------------------------------------------------------------------- files together
+
+
+class _Chain:
+    """Files that follow each other in time, tracked as one capture."""
+
+    def __init__(self) -> None:
+        self.tracker = Tracker("")
+        self.last = -math.inf  # time of the chain's last IKE record
+        self._first_file: dict[tuple[int, float], int] = {}  # (frame, time) of a record -> file
+
+    def feed(self, index: int) -> Callable[[Dissected], None]:
+        feed, first = self.tracker.feed, self._first_file
+
+        def sink(record: Dissected) -> None:
+            first.setdefault((record.frame, record.timestamp), index)
+            feed(record)
+
+        return sink
+
+    def file_of(self, negotiation: Negotiation) -> int:
+        """The file of the negotiation's first message."""
+        return self._first_file[(negotiation.first_frame, negotiation.first_seen)]
+
+
+def _chain_for(chains: list[_Chain], start: float | None) -> _Chain:
+    if start is not None:
+        later = [c for c in chains if c.last <= start]
+        if later:
+            return max(reversed(later), key=lambda c: c.last)  # the latest; among equals the newest
+    chains.append(_Chain())
+    return chains[-1]
+
+
+# ---------------------------------------------------------------------------- worker processes
+
+_worker_progress: object | None = None  # a shared counter of bytes read, in worker processes
+
+
+def _parallel(paths: list[str], order: list[int], expressions: tuple[str, ...], jobs: int,
+              progress: Progress | None) -> Iterator[_Parsed]:  # fmt: skip
+    """Parsed captures in `order`, read by `jobs` worker processes."""
+    context = _context()
+    counter = context.Value("q", 0, lock=True) if progress is not None else None
+    with ProcessPoolExecutor(max_workers=min(jobs, len(paths)), mp_context=context,
+                             initializer=_init_worker, initargs=(counter,)) as pool:  # fmt: skip
+        futures = [pool.submit(_read_in_worker, paths[i], expressions) for i in order]
+        try:
+            reported = 0
+            for future in futures:
+                while not future.done():
+                    wait([future], timeout=0.2, return_when=FIRST_COMPLETED)
+                    reported = _forward(counter, progress, reported)
+                reported = _forward(counter, progress, reported)
+                yield future.result()
+        finally:  # an error, or the caller stopped: do not read the files still waiting
+            for future in futures:
+                future.cancel()
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # fork on Linux: workers start at once, with everything imported (elsewhere fork is
+    # not safe with the system's libraries, and the platform's default is used).
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+
+
+def _forward(counter, progress: Progress | None, reported: int) -> int:
+    if counter is None or progress is None:
+        return reported
+    done = counter.value
+    if done > reported:
+        progress(done - reported)
+    return done
+
+
+def _init_worker(counter) -> None:
+    global _worker_progress
+    _worker_progress = counter
+
+
+def _count_progress(done: int) -> None:
+    with _worker_progress.get_lock():
+        _worker_progress.value += done
+
+
+def _read_in_worker(path: str, expressions: tuple[str, ...]) -> _Parsed:
+    records: list[Dissected] = []
+    progress = _count_progress if _worker_progress is not None else None
+    parsed = _read(path, expressions, progress, records.append)
+    parsed.records = records
+    return parsed
+
+
+__all__ = ["AuditedNegotiation", "CaptureAudit", "audit_capture", "audit_captures", "audit_frames",
+           "scan_filter"]

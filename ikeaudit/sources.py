@@ -5,6 +5,9 @@ reads classic pcap (either byte order, micro- or nanosecond timestamps), pcapng
 (any number of sections and interfaces) and gzip-compressed copies of either, one
 record at a time, so memory stays flat however large the file is.
 
+`open_capture` reads the same way but can drop frames that cannot be IKE before they
+cost anything in Python, with libpcap's BPF filter in C (see "prefiltered reading").
+
 Mistakes of the caller (no such file, a directory, not a capture at all) raise
 CaptureError before anything is yielded. Damage inside a capture is not an error
 but a finding: it becomes an Anomaly(kind="capture") in the stream, after every
@@ -14,17 +17,21 @@ stopped rather than lose the frames before it.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import glob
 import gzip
 import io
 import os
 import struct
+import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+
 from ikeaudit.records import Anomaly, Frame
 
-__all__ = ["CaptureError", "expand_capture_args", "iter_capture"]
+__all__ = ["Capture", "CaptureError", "expand_capture_args", "iter_capture", "libpcap_version", "open_capture"]
 
 # Wireshark and libpcap refuse larger packets for every link type we decode; a
 # larger length in a file is damage, and trusting it would mean allocating it.
@@ -152,12 +159,20 @@ def _decompressing(raw: io.BufferedReader, path: str) -> tuple[io.BufferedIOBase
 
 def _start(inp: _Input, path: str, gzipped: bool) -> Iterator[Frame | Anomaly]:
     """Read and check the file header eagerly so that caller mistakes raise here."""
+    kind, layout = _header(inp, path, gzipped)
+    if kind == "pcap":
+        return _pcap_frames(inp, layout)
+    return _pcapng_records(inp, layout)
+
+
+def _header(inp: _Input, path: str, gzipped: bool) -> tuple[str, _PcapFormat | _PcapngState]:
+    """("pcap", its format) or ("pcapng", the state after its first section header)."""
     try:
         magic = inp.read(4)
         if magic in _PCAP_MAGICS:
-            return _pcap_frames(inp, _pcap_header(inp, magic))
+            return "pcap", _pcap_header(inp, magic)
         if magic == _PCAPNG_MAGIC:
-            return _pcapng_records(inp, _first_section(inp))
+            return "pcapng", _first_section(inp)
     except _Damage as damage:
         raise CaptureError(f"{path}: {_header_problem(gzipped)}: {damage.detail}") from None
     raise CaptureError(f"{path}: {_not_a_capture(magic, gzipped)}")
@@ -202,9 +217,8 @@ def _pcap_header(inp: _Input, magic: bytes) -> _PcapFormat:
     return _PcapFormat(endian, ticks, linktype & _LINKTYPE_MASK)
 
 
-def _pcap_frames(inp: _Input, fmt: _PcapFormat) -> Iterator[Frame]:
+def _pcap_frames(inp: _Input, fmt: _PcapFormat, number: int = 1) -> Iterator[Frame]:
     record = struct.Struct(fmt.endian + "IIII")
-    number = 1
     while (header := inp.record(record.size, "pcap record header", number)) is not None:
         seconds, ticks, caplen, wire_length = record.unpack(header)
         if caplen > MAX_CAPLEN:
@@ -393,6 +407,627 @@ def _simple_packet(body: bytes, state: _PcapngState) -> Frame | Anomaly:
     # 0.0 so that consumers reasoning about time (durations, retransmission gaps) do
     # not see a jump back to 1970; 0.0 only when no timestamped packet came first.
     return Frame(state.number, state.last_timestamp, interface.linktype, body[4 : 4 + caplen], wire_length)
+
+
+# ---------------------------------------------------------------------------- prefiltered reading
+#
+# A span capture is gigabytes of frames of which well under one percent can be IKE.
+# `open_capture(path, prefilter=...)` reads it as iter_capture does (the same parser,
+# frame numbers and damage records) but hands on only the frames that a BPF filter
+# passes, and the filter runs in C, in libpcap, through ctypes:
+#
+#   in-buffer   the file is read (and gunzipped) in 1 MiB chunks into a buffer that
+#               never moves; libpcap reads each chunk itself (fmemopen behind a copy of
+#               the file header) with the filter set and names the records or blocks
+#               that pass. Python only walks the chain of lengths to count frames, and
+#               builds a Frame for the few that passed.
+#   per-record  pcap_offline_filter() on each record where it lies in the buffer: when
+#               libpcap cannot read the chunk (no fmemopen, a pcapng section with
+#               several link types, a chunk libpcap stops in).
+#
+# Whatever the fast loops do not take (other blocks, odd lengths, damage, the end of the
+# file) the plain parser reads from the same buffer, so damage is reported in the same
+# words at the same frame; a failure of the file or gzip layer lets iter_capture itself
+# finish the file. libpcap is optional: without it (or without a prefilter)
+# open_capture() is iter_capture() with counters.
+
+
+class _BpfProgram(ctypes.Structure):
+    _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.c_void_p)]
+
+
+class _PacketHeader(ctypes.Structure):  # struct pcap_pkthdr
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long),
+                ("caplen", ctypes.c_uint32), ("len", ctypes.c_uint32)]  # fmt: skip
+
+
+# pcap_offline_filter() reads only caplen and len of the packet header. A pcap record
+# header holds them 8 bytes in, a pcapng enhanced packet block 20 bytes in, both in
+# that order: in a file of our byte order, a pointer that far before them (within our
+# buffer's head room) *is* a valid pcap_pkthdr for the filter, and nothing is copied.
+_CAPLEN_OFFSET = _PacketHeader.caplen.offset
+_NATIVE = "<" if sys.byteorder == "little" else ">"
+_NETMASK_UNKNOWN = 0xFFFFFFFF
+
+# Link types whose BPF code we rely on to keep every frame extraction could use, by
+# their libpcap names (DLT values differ between systems). Frames of any other link
+# type are all handed on.
+_BPF_LINKTYPES = {1: "EN10MB", 101: "RAW", 113: "LINUX_SLL", 228: "IPV4", 229: "IPV6", 276: "LINUX_SLL2"}
+
+
+class _Filter:
+    """A BPF program compiled for one link type."""
+
+    def __init__(self, libpcap: _Libpcap, program: _BpfProgram, expression: str) -> None:
+        self.program = program  # kept alive: libpcap points into it
+        self.address = ctypes.addressof(program)
+        self.expression = expression
+        self.test = libpcap.test  # (program address, header address, data address) -> int
+        self._test_bytes = libpcap.test_bytes
+        self._header = _PacketHeader()
+
+    def matches(self, data: bytes, wire_length: int) -> bool:
+        """The slow path for a frame already copied out of the buffer."""
+        self._header.caplen = len(data)
+        self._header.len = wire_length
+        return bool(self._test_bytes(self.address, ctypes.addressof(self._header), data))
+
+
+class _Libpcap:
+    """The few libpcap calls the prefilter needs."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        lib.pcap_open_dead.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.pcap_open_dead.restype = ctypes.c_void_p
+        lib.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(_BpfProgram), ctypes.c_char_p,
+                                     ctypes.c_int, ctypes.c_uint32]
+        lib.pcap_compile.restype = ctypes.c_int
+        lib.pcap_close.argtypes = [ctypes.c_void_p]
+        lib.pcap_close.restype = None
+        lib.pcap_datalink_name_to_val.argtypes = [ctypes.c_char_p]
+        lib.pcap_datalink_name_to_val.restype = ctypes.c_int
+        lib.pcap_lib_version.restype = ctypes.c_char_p
+        prototype = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+        self.test = prototype(("pcap_offline_filter", lib))
+        prototype = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)
+        self.test_bytes = prototype(("pcap_offline_filter", lib))
+        self.version = lib.pcap_lib_version().decode(errors="replace")
+        self._lib = lib
+        self._filters: dict[tuple[int, tuple[str, ...]], _Filter | None] = {}
+        self.memory = _MemoryPcap.load(lib)
+
+    def compile(self, linktype: int, expressions: tuple[str, ...]) -> _Filter | None:
+        """The first of the expressions that compiles for the link type; None when the
+        link type is not one we filter or none compiles (every frame passes then)."""
+        key = (linktype, expressions)
+        if key not in self._filters:
+            self._filters[key] = self._compile(linktype, expressions)
+        return self._filters[key]
+
+    def _compile(self, linktype: int, expressions: tuple[str, ...]) -> _Filter | None:
+        name = _BPF_LINKTYPES.get(linktype)
+        if name is None:
+            return None
+        dlt = self._lib.pcap_datalink_name_to_val(name.encode())
+        if dlt < 0:
+            return None
+        handle = self._lib.pcap_open_dead(dlt, MAX_CAPLEN)
+        if not handle:
+            return None
+        try:
+            for expression in expressions:
+                program = _BpfProgram()
+                if self._lib.pcap_compile(handle, ctypes.byref(program), expression.encode(), 1,
+                                          _NETMASK_UNKNOWN) == 0:
+                    return _Filter(self, program, expression)
+        finally:
+            self._lib.pcap_close(handle)
+        return None
+
+
+class _MemoryPcap:
+    """libpcap reading pcap records or pcapng blocks from our own buffer (fmemopen),
+    filter and all in C: calls per chunk and per passing record, none per other one."""
+
+    def __init__(self, lib: ctypes.CDLL, libc: ctypes.CDLL) -> None:
+        lib.pcap_fopen_offline.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.pcap_fopen_offline.restype = ctypes.c_void_p
+        lib.pcap_setfilter.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.pcap_setfilter.restype = ctypes.c_int
+        lib.pcap_next_ex.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        lib.pcap_next_ex.restype = ctypes.c_int
+        lib.pcap_file.argtypes = [ctypes.c_void_p]
+        lib.pcap_file.restype = ctypes.c_void_p
+        libc.fmemopen.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+        libc.fmemopen.restype = ctypes.c_void_p
+        libc.ftell.argtypes = [ctypes.c_void_p]
+        libc.ftell.restype = ctypes.c_long
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        libc.fclose.restype = ctypes.c_int
+        self._lib, self._libc = lib, libc
+        self._errbuf = ctypes.create_string_buffer(512)  # PCAP_ERRBUF_SIZE is 256
+        self._header = ctypes.POINTER(_PacketHeader)()
+        self._data = ctypes.c_void_p()
+
+    @classmethod
+    def load(cls, lib: ctypes.CDLL) -> _MemoryPcap | None:
+        if os.name != "posix":  # pcap_fopen_offline() would need our C runtime's FILE
+            return None
+        for name in (None, ctypes.util.find_library("c")):
+            try:
+                return cls(lib, ctypes.CDLL(name))
+            except (OSError, AttributeError):
+                continue
+        return None
+
+    def passing(self, address: int, length: int, program: int) -> list[int] | None:
+        """Where the records (pcap) or blocks (pcapng) that pass the program end, as
+        offsets from `address`, which holds a file header and then records or blocks;
+        None when libpcap stopped before the last one that lies whole in the buffer, for
+        a reason of its own."""
+        lib, libc = self._lib, self._libc
+        stream = libc.fmemopen(address, length, b"rb")
+        if not stream:
+            return None
+        handle = lib.pcap_fopen_offline(stream, self._errbuf)
+        if not handle:
+            libc.fclose(stream)
+            return None
+        try:  # pcap_close() closes the stream too
+            if lib.pcap_setfilter(handle, program) != 0:
+                return None
+            header_ref, data_ref = ctypes.byref(self._header), ctypes.byref(self._data)
+            file = lib.pcap_file(handle)
+            next_ex, tell = lib.pcap_next_ex, libc.ftell
+            found = []
+            while (status := next_ex(handle, header_ref, data_ref)) == 1:
+                found.append(tell(file))
+            # EOF, or an error on the record cut off at the buffer's end: it read it all.
+            return found if status == -2 or tell(file) == length else None
+        finally:
+            lib.pcap_close(handle)
+
+
+_LIBPCAP: _Libpcap | None | bool = False  # False: not looked for yet
+
+
+def _libpcap() -> _Libpcap | None:
+    """libpcap, loaded once per process; None when it is not installed."""
+    global _LIBPCAP
+    if _LIBPCAP is False:
+        _LIBPCAP = _load_libpcap()
+    return _LIBPCAP
+
+
+def _load_libpcap() -> _Libpcap | None:
+    names = [ctypes.util.find_library("pcap"), ctypes.util.find_library("wpcap"),
+             "libpcap.so.1", "libpcap.so.0.8", "libpcap.so", "libpcap.dylib"]  # fmt: skip
+    for name in dict.fromkeys(n for n in names if n):
+        try:
+            return _Libpcap(ctypes.CDLL(name))
+        except (OSError, AttributeError):  # not there, or too old for pcap_offline_filter
+            continue
+    return None
+
+
+def libpcap_version() -> str | None:
+    """libpcap's version string, or None when the prefilter cannot run here."""
+    lib = _libpcap()
+    return lib.version if lib else None
+
+
+def _pcap_file_header(fmt: _PcapFormat) -> bytes:
+    """A pcap file header for records of this format, with the largest snapshot length
+    (libpcap would cut longer records to the file's own)."""
+    magic = next(m for m, layout in _PCAP_MAGICS.items() if layout == (fmt.endian, fmt.ticks_per_second))
+    return magic + struct.pack(fmt.endian + "HHiIII", 2, 4, 0, 0, MAX_CAPLEN, fmt.linktype)
+
+
+class _StreamFailure(Exception):
+    """The file or gzip layer failed under the read-ahead buffer. The prefiltered reader
+    then lets the plain reader finish, so that the damage reads exactly as it would."""
+
+
+class _Chunks(_Input):
+    """A read-ahead buffer over the capture stream, in a bytearray that never moves, so
+    that C code may be pointed into it. Serves the plain parser's read() calls too."""
+
+    HEAD = 1024  # room before the first byte: a pcap_pkthdr pointer, libpcap's file headers
+    CHUNK = 1 << 20
+
+    def __init__(self, stream: io.BufferedIOBase, raw: io.BufferedReader,
+                 progress: Callable[[int], None] | None) -> None:  # fmt: skip
+        self._stream = stream
+        self._raw = raw  # the file under a gzip layer, to report progress in file bytes
+        self._progress = progress
+        self._reported = 0
+        self.capacity = self.CHUNK + MAX_CAPLEN + 64
+        self.buf = bytearray(self.HEAD + self.capacity + 64)  # a header read past the end is harmless
+        self.view = memoryview(self.buf)
+        self._array = (ctypes.c_char * len(self.buf)).from_buffer(self.buf)  # pins the buffer
+        self.address = ctypes.addressof(self._array)
+        self.pos = self.end = self.HEAD  # unread bytes are buf[pos:end]
+        self.origin = -self.HEAD  # file offset of buf[0]
+        self.eof = False
+        self.generation = 0  # changes whenever bytes move in the buffer or arrive
+
+    @property
+    def offset(self) -> int:  # type: ignore[override]
+        return self.origin + self.pos
+
+    def fill(self, need: int) -> bool:
+        """Make at least `need` unread bytes available; False when the stream ends first."""
+        if self.end - self.pos >= need:
+            return True
+        if need > self.capacity:
+            return False
+        self.generation += 1
+        if self.pos > self.HEAD:  # move what is left to the front
+            left = self.end - self.pos
+            self.buf[self.HEAD : self.HEAD + left] = self.view[self.pos : self.end]
+            self.origin += self.pos - self.HEAD
+            self.pos, self.end = self.HEAD, self.HEAD + left
+        while not self.eof and self.end - self.pos < need:
+            try:
+                got = self._stream.readinto(self.view[self.end : self.HEAD + self.capacity])
+            except (OSError, EOFError, zlib.error) as exc:
+                raise _StreamFailure(str(exc)) from None
+            if not got:
+                self.eof = True
+            self.end += got
+        self._report()
+        return self.end - self.pos >= need
+
+    def _report(self, done: int | None = None) -> None:
+        if self._progress is not None:
+            done = self._raw.tell() if done is None else done
+            if done > self._reported:
+                self._progress(done - self._reported)
+                self._reported = done
+
+    def read(self, size: int, frame: int | None = None) -> bytes:
+        if not self.fill(min(size, self.capacity)):
+            size = min(size, self.end - self.pos)
+        take = min(size, self.end - self.pos)
+        data = bytes(self.view[self.pos : self.pos + take])
+        self.pos += take
+        if take == size or self.eof:
+            return data
+        try:  # a block larger than the buffer: the rest straight from the stream
+            rest = self._stream.read(size - take)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _StreamFailure(str(exc)) from None
+        self.origin += len(rest)
+        return data + rest
+
+
+class Capture(Iterator[Frame | Anomaly]):
+    """An open capture: iterate for its frames and damage records, in file order.
+
+    engine    "bpf": the prefilter ran in C on every record and only passing frames
+              come out; "python": every frame comes out (no libpcap, or no prefilter)
+    frames    frames read so far, handed on or not
+    passed    frames handed on
+    size      bytes of the file, for progress
+    """
+
+    def __init__(self, path: str, engine: str, size: int) -> None:
+        self.path = path
+        self.engine = engine
+        self.size = size
+        self.frames = 0
+        self.passed = 0
+        self._items: Iterator[Frame | Anomaly] = iter(())
+
+    def __iter__(self) -> Capture:
+        return self
+
+    def __next__(self) -> Frame | Anomaly:
+        return next(self._items)
+
+    def close(self) -> None:
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            close()
+
+
+def open_capture(path: str | os.PathLike[str], *, prefilter: str | Sequence[str] | None = None,
+                 progress: Callable[[int], None] | None = None) -> Capture:
+    """Read a capture as iter_capture does; with a prefilter (BPF expressions, the first
+    that compiles for a link type is used) and libpcap present, hand on only the frames
+    that pass it, filtered in C. Frame numbers, timestamps and damage records are
+    exactly iter_capture's. progress, if given, is called with file bytes consumed.
+
+    Raises CaptureError at once when path is not a readable capture.
+    """
+    name = os.fspath(path)
+    expressions = (prefilter,) if isinstance(prefilter, str) else tuple(prefilter or ())
+    libpcap = _libpcap() if expressions else None
+    raw = _open_file(path)
+    try:
+        size = os.fstat(raw.fileno()).st_size
+        stream, gzipped = _decompressing(raw, name)
+        if libpcap is not None:
+            chunks = _Chunks(stream, raw, progress)
+            try:
+                kind, layout = _header(chunks, name, gzipped)
+            except _StreamFailure:
+                chunks = None
+            if chunks is not None:
+                capture = Capture(name, "bpf", size)
+                reader = _Prefiltered(capture, chunks, libpcap, expressions)
+                capture._items = reader.run(kind, layout, stream, raw)
+                return capture
+            raw.seek(0)
+            stream, gzipped = _decompressing(raw, name)
+        capture = Capture(name, "python", size)
+        inp = _Input(stream)
+        records = _start(inp, name, gzipped)
+    except BaseException:
+        raw.close()
+        raise
+    capture._items = _counted(capture, _guarded(records, stream, raw), raw, progress)
+    return capture
+
+
+def _counted(capture: Capture, items: Iterator[Frame | Anomaly], raw: io.BufferedReader,
+             progress: Callable[[int], None] | None) -> Iterator[Frame | Anomaly]:  # fmt: skip
+    reported = 0
+    try:
+        for item in items:
+            if isinstance(item, Frame):
+                capture.frames += 1
+                capture.passed += 1
+                if progress is not None and not capture.frames & 0xFFF:
+                    done = raw.tell()
+                    progress(done - reported)
+                    reported = done
+            yield item
+    finally:
+        items.close()
+    if progress is not None and capture.size > reported:
+        progress(capture.size - reported)
+
+
+class _Prefiltered:
+    """The prefiltered reader of one capture: a fast loop over the common records, the
+    plain parser for everything else (other blocks, damage), one filter per link type."""
+
+    def __init__(self, capture: Capture, chunks: _Chunks, libpcap: _Libpcap,
+                 expressions: tuple[str, ...]) -> None:  # fmt: skip
+        self.capture = capture
+        self.chunks = chunks
+        self.libpcap = libpcap
+        self.expressions = expressions
+        self.items = 0  # records iter_capture would have yielded so far (frames, anomalies)
+
+    def run(self, kind: str, layout, stream: io.BufferedIOBase,
+            raw: io.BufferedReader) -> Iterator[Frame | Anomaly]:  # fmt: skip
+        with raw, stream:
+            try:
+                if kind == "pcap":
+                    yield from self._pcap(layout)
+                else:
+                    yield from self._pcapng(layout)
+            except _Damage as damage:
+                self.items += 1
+                yield Anomaly(kind="capture", detail=damage.detail, frame=damage.frame)
+            except _StreamFailure:
+                yield from self._replay()
+        self.chunks._report(self.capture.size)  # all of it, damaged or not
+
+    def _replay(self) -> Iterator[Frame | Anomaly]:
+        """The file or gzip layer failed: read again with the plain reader, skip what was
+        handed on already, and let it say where and how reading stopped."""
+        for index, item in enumerate(iter_capture(self.capture.path)):
+            if index < self.items:
+                continue
+            self.items += 1
+            if isinstance(item, Frame):
+                self.capture.frames += 1
+                flt = self.libpcap.compile(item.linktype, self.expressions)
+                if flt is not None and not flt.matches(item.data, item.wire_length):
+                    continue
+                self.capture.passed += 1
+            yield item
+
+    def _slow(self, items: Iterable[Frame | Anomaly]) -> Iterator[Frame | Anomaly]:
+        """Records the plain parser produced, filtered one by one."""
+        for item in items:
+            self.items += 1
+            if isinstance(item, Frame):
+                self.capture.frames += 1
+                flt = self.libpcap.compile(item.linktype, self.expressions)
+                if flt is not None and not flt.matches(item.data, item.wire_length):
+                    continue
+                self.capture.passed += 1
+            yield item
+
+    def _pcap(self, fmt: _PcapFormat) -> Iterator[Frame | Anomaly]:
+        inp, capture = self.chunks, self.capture
+        flt = self.libpcap.compile(fmt.linktype, self.expressions)
+        test = flt.test if flt is not None else None
+        program = flt.address if flt is not None else 0
+        # Best: libpcap reads the records in our buffer and filters them in C, and they
+        # are only counted here. Else one pcap_offline_filter() call per record.
+        memory = self.libpcap.memory if flt is not None else None
+        file_header = _pcap_file_header(fmt)
+        native = fmt.endian == _NATIVE
+        header = _PacketHeader()
+        header_address = ctypes.addressof(header)
+        caplen_of = struct.Struct(fmt.endian + "I").unpack_from
+        record = struct.Struct(fmt.endian + "IIII").unpack_from
+        buf, view, base = inp.buf, inp.view, inp.address
+        delta = 8 - _CAPLEN_OFFSET
+        ticks_per_second, linktype = fmt.ticks_per_second, fmt.linktype
+        number = 1
+
+        def frame(pos: int, stop: int) -> Frame:
+            seconds, ticks, _, wire_length = record(buf, pos)
+            capture.frames = self.items = number
+            capture.passed += 1
+            return Frame(number, seconds + ticks / ticks_per_second, linktype, bytes(view[pos + 16 : stop]),
+                         wire_length)
+
+        while True:
+            pos, end = inp.pos, inp.end
+            need = 16
+            found = None
+            if memory is not None and end - pos >= 16:
+                shift = pos - len(file_header)  # over records already read
+                buf[shift:pos] = file_header
+                found = memory.passing(base + shift, end - shift, program)
+            if found is not None:
+                # libpcap read every whole record in the buffer (so their lengths are
+                # sane) and named those that pass: walk from one to the next, counting.
+                safe = pos, number
+                for offset in found:
+                    target = offset + shift
+                    while (stop := pos + 16 + caplen_of(buf, pos + 8)[0]) < target:
+                        pos = stop
+                        number += 1
+                    if stop != target:  # cannot happen; if it did, trust nothing but the walk
+                        memory = None
+                        pos, number = safe
+                        break
+                    yield frame(pos, stop)
+                    number += 1
+                    pos = stop
+                    safe = pos, number
+                else:
+                    while (stop := pos + 16 + caplen_of(buf, pos + 8)[0]) <= end:
+                        pos = stop
+                        number += 1
+                    if pos + 16 <= end:
+                        need = stop - pos if stop - pos - 16 <= MAX_CAPLEN else 0
+            if found is None or memory is None:
+                while pos + 16 <= end:
+                    caplen = caplen_of(buf, pos + 8)[0]
+                    if caplen > MAX_CAPLEN:
+                        need = 0  # hostile: the plain reader says so
+                        break
+                    stop = pos + 16 + caplen
+                    if stop > end:
+                        need = 16 + caplen
+                        break
+                    if test is None:
+                        passed = True
+                    elif native:
+                        passed = test(program, base + pos + delta, base + pos + 16)
+                    else:
+                        header.caplen, header.len = caplen, caplen_of(buf, pos + 12)[0]
+                        passed = test(program, header_address, base + pos + 16)
+                    if passed:
+                        yield frame(pos, stop)
+                    number += 1
+                    pos = stop
+            capture.frames = self.items = number - 1
+            inp.pos = pos
+            if not need or not inp.fill(need):
+                break
+        # What is left (nothing, a cut-off record or a hostile length) the plain reader
+        # reads, so that damage is reported exactly as iter_capture reports it.
+        yield from self._slow(_pcap_frames(inp, fmt, number))
+
+    def _pcapng(self, state: _PcapngState) -> Iterator[Frame | Anomaly]:
+        inp, capture = self.chunks, self.capture
+        buf, view, base = inp.buf, inp.view, inp.address
+        delta = 20 - _CAPLEN_OFFSET
+        header = _PacketHeader()
+        header_address = ctypes.addressof(header)
+        memory = self.libpcap.memory
+        generation = -1  # of the buffer that `found` describes
+        found: list[int] | None = None  # where passing blocks end in the buffer (libpcap's view)
+        while True:
+            endian = state.endian
+            native = endian == _NATIVE
+            epb = struct.Struct(endian + "IIIIIII").unpack_from
+            word = struct.Struct(endian + "I").unpack_from
+            interfaces = [(i, *self._filter_of(i)) if i is not None else None for i in state.interfaces]
+            count = len(interfaces)
+            preamble, program = self._pcapng_preamble(state, interfaces) if memory else (b"", 0)
+            number, frames, seen = state.number, capture.frames, self.items
+            last = -1  # where the last enhanced packet block read starts, for its timestamp
+            need = 8
+            while True:  # the fast loop: enhanced packet blocks on known interfaces
+                pos, end = inp.pos, inp.end
+                if inp.generation != generation:
+                    generation, found = inp.generation, None
+                    if preamble and len(preamble) <= pos and end - pos >= 32:
+                        shift = pos - len(preamble)  # over blocks already read
+                        buf[shift:pos] = preamble
+                        found = memory.passing(base + shift, end - shift, program)
+                        if found is not None:
+                            found = [offset + shift for offset in found]
+                            found.append(len(buf))  # no block ends there
+                            at = 0
+                while pos + 8 <= end:
+                    block_type, length, interface_id, high, low, caplen, wire_length = epb(buf, pos)
+                    if block_type != _EPB or length < 32 or length & 3 or length > MAX_BLOCK_LENGTH:
+                        break
+                    stop = pos + length
+                    if stop > end:
+                        need = length
+                        break
+                    if word(buf, stop - 4)[0] != length or interface_id >= count or caplen > length - 32 \
+                            or caplen > MAX_CAPLEN:
+                        break
+                    entry = interfaces[interface_id]
+                    if entry is None:
+                        break
+                    number += 1
+                    frames += 1
+                    seen += 1
+                    last = pos
+                    if found is not None:
+                        while found[at] < stop:  # blocks the plain reader took
+                            at += 1
+                        passed = found[at] == stop
+                    elif entry[1] is None:
+                        passed = True
+                    elif native:
+                        passed = entry[1](entry[2], base + pos + delta, base + pos + 28)
+                    else:
+                        header.caplen, header.len = caplen, wire_length
+                        passed = entry[1](entry[2], header_address, base + pos + 28)
+                    if passed:
+                        state.number, capture.frames, self.items = number, frames, seen
+                        capture.passed += 1
+                        yield Frame(number, _timestamp(entry[0], (high << 32) | low), entry[0].linktype,
+                                    bytes(view[pos + 28 : pos + 28 + caplen]), wire_length)
+                    pos = stop
+                    need = 8
+                inp.pos = pos
+                state.number, capture.frames, self.items = number, frames, seen
+                if last >= 0:  # as the plain reader leaves it (an SPB takes it), before bytes move
+                    _, _, interface_id, high, low, _, _ = epb(buf, last)
+                    state.last_timestamp = _timestamp(interfaces[interface_id][0], (high << 32) | low)
+                    last = -1
+                if pos + need > end and inp.fill(need):
+                    continue  # more of the file is in the buffer now
+                break  # a block for the plain reader, or the end of the file
+            # One block the plain reader handles: another kind, an odd one, or damage.
+            block = _read_block(inp, state)
+            if block is None:
+                return
+            yield from self._slow(_handle_block(*block, state))
+
+    def _pcapng_preamble(self, state: _PcapngState, interfaces: list) -> tuple[bytes, int]:
+        """A section header and the section's interfaces, for libpcap to read our buffer
+        from: only when they share one link type with a filter (libpcap takes no other)."""
+        if not interfaces or any(i is None for i in interfaces):
+            return b"", 0
+        first = interfaces[0]
+        if first[1] is None or any(i[0].linktype != first[0].linktype for i in interfaces):
+            return b"", 0
+        e = state.endian
+        section = struct.pack(e + "IIIHHqI", _SHB, 28, 0x1A2B3C4D, 1, 0, -1, 28)
+        interface = struct.pack(e + "IIHHII", _IDB, 20, first[0].linktype, 0, MAX_CAPLEN, 20)
+        return section + interface * len(interfaces), first[2]
+
+    def _filter_of(self, interface: _Interface) -> tuple:
+        flt = self.libpcap.compile(interface.linktype, self.expressions)
+        return (flt.test, flt.address) if flt is not None else (None, 0)
 
 
 # ---------------------------------------------------------------------------- arguments
