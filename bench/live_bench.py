@@ -73,13 +73,8 @@ print(f"Rated: 0 Bps, 0 Mbps, {sent / elapsed:.2f} pps")
 # ---------------------------------------------------------------------------- frames
 
 
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_span import checksum  # noqa: E402  (the same IP/UDP checksum as the span generator)
 
 
 def ipv4(src: bytes, dst: bytes, proto: int, payload: bytes, ident: int) -> bytes:

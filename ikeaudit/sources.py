@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import glob
 import gzip
+import itertools
 import io
 import os
 import struct
@@ -819,17 +820,7 @@ class _Prefiltered:
     def _replay(self) -> Iterator[Frame | Anomaly]:
         """The file or gzip layer failed: read again with the plain reader, skip what was
         handed on already, and let it say where and how reading stopped."""
-        for index, item in enumerate(iter_capture(self.capture.path)):
-            if index < self.items:
-                continue
-            self.items += 1
-            if isinstance(item, Frame):
-                self.capture.frames += 1
-                flt = self.libpcap.compile(item.linktype, self.expressions)
-                if flt is not None and not flt.matches(item.data, item.wire_length):
-                    continue
-                self.capture.passed += 1
-            yield item
+        yield from self._slow(itertools.islice(iter_capture(self.capture.path), self.items, None))
 
     def _slow(self, items: Iterable[Frame | Anomaly]) -> Iterator[Frame | Anomaly]:
         """Records the plain parser produced, filtered one by one."""
