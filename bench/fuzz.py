@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -251,6 +252,8 @@ def ipv4_fragments(frame: bytes, rng: random.Random, linktype: int = 1) -> list[
     if ip is None or frame[ip] >> 4 != 4 or len(frame) < ip + 20:
         return [frame]
     header_length = 4 * (frame[ip] & 0xF)
+    if header_length < 20 or ip + header_length > len(frame):
+        return [frame]
     payload = frame[ip + header_length:]
     if len(payload) < 24 or struct.unpack_from("!H", frame, ip + 6)[0] & 0x3FFF:
         return [frame]
@@ -400,6 +403,7 @@ class Run:
         self.started = self.last_status = time.monotonic()
         self.inputs = 0
         self.failures: dict[str, int] = {}
+        self.mutator_failures: Counter[str] = Counter()
         self.directory = OUT / target
         self.directory.mkdir(parents=True, exist_ok=True)
         signal.signal(signal.SIGALRM, _alarm)
@@ -446,6 +450,8 @@ class Run:
         if final:
             for signature, count in sorted(self.failures.items(), key=lambda kv: -kv[1]):
                 print(f"    {count:8d} x {signature}")
+            for problem, count in self.mutator_failures.most_common():
+                print(f"    mutator (not a finding): {count} x {problem}")
 
     def mutate(self, data: bytes, seed: int) -> bytes:
         rng = random.Random(seed)
@@ -472,9 +478,12 @@ def fuzz_atheris(run: Run, max_len: int) -> None:
         (corpus / f"seed-{i:03d}").write_bytes(seed)
 
     def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
-        if seed % 3 == 0:  # libFuzzer's own byte-level mutations, a third of the time
-            return atheris.Mutate(data, max_size)
-        return run.mutate(data, seed)[:max_size]
+        if seed % 3:  # libFuzzer's own byte-level mutations the other third of the time
+            try:
+                return run.mutate(data, seed)[:max_size]
+            except Exception as exc:  # noqa: BLE001 - a mutator bug must not end the run
+                run.mutator_failures[f"{type(exc).__name__}: {exc}"[:120]] += 1
+        return atheris.Mutate(data, max_size)
 
     argv = [sys.argv[0], str(corpus), f"-max_len={max_len}", f"-timeout={int(run.per_input * 10) + 10}",
             "-rss_limit_mb=2048", f"-max_total_time={int(run.seconds) + 120}", "-print_final_stats=1"]
@@ -488,7 +497,11 @@ def fuzz_random(run: Run, seed: int) -> None:
     for data in seeds:
         run.one(data)
     while True:
-        data = run.mutate(rng.choice(seeds), rng.randrange(1 << 32))
+        try:
+            data = run.mutate(rng.choice(seeds), rng.randrange(1 << 32))
+        except Exception as exc:  # noqa: BLE001 - a mutator bug must not end the run
+            run.mutator_failures[f"{type(exc).__name__}: {exc}"[:120]] += 1
+            continue
         if rng.random() < 0.3:  # plain byte mutations too
             data = bytearray(data)
             for _ in range(rng.randint(1, 8)):
