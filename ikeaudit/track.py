@@ -86,6 +86,8 @@ MAX_ANOMALIES = 256  # anomaly records per IKE SA
 # that they are counted per initiator (for at most MAX_FLOOD_SOURCES initiators).
 MAX_FLOOD_SOURCES = 1024
 
+MAX_RETRY_CANDIDATES = 64  # recent retry demands between two peers a new SPIi may answer
+
 # How long after a retry demand a request with a new SPIi from the same initiator is
 # taken for the retry of that attempt.
 RETRY_WINDOW_S = 30.0
@@ -214,8 +216,8 @@ class Tracker:
     (`anomalies()`). Each SA's messages, fragments and anomalies are bounded (MAX_*).
     """
 
-    def __init__(self, capture: str = "", *, max_negotiations: int = 20_000,
-                 max_evicted_bare: int = 10_000) -> None:  # fmt: skip
+    def __init__(self, capture: str = "", *, max_negotiations: int = 10_000,
+                 max_evicted_bare: int = 1_000) -> None:  # fmt: skip
         self.capture = capture
         self.max_negotiations = max_negotiations
         self.max_evicted_bare = max_evicted_bare
@@ -230,6 +232,8 @@ class Tracker:
         self._closed: list[_SaBuilder] = []
         # Open IKEv2 SAs, the one fed the longest ago first: eviction takes the first.
         self._idle: dict[int, _SaBuilder] = {}
+        # (initiator, responder) -> SAs told to retry IKE_SA_INIT, by id, in that order
+        self._retrying: dict[tuple[str, str], dict[int, _SaBuilder]] = {}
         self._order = 0
         self.malformed: list[Malformed] = []
         self.malformed_count = 0
@@ -296,11 +300,22 @@ class Tracker:
         self._by_pair[(sa.spi_i, sa.spi_r)] = sa
 
     def _retry_with_new_spi(self, message: IkeMessage) -> _SaBuilder | None:
-        """Some initiators pick a fresh SPIi when they retry; tie it to the attempt."""
-        for sa in reversed(list(self._pending.values())):
-            if (sa.state == SA_INIT_RETRY and sa.initiator == message.src
-                    and sa.responder == message.dst and sa.retries
-                    and 0 <= message.timestamp - sa.retries[-1].timestamp <= RETRY_WINDOW_S):
+        """Some initiators pick a fresh SPIi when they retry; tie it to the attempt.
+
+        Candidates come from `_retrying`, not from a walk over every pending SA, which
+        made a flood of IKE_SA_INIT requests with random SPIs quadratic."""
+        candidates = self._retrying.get((message.src, message.dst))
+        if not candidates:
+            return None
+        for key, sa in reversed(list(candidates.items())[-MAX_RETRY_CANDIDATES:]):
+            if sa.state != SA_INIT_RETRY or self._pending.get(sa.spi_i) is not sa:
+                del candidates[key]  # answered, retried or closed meanwhile
+                continue
+            if message.timestamp - sa.retries[-1].timestamp > RETRY_WINDOW_S:
+                del candidates[key]  # too old to be retried now
+                continue
+            if 0 <= message.timestamp - sa.retries[-1].timestamp:
+                del candidates[key]
                 del self._pending[sa.spi_i]
                 last = sa.retries[-1]
                 sa.retries[-1] = SaInitRetry(last.reason, last.frame, last.timestamp,
@@ -426,6 +441,8 @@ class Tracker:
         sa.responder_notifies = message.notify_types()
         sa.vendor_ids.extend(message.vendor_ids)
         sa.state = self._sa_init_response_state(sa, message)
+        if sa.state == SA_INIT_RETRY:
+            self._retrying.setdefault((sa.initiator, sa.responder), {})[id(sa)] = sa
 
     def _sa_init_response_state(self, sa: _SaBuilder, message: IkeMessage) -> str:
         errors = [n for n in message.notifies if n.type < iana.ERROR_NOTIFY_LIMIT]
@@ -551,6 +568,7 @@ class Tracker:
         self._pending.clear()
         self._by_spi_i.clear()
         self._idle.clear()
+        self._retrying.clear()
         unique = {id(sa): sa for sa in self._closed}
         builders = sorted(unique.values(), key=lambda s: s.order)
         _link_rekeys(builders)
