@@ -101,7 +101,11 @@ def scan(captures: tuple[str, ...], jobs: int, fmt: str, private_ke: tuple[str, 
     catalog = KeCatalog(_parse_private_ke(private_ke))
     audits = _audit(captures, catalog, jobs=jobs, esp=False)
     document = views.scan_document(audits, catalog)
-    click.echo(RENDERERS[fmt](document), nl=fmt == "table")
+    if fmt == "json":  # written a negotiation at a time: a flood makes a large document
+        for piece in machine.iter_json(document):
+            sys.stdout.write(piece)
+    else:
+        click.echo(RENDERERS[fmt](document), nl=fmt == "table")
     sys.exit(exit_code(document, fail_on))
 
 
@@ -138,6 +142,7 @@ def input_warning(audit: CaptureAudit) -> str | None:
     """One line on what in the capture could not be read or decoded, if anything."""
     damage = next((a.detail for a in audit.anomalies if a.kind == "capture"), None)
     kinds = Counter(a.kind for a in audit.anomalies if a.kind != "capture")
+    kinds.update(a.kind for item in audit.negotiations for a in item.negotiation.anomalies)
     kinds["malformed IKE"] = len(audit.malformed)
     counted = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()) if count)
     if damage is None and not counted:
