@@ -181,3 +181,18 @@ def test_malformed_ike_past_the_listing_bound_is_counted(monkeypatch):
     assert [a.detail for a in audit.anomalies if a.kind == "overflow"] == [
         "3 more malformed IKE datagram anomalies not listed (the first 2 are)"]
 
+
+
+# --- output of a large scan
+
+
+def test_json_written_in_pieces_is_the_indented_json_of_the_document():
+    import json
+
+    from conftest import PCAPS
+    from ikeaudit.classify import KeCatalog
+    from ikeaudit.report import machine, views
+
+    audits = pipeline.audit_captures([str(p) for p in sorted(PCAPS.glob("*.pcap"))])
+    for document in (views.scan_document(audits, KeCatalog()), views.scan_document([], KeCatalog()), {}):
+        assert machine.render_json(document) == json.dumps(document, indent=2, ensure_ascii=False) + "\n"
