@@ -54,7 +54,7 @@ try:
 except ImportError:  # the random engine still works
     atheris = None
 
-if atheris is not None:
+if atheris is not None and __name__ == "__main__":  # tests import the mutators uninstrumented
     with atheris.instrument_imports(include=["ikeaudit", "scapy.contrib.ikev2", "scapy.layers.isakmp"]):
         import ikeaudit.dissect  # noqa: F401 - the pipeline imports it late: instrument it now
         from ikeaudit import pipeline
@@ -339,13 +339,18 @@ def _alarm(signum, frame):  # noqa: ARG001
     raise Hang("input ran longer than the per-input limit")
 
 
-def run_frames(data: bytes) -> None:
+def as_frames(data: bytes) -> list[Frame]:
+    """The frames input format as Frame records; an odd time step marks a snaplen cut."""
     linktype, frames = decode_frames(data)
     now, items = 1_700_000_000.0, []
     for number, (step, frame) in enumerate(frames, 1):
         now += step
         items.append(Frame(number, now, linktype, frame, len(frame) + (step & 1) * 7))
-    pipeline.audit_frames("fuzz", items)
+    return items
+
+
+def run_frames(data: bytes) -> None:
+    pipeline.audit_frames("fuzz", as_frames(data))
 
 
 class CaptureTarget:
