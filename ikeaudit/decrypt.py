@@ -111,6 +111,9 @@ def _key_set(cells: list[str], where: str) -> KeySet:
     algorithm = iana.WIRESHARK_INTEGRITY.get(integrity)
     if algorithm is None:
         raise KeyTableError(f"{where}: unknown integrity algorithm {integrity!r}")
+    if _is_aead(cipher) and algorithm.transform_id != 0:
+        raise KeyTableError(f"{where}: {encryption} carries its own integrity: the integrity "
+                            "algorithm must be NONE [RFC4306]")
     spis = [_hex(v, name, where) for v, name in ((spi_i, "SPIi"), (spi_r, "SPIr"))]
     for spi, name in zip(spis, ("SPIi", "SPIr")):
         if len(spi) != SPI_HEX_DIGITS // 2:
@@ -126,9 +129,6 @@ def _key_set(cells: list[str], where: str) -> KeySet:
         for name in ("SK_ai", "SK_ar"):
             if len(keys[name]) != wanted_a:
                 raise KeyTableError(f"{where}: {name} has {len(keys[name])} bytes, {integrity} needs {wanted_a}")
-    if _is_aead(cipher) and algorithm.transform_id != 0:
-        raise KeyTableError(f"{where}: {encryption} carries its own integrity: the integrity "
-                            "algorithm must be NONE [RFC4306]")
     return KeySet(spis[0].hex(), spis[1].hex(), encryption, integrity, keys["SK_ei"], keys["SK_er"],
                   keys["SK_ai"], keys["SK_ar"], where)
 
