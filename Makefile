@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The lab's key tables (strongSwan save-keys), so the example report shows verified classes.
+KEYS := $(addprefix --keys ,$(sort $(wildcard pcaps/*.keys)))
 
 .PHONY: demo test clean
 
@@ -14,11 +16,11 @@ $(BIN)/ikeaudit: pyproject.toml
 
 demo: $(BIN)/ikeaudit
 	mkdir -p reports
-	$(BIN)/ikeaudit report pcaps/ -o reports/
-	$(BIN)/ikeaudit scan pcaps/ --format table > reports/scan.txt
-	$(BIN)/ikeaudit scan pcaps/ --format json > reports/scan.json
-	$(BIN)/ikeaudit scan pcaps/ --format csv > reports/scan.csv
-	$(BIN)/ikeaudit mtu pcaps/ --plot reports/mtu-message-sizes > reports/mtu.txt
+	$(BIN)/ikeaudit report $(KEYS) pcaps/ -o reports/
+	$(BIN)/ikeaudit scan $(KEYS) pcaps/ --format table > reports/scan.txt
+	$(BIN)/ikeaudit scan $(KEYS) pcaps/ --format json > reports/scan.json
+	$(BIN)/ikeaudit scan $(KEYS) pcaps/ --format csv > reports/scan.csv
+	$(BIN)/ikeaudit mtu $(KEYS) pcaps/ --plot reports/mtu-message-sizes > reports/mtu.txt
 	@tail -n 1 reports/scan.txt
 	@echo "wrote reports/: report.html report.md report.json cbom.json tables, plots, scan.* and mtu.txt"
 

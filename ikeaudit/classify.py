@@ -5,11 +5,16 @@ the responder's chosen proposal (transform types 4 and 6..12; id 0 NONE in an AD
 slot means that exchange did not happen), then is checked against what the wire shows:
 an ML-KEM key must travel somewhere, and a message too small to carry it contradicts
 the proposal.
+
+With a key table the encrypted exchanges speak for themselves: a classification is
+`verified` when the decrypted KE payloads carry every chosen method at its size and a
+message under the final keys decrypted too, `negotiated` when only the clear proposals
+and sizes support it; decrypted KE payloads that contradict the proposal are a finding.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping
 
 from ikeaudit import iana
@@ -20,7 +25,9 @@ from ikeaudit.records import (
     INTERMEDIATE,
     SA_INIT_REQUESTED,
     SA_INIT_RETRY,
+    ChildExchange,
     Finding,
+    KeyExchange,
     Negotiation,
     Proposal,
     TrackedMessage,
@@ -40,6 +47,12 @@ CLASSES = (HYBRID_PQ, PQ_ONLY, CLASSICAL, CLASSICAL_PQ_OFFERED, FAILED, INCOMPLE
 KE_PAYLOAD_HEADER = 8
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
+
+# Classification.confidence
+VERIFIED = "verified"  # decrypted KE payloads confirm every chosen method
+NEGOTIATED = "negotiated"  # only the clear proposal and message sizes support it
+# Classes that rest on a chosen proposal, and so can be verified or merely negotiated.
+JUDGED_BY_PROPOSAL = frozenset({"hybrid-pq", "pq-only", "classical", "classical-pq-offered"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +78,7 @@ class Classification:
     error: str | None  # the error notify of a failed negotiation
     evidence: tuple[str, ...]
     findings: tuple[Finding, ...]
+    confidence: str | None = None  # VERIFIED or NEGOTIATED; None for classes without a chosen proposal
 
     @property
     def addke_methods(self) -> tuple[int, ...]:
@@ -113,6 +127,12 @@ def classify(n: Negotiation, catalog: KeCatalog | None = None, *,
              parent: Classification | None = None,
              parent_negotiation: Negotiation | None = None) -> Classification:
     catalog = catalog or KeCatalog()
+    result = _from_proposals(n, catalog, parent, parent_negotiation)
+    return _with_decrypted_evidence(n, result, catalog, parent_negotiation)
+
+
+def _from_proposals(n: Negotiation, catalog: KeCatalog, parent: Classification | None,
+                    parent_negotiation: Negotiation | None) -> Classification:
     evidence: list[str] = []
     findings: list[Finding] = []
     pq_offered = _pq_offered(n, catalog)
@@ -274,6 +294,21 @@ def _without_sa_init(n: Negotiation, catalog: KeCatalog, parent: Classification 
     if parent is None or parent_negotiation is None or n.rekey_evidence is None:
         return _result(UNKNOWN, "none", None, (), False, None, ppk, None, evidence, findings, _offered_methods(n))
     evidence.append("rekeyed IKE SA: " + n.rekey_evidence)
+    rekey = _rekey_exchange(n, parent_negotiation)
+    if rekey is not None and rekey.chosen is not None:
+        # Decrypted, the rekey's own proposal says what protects the new SA.
+        ke_ids = rekey.chosen.ids(iana.TRANSFORM_KE)
+        ke = ke_ids[0] if ke_ids else None
+        addke = _chosen_addke(rekey.chosen)
+        evidence.append("the rekey's responder chose " + describe_proposal(rekey.chosen, catalog))
+        methods = [catalog.method(m) for m in ([ke] if ke is not None else []) + [m for _, m in addke]]
+        _flag_methods(methods, findings)
+        name = _class_from_methods(ke, addke, parent.pq_offered_by_initiator, catalog)
+        if name in (CLASSICAL, CLASSICAL_PQ_OFFERED):
+            findings.append(Finding("medium", "classical-only", "traffic protected by classical key "
+                                    "exchange alone: exposed to harvest-now-decrypt-later"))
+        return _result(name, REKEY_BASIS, ke, addke, parent.pq_offered_by_initiator, methods, ppk, None,
+                       evidence, findings, _offered_methods(n))
     name = parent.name
     followups = [m for m in parent_negotiation.messages
                  if m.exchange == iana.IKE_FOLLOWUP_KE and not m.response]
@@ -293,6 +328,135 @@ def _without_sa_init(n: Negotiation, catalog: KeCatalog, parent: Classification 
     findings.extend(f for f in parent.findings if f.code in ("weak-group", "classical-only", "private-ke"))
     return _result(name, "inherited from parent IKE SA", parent.ke_method, parent.addke,
                    parent.pq_offered_by_initiator, methods, ppk, None, evidence, findings, _offered_methods(n))
+
+
+REKEY_BASIS = "decrypted CREATE_CHILD_SA of the parent IKE SA"
+
+
+def _rekey_exchange(n: Negotiation, parent: Negotiation | None) -> ChildExchange | None:
+    """The parent's decrypted CREATE_CHILD_SA that created this IKE SA, by its SPIs."""
+    if parent is None or n.rekey_linked_by != "spis":
+        return None
+    return next((x for x in parent.child_exchanges if x.new_spis == (n.spi_i, n.spi_r)), None)
+
+
+def _with_decrypted_evidence(n: Negotiation, c: Classification, catalog: KeCatalog,
+                             parent_negotiation: Negotiation | None) -> Classification:
+    """Add what decryption showed, and say how firmly the class stands."""
+    evidence, findings = list(c.evidence), list(c.findings)
+    encrypted = [m for m in n.messages if m.decryption is not None]
+    if encrypted:
+        unread = [m for m in encrypted if m.inner is None]
+        evidence.append(f"key table: {len(encrypted) - len(unread)} of {len(encrypted)} encrypted "
+                        "message(s) decrypted")
+        if unread:
+            reasons = sorted({m.decryption.detail if m.decryption.status == "no-key"
+                              else m.decryption.status for m in unread})
+            findings.append(Finding("low", "undecryptable", f"{len(unread)} encrypted message(s) could "
+                                    f"not be decrypted with the key table ({'; '.join(reasons)}): "
+                                    "their content is unverified"))
+    confirmed = False
+    if c.basis == "IKE_SA_INIT" and c.name in JUDGED_BY_PROPOSAL:
+        confirmed = _check_decrypted_addke(n, c.addke, catalog, evidence, findings)
+    elif c.basis == REKEY_BASIS:
+        rekey = _rekey_exchange(n, parent_negotiation)
+        confirmed = rekey is not None and _check_child_exchange(rekey, catalog, evidence, findings)
+    for exchange in n.child_exchanges:
+        _check_child_exchange(exchange, catalog, evidence, findings)
+    if n.ppk_notifies:
+        evidence.append("decrypted PPK notifies: " + ", ".join(
+            f"{iana.notify_name(t)} in {iana.exchange_name(x)}" for x, t in n.ppk_notifies))
+    # The key table's last keys derive from every key exchange of the SA: a message
+    # after the last IKE_INTERMEDIATE that opens with them proves the SA used them all.
+    final_keys = any(m.inner is not None and m.exchange != iana.IKE_INTERMEDIATE for m in n.messages)
+    contradicted = any(f.code in ("evidence-mismatch", "decrypted-ke-mismatch") for f in findings)
+    confidence = None
+    if c.name in JUDGED_BY_PROPOSAL:
+        confidence = VERIFIED if confirmed and final_keys and not contradicted else NEGOTIATED
+    return replace(c, evidence=tuple(evidence), findings=tuple(findings), confidence=confidence)
+
+
+def _check_decrypted_addke(n: Negotiation, addke: tuple[tuple[int, int], ...], catalog: KeCatalog,
+                           evidence: list[str], findings: list[Finding]) -> bool:
+    """Each chosen ADDKE's IKE_INTERMEDIATE, decrypted, must carry its KE payloads; an
+    IKE_INTERMEDIATE beyond the chosen ones must carry none."""
+    exchanges = _intermediate_exchanges(n)
+    confirmed = True
+    for index, (request, response) in enumerate(exchanges):
+        if index >= len(addke):
+            for m in (request, response):
+                if m is not None and m.inner is not None and m.inner.key_exchange is not None:
+                    findings.append(Finding("high", "decrypted-ke-mismatch", f"decrypted {_where(m)} "
+                                            f"carries a KE payload ({catalog.describe(m.inner.key_exchange.method)}) "
+                                            "but the chosen proposal has no additional key exchange for it"))
+            continue
+        slot, method_id = addke[index]
+        label = f"{iana.addke_slot(slot)} {catalog.method(method_id).name}"
+        for m, role in ((request, "request"), (response, "response")):
+            if m is None or m.inner is None:
+                confirmed = False
+                continue
+            confirmed &= _confirm_ke(label, method_id, m.inner.key_exchange, role, _where(m),
+                                     catalog, evidence, findings)
+    return confirmed and len(exchanges) >= len(addke)
+
+
+def _check_child_exchange(x: ChildExchange, catalog: KeCatalog, evidence: list[str],
+                          findings: list[Finding]) -> bool:
+    """A decrypted CREATE_CHILD_SA: its KE payloads carry the chosen KE, and each chosen
+    ADDKE runs in its IKE_FOLLOWUP_KE, in slot order (RFC 9370 section 2.2.2)."""
+    what = {1: "IKE SA rekey", 2: "AH Child SA", 3: "ESP Child SA"}.get(x.protocol, "Child SA")
+    where = f"CREATE_CHILD_SA message id {x.message_id} (frame {x.frame}, {what})"
+    if x.chosen is None:
+        evidence.append(f"decrypted {where}: no chosen proposal seen")
+        return False
+    evidence.append(f"decrypted {where}: chose {describe_proposal(x.chosen, catalog)}")
+    confirmed = True
+    for ke_id in x.chosen.ids(iana.TRANSFORM_KE)[:1]:
+        if ke_id == 0:
+            continue
+        label = f"{what} KE {catalog.method(ke_id).name}"
+        for kex, role in ((x.request_ke, "request"), (x.response_ke, "response")):
+            confirmed &= _confirm_ke(label, ke_id, kex, role, f"{where} {role}", catalog, evidence, findings)
+    addke = _chosen_addke(x.chosen)
+    for index, (slot, method_id) in enumerate(addke):
+        label = f"{what} {iana.addke_slot(slot)} {catalog.method(method_id).name}"
+        if index >= len(x.followups):
+            evidence.append(f"{label}: its IKE_FOLLOWUP_KE exchange was not seen decrypted")
+            confirmed = False
+            continue
+        f = x.followups[index]
+        for kex, role in ((f.request_ke, "request"), (f.response_ke, "response")):
+            confirmed &= _confirm_ke(label, method_id, kex, role,
+                                     f"IKE_FOLLOWUP_KE message id {f.message_id} (request frame {f.frame}) {role}",
+                                     catalog, evidence, findings)
+    return confirmed
+
+
+def _confirm_ke(label: str, method_id: int, kex: KeyExchange | None, role: str, where: str,
+                catalog: KeCatalog, evidence: list[str], findings: list[Finding]) -> bool:
+    method = catalog.method(method_id)
+    expected = method.initiator_bytes if role == "request" else method.responder_bytes
+    if kex is None:
+        findings.append(Finding("high", "decrypted-ke-mismatch", f"{label} chosen but the decrypted "
+                                f"{where} carries no KE payload"))
+        return False
+    if kex.method != method_id:
+        findings.append(Finding("high", "decrypted-ke-mismatch", f"{label} chosen but the decrypted "
+                                f"{where} carries {catalog.describe(kex.method)}"))
+        return False
+    if expected is not None and kex.data_length != expected:
+        findings.append(Finding("high", "decrypted-ke-mismatch", f"{label}: the decrypted {where} "
+                                f"carries {kex.data_length} bytes of key data, {expected} expected"))
+        return False
+    evidence.append(f"{label}: decrypted {where} carries {method.name} ({method_id}), "
+                    f"{kex.data_length} bytes")
+    return True
+
+
+def _where(m: TrackedMessage) -> str:
+    return (f"{iana.exchange_name(m.exchange)} {'response' if m.response else 'request'} "
+            f"(message id {m.message_id}, frame {m.first_frame})")
 
 
 def _flag_methods(methods: list[KeMethod], findings: list[Finding]) -> None:

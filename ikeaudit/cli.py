@@ -20,6 +20,8 @@ import click
 
 from ikeaudit import __version__
 from ikeaudit.classify import SEVERITIES, KeCatalog, PrivateKe
+from ikeaudit.cli_keys import keys_option, load_keys
+from ikeaudit.decrypt import KeyTable
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
 from ikeaudit.pipeline import CaptureAudit, audit_captures
 from ikeaudit.report import machine, mtu_text, text, views
@@ -82,8 +84,10 @@ def main() -> None:
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Work in N processes: N capture files read at once (a single file is read in "
                    "one while another dissects); the output is the same as with 1.")
+@keys_option
 @output_options
-def scan(captures: tuple[str, ...], jobs: int, fmt: str, private_ke: tuple[str, ...], fail_on: str) -> None:
+def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: str,
+         private_ke: tuple[str, ...], fail_on: str) -> None:
     """Find and classify every IKE negotiation in CAPTURES (files, folders or globs;
     pcap or pcapng, gzip-compressed too).
 
@@ -97,9 +101,10 @@ def scan(captures: tuple[str, ...], jobs: int, fmt: str, private_ke: tuple[str, 
     Example:
       ikeaudit scan pcaps/
       ikeaudit scan 'span-*.pcapng.gz' --jobs 4 --format json > audit.json
+      ikeaudit scan lab.pcap --keys lab.keys
     """
     catalog = KeCatalog(_parse_private_ke(private_ke))
-    audits = _audit(captures, catalog, jobs=jobs, esp=False)
+    audits = _audit(captures, catalog, jobs=jobs, esp=False, keys=load_keys(key_files))
     document = views.scan_document(audits, catalog)
     if fmt == "json":  # written a negotiation at a time: a flood makes a large document
         for piece in machine.iter_json(document):
@@ -109,7 +114,8 @@ def scan(captures: tuple[str, ...], jobs: int, fmt: str, private_ke: tuple[str, 
     sys.exit(exit_code(document, fail_on))
 
 
-def _audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp: bool = True) -> list[CaptureAudit]:
+def _audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp: bool = True,
+           keys: KeyTable | None = None) -> list[CaptureAudit]:
     """Audit the captures named on the command line. A progress bar (bytes read) goes to
     stderr when it is a terminal, from one second into the scan on, so that short scans
     stay quiet; never to stdout. esp=False skips native ESP, for commands not showing it."""
@@ -120,7 +126,7 @@ def _audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp:
         if not paths:
             click.echo(f"warning: no capture file in {', '.join(captures)}", err=True)
         if not paths or not sys.stderr.isatty():
-            audits = audit_captures(paths, catalog, jobs=jobs, esp=esp)
+            audits = audit_captures(paths, catalog, jobs=jobs, esp=esp, keys=keys)
         else:
             from tqdm import tqdm
 
@@ -128,7 +134,7 @@ def _audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp:
             total = sum(os.path.getsize(path) for path in paths)
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, delay=1.0,
                       leave=False, dynamic_ncols=True, desc="scanning") as bar:  # fmt: skip
-                audits = audit_captures(paths, catalog, jobs=jobs, esp=esp, progress=bar.update)
+                audits = audit_captures(paths, catalog, jobs=jobs, esp=esp, progress=bar.update, keys=keys)
     except CaptureError as exc:
         raise InputError(str(exc)) from None
     for audit in audits:
@@ -173,9 +179,11 @@ def _check_mtu(ctx, param, values):
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Work in N processes: N capture files read at once (a single file is read in "
                    "one while another dissects); the output is the same as with 1.")
+@keys_option
 @output_options
 def mtu(captures: tuple[str, ...], mtus: tuple[int, ...], fragment_size: int | None,
-        plot_prefix: str | None, jobs: int, fmt: str, private_ke: tuple[str, ...], fail_on: str) -> None:
+        plot_prefix: str | None, jobs: int, key_files: tuple[str, ...], fmt: str,
+        private_ke: tuple[str, ...], fail_on: str) -> None:
     """Show what each negotiation's message sizes do on the wire: IP and IKE
     fragmentation observed, and what-if figures for path MTUs over IPv4 and IPv6 on
     UDP 500 and 4500.
@@ -186,7 +194,7 @@ def mtu(captures: tuple[str, ...], mtus: tuple[int, ...], fragment_size: int | N
       ikeaudit mtu vpn.pcapng --mtu 1500 --mtu 1400 --mtu 1280 --plot reports/sizes
     """
     catalog = KeCatalog(_parse_private_ke(private_ke))
-    audits = _audit(captures, catalog, jobs=jobs, esp=False)
+    audits = _audit(captures, catalog, jobs=jobs, esp=False, keys=load_keys(key_files))
     chosen_mtus = list(mtus or DEFAULT_MTUS)
     rows = {id(item): what_if(item.negotiation, chosen_mtus, fragment_size=fragment_size)
             for a in audits for item in a.negotiations}

@@ -15,6 +15,7 @@ import time
 import click
 
 from ikeaudit.classify import KeCatalog
+from ikeaudit.cli_keys import keys_option, load_keys
 from ikeaudit.live import (
     CaptureStats,
     LiveAuditor,
@@ -99,10 +100,11 @@ def _status_line(status: LiveStatus) -> str:
                    "report --help`); verdicts go into each row or JSON line and the report.")
 @click.option("--private-ke", "private_ke", multiple=True, metavar="ID=NAME[:pq|classical]",
               help="Name a private-use KE method id, as for 'ikeaudit scan'.")
+@keys_option
 def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None, count: int | None,
          write_path: str | None, fmt: str, report_every: float | None, output_dir: str | None,
          status_every: float, idle_timeout: float, buffer_mib: int, policy_name: str | None,
-         private_ke: tuple[str, ...]) -> None:  # fmt: skip
+         private_ke: tuple[str, ...], key_files: tuple[str, ...]) -> None:  # fmt: skip
     """Audit the IKE negotiations on a network interface as they happen: each one is
     printed (or emitted as a JSON line) when its handshake completes, fails or goes
     idle. Ctrl-C or SIGTERM stops the capture, reports what was in flight, writes the
@@ -124,6 +126,7 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
     if report_every is not None and output_dir is None:
         raise click.UsageError("--report-every needs -o DIR, the folder to write the report to")
     catalog = KeCatalog(_parse_private_ke(private_ke))
+    keys = load_keys(key_files)
     judge = _Judge(policy_name, catalog)
     report_path = _prepare_output_dir(output_dir)
     capture_filter = combined_filter(bpf, esp=with_esp)
@@ -137,7 +140,7 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
         capture.close()
         raise LiveError(f"{write_path}: cannot write the capture: {exc.strerror or exc}") from None
     name = f"live:{interface}"
-    auditor = LiveAuditor(name, catalog, idle_timeout=idle_timeout)
+    auditor = LiveAuditor(name, catalog, idle_timeout=idle_timeout, keys=keys)
     output = _Output(fmt, catalog, judge)
     started = time.time()
     reporter = _Reporter(report_path, catalog, judge, interface, capture_filter, capture.linktype,

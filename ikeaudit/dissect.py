@@ -5,20 +5,29 @@ ints, bytes and names in `IkeMessage` records. Scapy does not complain about bad
 lengths (a message whose header says 1,232 bytes but carries 45 still dissects),
 so every length is checked here and a contradiction becomes an `Anomaly` on the
 message, or a `Malformed` record when nothing trustworthy is left.
+
+Given a key table, the SK payload is opened (`ikeaudit.decrypt`) and its plaintext
+dissected by the very code that reads clear payloads. SKF fragments are opened one by
+one here; `InnerReassembly` joins their plaintexts once every fragment has come and
+dissects the whole (RFC 7383 section 2.6).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 from scapy.layers.isakmp import ISAKMP
 from scapy.packet import Packet
 
-from ikeaudit import iana
+from ikeaudit import decrypt, iana
 from ikeaudit.layers import (
     IKEv2,
+    IKEv2_AUTH,
     IKEv2_Encrypted,
     IKEv2_Encrypted_Fragment,
+    IKEv2_IDi,
+    IKEv2_IDr,
     IKEv2_KE,
     IKEv2_Notify,
     IKEv2_Payload,
@@ -29,9 +38,12 @@ from ikeaudit.layers import (
 )
 from ikeaudit.records import (
     Anomaly,
+    Decryption,
+    Identification,
     IkeDatagram,
     Ikev1Message,
     IkeMessage,
+    InnerPayloads,
     KeyExchange,
     Malformed,
     Notify,
@@ -45,9 +57,12 @@ IKE_HEADER_LENGTH = 28
 MAX_PAYLOADS = 128
 MAX_PROPOSALS = 64
 MAX_TRANSFORMS = 256
+FLAG_INITIATOR = 0x08
+SK_HEADER, SKF_HEADER = 4, 8  # generic payload header; SKF adds Fragment Number and Total
 
 
-def dissect(datagram: IkeDatagram) -> IkeMessage | Ikev1Message | Malformed:
+def dissect(datagram: IkeDatagram, keys: decrypt.KeyTable | None = None) -> IkeMessage | Ikev1Message | Malformed:
+    """keys: a key table to open SK/SKF payloads with; None leaves them encrypted."""
     data = datagram.payload
     if len(data) < IKE_HEADER_LENGTH:
         return _malformed(datagram, f"{len(data)} bytes is shorter than an IKE header")
@@ -60,7 +75,7 @@ def dissect(datagram: IkeDatagram) -> IkeMessage | Ikev1Message | Malformed:
     if not isinstance(packet, IKEv2):
         return _malformed(datagram, f"not an IKEv2 header (version byte 0x{data[17]:02x})")
     try:
-        return _ikev2(datagram, packet)
+        return _ikev2(datagram, packet, keys)
     except RecursionError:
         return _malformed(datagram, "payload chain too deep to dissect")
     except Exception as exc:
@@ -96,13 +111,18 @@ class _Walk:
         self.vendor_ids: list[bytes] = []
         self.fragment: tuple[int, int] | None = None
         self.encrypted_length = 0
+        self.encrypted_at: int | None = None  # offset of the SK/SKF payload in the message
+        self.encrypted_end = 0
+        self.encrypted_next = 0
+        self.identifications: list[Identification] = []
+        self.auth_method: int | None = None
         self.anomalies: list[Anomaly] = []
 
     def anomaly(self, kind: str, detail: str) -> None:
         self.anomalies.append(Anomaly(kind, detail, self.frame))
 
 
-def _ikev2(datagram: IkeDatagram, packet: Packet) -> IkeMessage:
+def _ikev2(datagram: IkeDatagram, packet: Packet, keys: decrypt.KeyTable | None) -> IkeMessage:
     walk = _Walk(datagram.frame)
     declared = int(packet.length)
     present = len(datagram.payload)
@@ -110,7 +130,7 @@ def _ikev2(datagram: IkeDatagram, packet: Packet) -> IkeMessage:
         kind = "incomplete" if declared > present else "malformed"
         walk.anomaly(kind, f"IKE header length {declared} but {present} bytes present")
     _walk_payloads(packet, int(packet.next_payload), min(declared, present), present, walk)
-    return IkeMessage(
+    message = IkeMessage(
         frame=datagram.frame, frames=datagram.frames, timestamp=datagram.timestamp,
         first_timestamp=datagram.first_timestamp, ip_version=datagram.ip_version,
         src=datagram.src, dst=datagram.dst, sport=datagram.sport, dport=datagram.dport,
@@ -124,8 +144,89 @@ def _ikev2(datagram: IkeDatagram, packet: Packet) -> IkeMessage:
         vendor_ids=tuple(walk.vendor_ids), fragment=walk.fragment,
         encrypted_length=walk.encrypted_length,
         digest=hashlib.blake2b(datagram.payload, digest_size=16).digest(),
-        anomalies=tuple(walk.anomalies),
+        anomalies=tuple(walk.anomalies), encrypted_next_payload=walk.encrypted_next,
     )
+    if keys is None or walk.encrypted_at is None:
+        return message
+    return _open(message, datagram.payload, walk, keys)
+
+
+def _open(message: IkeMessage, data: bytes, walk: _Walk, keys: decrypt.KeyTable) -> IkeMessage:
+    """Decrypt the SK payload and dissect what it held; for an SKF fragment, decrypt its
+    share only, which InnerReassembly joins with the others."""
+    fragment = message.fragment
+    opened = decrypt.open_encrypted(
+        data, walk.encrypted_at, walk.encrypted_end, SKF_HEADER if fragment else SK_HEADER,
+        walk.encrypted_next, bool(message.flags & FLAG_INITIATOR),
+        keys.for_pair(message.spi_i, message.spi_r),
+        whole=fragment is None or fragment == (1, 1))
+    decryption = Decryption(opened.status, opened.detail,
+                            opened.key_set.origin if opened.key_set else None)
+    if opened.status not in (decrypt.DECRYPTED, decrypt.UNCHECKED):
+        return replace(message, decryption=decryption)
+    if fragment is not None:
+        return replace(message, decryption=decryption, fragment_plaintext=opened.plaintext)
+    return replace(message, decryption=decryption,
+                   inner=dissect_inner(message, walk.encrypted_next, opened.plaintext))
+
+
+def dissect_inner(message: IkeMessage, first_payload: int, plaintext: bytes) -> InnerPayloads:
+    """Dissect a decrypted payload chain by the same walk as clear payloads: behind a
+    copy of the message's IKE header whose Next Payload names the first inner payload."""
+    length = IKE_HEADER_LENGTH + len(plaintext)
+    header = (bytes.fromhex(message.spi_i) + bytes.fromhex(message.spi_r)
+              + bytes([first_payload & 0xFF, 0x20, message.exchange & 0xFF, message.flags & 0xFF])
+              + (message.message_id & 0xFFFFFFFF).to_bytes(4, "big") + length.to_bytes(4, "big"))
+    walk = _Walk(message.frame)
+    try:
+        packet = IKEv2(header + plaintext)
+        _walk_payloads(packet, first_payload, length, length, walk)
+    except RecursionError:
+        walk.anomaly("malformed", "decrypted payload chain too deep to dissect")
+    except Exception as exc:  # Scapy raises whatever its fields raise on hostile bytes
+        walk.anomaly("malformed", f"decrypted payloads do not dissect: {exc.__class__.__name__}: {exc}")
+    anomalies = tuple(replace(a, detail="inside the encrypted payload: " + a.detail) for a in walk.anomalies)
+    return InnerPayloads(
+        payload_types=tuple(walk.payload_types), proposals=tuple(walk.proposals),
+        key_exchange=walk.key_exchange, notifies=tuple(walk.notifies),
+        identifications=tuple(walk.identifications), auth_method=walk.auth_method,
+        anomalies=anomalies,
+    )
+
+
+class InnerReassembly:
+    """Joins the decrypted shares of SKF fragments (RFC 7383: each fragment is encrypted
+    and authenticated on its own; the Next Payload of fragment 1 names the first inner
+    payload) and dissects the whole once every fragment arrived. Sits between `dissect`
+    and the tracker: records pass through, the fragment that completes a message comes
+    out with its `inner` filled in, and shares no longer ride on the records.
+
+    Bounded: at most max_messages partly arrived messages are held; past that the oldest
+    is dropped and an "overflow" anomaly rides on the record that pushed it out.
+    """
+
+    def __init__(self, max_messages: int = 4096) -> None:
+        self.max_messages = max_messages
+        self._pending: dict[tuple, dict[int, IkeMessage]] = {}
+
+    def feed(self, record: IkeMessage | Ikev1Message | Malformed) -> IkeMessage | Ikev1Message | Malformed:
+        if not isinstance(record, IkeMessage) or not record.fragment_plaintext or record.fragment is None:
+            return record
+        number, total = record.fragment
+        key = (record.spi_i, record.spi_r, record.message_id, record.flags & 0x28, record.exchange, total)
+        pieces = self._pending.setdefault(key, {})
+        pieces.setdefault(number, record)
+        anomalies = record.anomalies
+        if len(self._pending) > self.max_messages:
+            del self._pending[next(iter(self._pending))]
+            anomalies += (Anomaly("overflow", f"more than {self.max_messages} IKE-fragmented messages "
+                                  "partly decrypted: dropped the oldest", record.frame),)
+        record = replace(record, fragment_plaintext=b"", anomalies=anomalies)
+        if len(pieces) < total or set(pieces) != set(range(1, total + 1)):
+            return record
+        del self._pending[key]
+        plaintext = b"".join(pieces[n].fragment_plaintext for n in range(1, total + 1))
+        return replace(record, inner=dissect_inner(record, pieces[1].encrypted_next_payload, plaintext))
 
 
 def _walk_payloads(packet: Packet, first_type: int, available: int, present: int, walk: _Walk) -> None:
@@ -158,6 +259,9 @@ def _walk_payloads(packet: Packet, first_type: int, available: int, present: int
         _read_payload(payload_type, layer, walk)
         if payload_type in (iana.PAYLOAD_SK, iana.PAYLOAD_SKF):
             # Its Next Payload names the first payload inside the ciphertext, not a successor.
+            walk.encrypted_at = available - remaining
+            walk.encrypted_end = min(walk.encrypted_at + length, present)
+            walk.encrypted_next = int(layer.next_payload or 0)
             remaining -= length
             break
         remaining -= length
@@ -181,6 +285,11 @@ def _read_payload(payload_type: int, layer: Packet, walk: _Walk) -> None:
         walk.notifies.append(Notify(int(layer.type), int(layer.proto or 0), data))
     elif isinstance(layer, IKEv2_VendorID):
         walk.vendor_ids.append(bytes(layer.vendorID))
+    elif isinstance(layer, (IKEv2_IDi, IKEv2_IDr)):
+        data = bytes(layer)[8:max(int(layer.length), 8)]
+        walk.identifications.append(Identification(payload_type, int(layer.IDtype), data))
+    elif isinstance(layer, IKEv2_AUTH):
+        walk.auth_method = int(layer.auth_type)
     elif isinstance(layer, IKEv2_Encrypted_Fragment):
         walk.fragment = (int(layer.frag_number), int(layer.frag_total))
         walk.encrypted_length = max(int(layer.length) - 8, 0)

@@ -53,6 +53,7 @@ PAYLOAD_TYPES: dict[int, str] = {
     54: "PS",
 }
 PAYLOAD_SA, PAYLOAD_KE, PAYLOAD_NOTIFY, PAYLOAD_VENDOR_ID = 33, 34, 41, 43
+PAYLOAD_IDI, PAYLOAD_IDR, PAYLOAD_AUTH = 35, 36, 39
 PAYLOAD_SK, PAYLOAD_SKF = 46, 53
 
 PROTOCOL_IDS: dict[int, str] = {1: "IKE", 2: "AH", 3: "ESP"}
@@ -131,6 +132,7 @@ class CipherSizes:
 
 ENCRYPTION_SIZES: dict[int, CipherSizes] = {
     3: CipherSizes(8, 8, None),  # 3DES-CBC
+    11: CipherSizes(0, 1, None),  # NULL, RFC 2410: the "ciphertext" is the plaintext
     12: CipherSizes(16, 16, None),  # AES-CBC
     13: CipherSizes(8, 1, None),  # AES-CTR, RFC 5930
     14: CipherSizes(8, 1, 8), 15: CipherSizes(8, 1, 12), 16: CipherSizes(8, 1, 16),  # AES-CCM, RFC 5282
@@ -144,6 +146,66 @@ ENCRYPTION_SIZES: dict[int, CipherSizes] = {
 # Truncated output of each integrity algorithm, appended to an SK payload.
 INTEGRITY_ICV_BYTES: dict[int, int] = {
     1: 12, 2: 12, 5: 12, 6: 16, 7: 20, 8: 12, 12: 16, 13: 24, 14: 32,
+}
+
+# The hash under each HMAC integrity algorithm (hashlib names); its key is one hash
+# output long (RFC 2104 as profiled by RFC 2404, RFC 4595 and RFC 4868).
+INTEGRITY_HMAC_HASH: dict[int, str] = {
+    1: "md5", 2: "sha1", 6: "md5", 7: "sha1", 12: "sha256", 13: "sha384", 14: "sha512",
+}
+HASH_BYTES: dict[str, int] = {"md5": 16, "sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
+
+ENCR_NULL, ENCR_3DES, ENCR_AES_CBC, ENCR_AES_CTR = 11, 3, 12, 13
+ENCR_AES_CCM = frozenset({14, 15, 16})
+ENCR_AES_GCM = frozenset({18, 19, 20})
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTableCipher:
+    """An encryption algorithm as a Wireshark IKEv2 decryption table names it."""
+
+    transform_id: int  # ENCR transform id (its IV, block and AEAD tag in ENCRYPTION_SIZES)
+    key_bytes: int  # the cipher key
+    salt_bytes: int  # SK_e's tail beyond the key: nonce salt of GCM (4), CCM (3), CTR (4)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTableIntegrity:
+    """An integrity algorithm as a Wireshark IKEv2 decryption table names it."""
+
+    transform_id: int | None  # INTEG transform id; None where IANA has none
+    hash: str | None  # HMAC hash (hashlib name); None: the ICV is taken unchecked
+    icv_bytes: int
+
+
+def _wireshark_ciphers() -> dict[str, KeyTableCipher]:
+    names = {"NULL [RFC2410]": KeyTableCipher(ENCR_NULL, 0, 0),
+             "3DES [RFC2451]": KeyTableCipher(ENCR_3DES, 24, 0)}
+    for bits in (128, 192, 256):
+        names[f"AES-CBC-{bits} [RFC3602]"] = KeyTableCipher(ENCR_AES_CBC, bits // 8, 0)
+        names[f"AES-CTR-{bits} [RFC5930]"] = KeyTableCipher(ENCR_AES_CTR, bits // 8, 4)
+        for transform_id, icv in ((18, 8), (19, 12), (20, 16)):
+            names[f"AES-GCM-{bits} with {icv} octet ICV [RFC5282]"] = KeyTableCipher(transform_id, bits // 8, 4)
+        for transform_id, icv in ((14, 8), (15, 12), (16, 16)):
+            names[f"AES-CCM-{bits} with {icv} octet ICV [RFC5282]"] = KeyTableCipher(transform_id, bits // 8, 3)
+    return names
+
+
+# Wireshark's ikev2_decryption_table names (packet-isakmp.c, vs_ikev2_encr_algs and
+# vs_ikev2_auth_algs), which strongSwan's save-keys plugin writes too.
+WIRESHARK_CIPHERS: dict[str, KeyTableCipher] = _wireshark_ciphers()
+WIRESHARK_INTEGRITY: dict[str, KeyTableIntegrity] = {
+    "NONE [RFC4306]": KeyTableIntegrity(0, None, 0),
+    "HMAC_MD5_96 [RFC2403]": KeyTableIntegrity(1, "md5", 12),
+    "HMAC_SHA1_96 [RFC2404]": KeyTableIntegrity(2, "sha1", 12),
+    "HMAC_MD5_128 [RFC4595]": KeyTableIntegrity(6, "md5", 16),
+    "HMAC_SHA1_160 [RFC4595]": KeyTableIntegrity(7, "sha1", 20),
+    "HMAC_SHA2_256_96 [draft-ietf-ipsec-ciph-sha-256-00]": KeyTableIntegrity(None, "sha256", 12),
+    "HMAC_SHA2_256_128 [RFC4868]": KeyTableIntegrity(12, "sha256", 16),
+    "HMAC_SHA2_384_192 [RFC4868]": KeyTableIntegrity(13, "sha384", 24),
+    "HMAC_SHA2_512_256 [RFC4868]": KeyTableIntegrity(14, "sha512", 32),
+    **{f"ANY {bits}-bits of Authentication [No Checking]": KeyTableIntegrity(None, None, bits // 8)
+       for bits in (64, 96, 128, 160, 192, 256)},
 }
 
 PRF_ALGORITHMS: dict[int, str] = {
@@ -355,7 +417,9 @@ COOKIE, IKEV2_FRAGMENTATION_SUPPORTED = 16390, 16430
 REDIRECT = 16407  # RFC 5685: the responder sends the initiator to another gateway
 USE_PPK, PPK_IDENTITY, NO_PPK_AUTH = 16435, 16436, 16437
 INTERMEDIATE_EXCHANGE_SUPPORTED = 16438
-USE_PPK_INT = 16445
+USE_PPK_INT, PPK_IDENTITY_KEY = 16445, 16446
+ADDITIONAL_KEY_EXCHANGE = 16441  # RFC 9370: links IKE_FOLLOWUP_KE exchanges to their CREATE_CHILD_SA
+PPK_NOTIFIES: frozenset[int] = frozenset({USE_PPK, PPK_IDENTITY, NO_PPK_AUTH, USE_PPK_INT, PPK_IDENTITY_KEY})
 # Notify types below 16384 are errors (RFC 7296 section 3.10.1).
 ERROR_NOTIFY_LIMIT = 16384
 
@@ -386,3 +450,25 @@ def transform_name(transform_type: int, transform_id: int,
     table = {TRANSFORM_ENCR: ENCRYPTION_ALGORITHMS, TRANSFORM_PRF: PRF_ALGORITHMS,
              TRANSFORM_INTEG: INTEGRITY_ALGORITHMS, TRANSFORM_ESN: ESN_VALUES}.get(transform_type, {})
     return table.get(transform_id, str(transform_id))
+
+
+# RFC 7296 section 3.5 and the IANA registry: what an IDi/IDr payload names.
+ID_TYPES: dict[int, str] = {
+    1: "ID_IPV4_ADDR", 2: "ID_FQDN", 3: "ID_RFC822_ADDR", 5: "ID_IPV6_ADDR",
+    9: "ID_DER_ASN1_DN", 10: "ID_DER_ASN1_GN", 11: "ID_KEY_ID", 12: "ID_FC_NAME", 13: "ID_NULL",
+}
+# RFC 7296 section 3.8, RFC 7427, RFC 8019 and the IANA registry: how a peer proves its identity.
+AUTH_METHODS: dict[int, str] = {
+    1: "RSA Digital Signature", 2: "Shared Key Message Integrity Code", 3: "DSS Digital Signature",
+    9: "ECDSA with SHA-256 on the P-256 curve", 10: "ECDSA with SHA-384 on the P-384 curve",
+    11: "ECDSA with SHA-512 on the P-521 curve", 12: "Generic Secure Password Authentication Method",
+    13: "NULL Authentication", 14: "Digital Signature",
+}
+
+
+def id_type_name(value: int) -> str:
+    return ID_TYPES.get(value, f"ID_TYPE_{value}")
+
+
+def auth_method_name(value: int) -> str:
+    return AUTH_METHODS.get(value, f"AUTH_METHOD_{value}")

@@ -27,6 +27,9 @@ IKEv2_Notify = _scapy_ikev2.IKEv2_Notify
 IKEv2_VendorID = _scapy_ikev2.IKEv2_VendorID
 IKEv2_Encrypted = _scapy_ikev2.IKEv2_Encrypted
 IKEv2_Encrypted_Fragment = _scapy_ikev2.IKEv2_Encrypted_Fragment
+IKEv2_IDi = _scapy_ikev2.IKEv2_IDi
+IKEv2_IDr = _scapy_ikev2.IKEv2_IDr
+IKEv2_AUTH = _scapy_ikev2.IKEv2_AUTH
 
 
 def _field(cls, name: str):

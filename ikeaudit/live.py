@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 
 from ikeaudit.capture_filter import ike_filter
 from ikeaudit.classify import KeCatalog, classify_all
-from ikeaudit.dissect import dissect
+from ikeaudit.decrypt import KeyTable
+from ikeaudit.dissect import InnerReassembly, dissect
 from ikeaudit.extract import Extractor
 from ikeaudit.mtu import profile
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
@@ -74,8 +75,10 @@ class LiveAuditor:
     """
 
     def __init__(self, capture: str, catalog: KeCatalog | None = None, *,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:  # fmt: skip
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, keys: KeyTable | None = None) -> None:  # fmt: skip
         self.capture = capture
+        self.keys = keys
+        self._reassembly = InnerReassembly() if keys is not None else None
         self.catalog = catalog or KeCatalog()
         self.idle_timeout = idle_timeout
         self.emitted: list[AuditedNegotiation] = []  # as drain handed them out
@@ -97,7 +100,10 @@ class LiveAuditor:
             if isinstance(out, Anomaly):
                 self._anomalies.append(out)
             else:
-                self._tracker.feed(dissect(out))
+                record = dissect(out, self.keys)
+                if self._reassembly is not None:
+                    record = self._reassembly.feed(record)
+                self._tracker.feed(record)
 
     def drain(self, now: float) -> list[AuditedNegotiation]:
         """Negotiations whose handshake ended or that have been idle ``idle_timeout``

@@ -13,6 +13,9 @@ Several captures given together are audited as `audit_captures` describes: each 
 is read, extracted and dissected on its own (in parallel processes with jobs > 1), and
 the dissected records are then tracked file after file in time order, so that an IKE
 SA that a capture rotation (tcpdump -C/-G) split across files is one negotiation.
+
+With a key table (`keys`), dissection opens the encrypted payloads of each file, and
+SKF fragments are joined after decryption within each file.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field, replace
 
 from ikeaudit.capture_filter import ESP, FRAGMENTS, IKE_PORTS, ike_filter
 from ikeaudit.classify import Classification, KeCatalog, classify_all
+from ikeaudit.decrypt import KeyTable
 from ikeaudit.extract import Extractor
 from ikeaudit.mtu import FragmentationProfile, profile
 from ikeaudit.records import (Anomaly, EspFlow, Frame, IkeDatagram, Ikev1Message, IkeMessage, Malformed,
@@ -72,25 +76,26 @@ def scan_filter(*, esp: bool = True) -> tuple[str, ...]:
 
 
 def audit_frames(capture: str, items: Iterable[Frame | Anomaly],
-                 catalog: KeCatalog | None = None) -> CaptureAudit:
+                 catalog: KeCatalog | None = None, keys: KeyTable | None = None) -> CaptureAudit:
     """Audit frames from anywhere (a test, a live interface): every frame is decoded."""
     tracker = Tracker(capture)
     parsed = _Parsed(capture)
-    _extract(items, parsed, tracker.feed)
+    _extract(items, parsed, tracker.feed, keys)
     negotiations = tracker.finish()
     parsed.anomalies.extend(tracker.anomalies())
     return _audit(parsed, _audited(negotiations, catalog))
 
 
 def audit_capture(path: str, catalog: KeCatalog | None = None, *, prefilter: bool = True,
-                  esp: bool = True, progress: Progress | None = None) -> CaptureAudit:
+                  esp: bool = True, progress: Progress | None = None,
+                  keys: KeyTable | None = None) -> CaptureAudit:
     """Audit one capture file. Raises sources.CaptureError for a file that is not a capture."""
-    return audit_captures([path], catalog, prefilter=prefilter, esp=esp, progress=progress)[0]
+    return audit_captures([path], catalog, prefilter=prefilter, esp=esp, progress=progress, keys=keys)[0]
 
 
 def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jobs: int = 1,
                    prefilter: bool = True, esp: bool = True,
-                   progress: Progress | None = None) -> list[CaptureAudit]:
+                   progress: Progress | None = None, keys: KeyTable | None = None) -> list[CaptureAudit]:
     """Audit captures given together; one CaptureAudit per path, in the order given.
 
     prefilter=False decodes every frame in Python (as without libpcap). esp=False keeps
@@ -116,7 +121,7 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
     expressions = scan_filter(esp=esp) if prefilter else ()
     chains: list[_Chain] = []
     parsed: dict[str, _Parsed] = {}
-    workers = _parallel(paths, order, expressions, jobs, progress) if jobs > 1 and len(paths) > 1 else None
+    workers = _parallel(paths, order, expressions, jobs, progress, keys) if jobs > 1 and len(paths) > 1 else None
     try:
         for index in order:
             path = paths[index]
@@ -124,7 +129,7 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
             sink = chain.feed(index)
             if workers is None:
                 read = _read_alongside if jobs > 1 else _read
-                parsed[path] = read(path, expressions, progress, sink)
+                parsed[path] = read(path, expressions, progress, sink, keys)
             else:
                 parsed[path] = result = next(workers)
                 for record in result.records:
@@ -173,9 +178,10 @@ class _Parsed:
                 for kind, count in sorted(self.unlisted.items())]
 
 
-def _extract(items: Iterable[Frame | Anomaly], parsed: _Parsed, sink: Callable[[Dissected], None]) -> None:
+def _extract(items: Iterable[Frame | Anomaly], parsed: _Parsed, sink: Callable[[Dissected], None],
+             keys: KeyTable | None = None) -> None:
     """Frames (and damage) in, dissected records out to sink; the rest into parsed."""
-    _dissect(_datagrams(items, parsed), parsed, sink)
+    _Dissector(keys)(_datagrams(items, parsed), parsed, sink)
 
 
 def _datagrams(items: Iterable[Frame | Anomaly], parsed: _Parsed) -> Iterator[IkeDatagram]:
@@ -198,30 +204,45 @@ def _datagrams(items: Iterable[Frame | Anomaly], parsed: _Parsed) -> Iterator[Ik
     parsed.esp_flows = extractor.esp_flows()
 
 
-def _dissect(datagrams: Iterable[IkeDatagram], parsed: _Parsed, sink: Callable[[Dissected], None]) -> None:
-    # Imported here, not at the top: importing Scapy takes a good half second, which a
-    # process that reads alongside (see _read_alongside) spends reading instead.
-    from ikeaudit.dissect import dissect
+class _Dissector:
+    """The dissection stage over one capture: datagrams in, records out to a sink, with
+    the SKF reassembly after decryption that spans the datagrams of a file."""
 
-    parsed.stats["malformed_ike"] += 0  # listed even when none
-    for datagram in datagrams:
-        record = dissect(datagram)
-        if isinstance(record, Malformed):
-            parsed.stats["malformed_ike"] += 1
-            if len(parsed.malformed) < MAX_LISTED:
-                parsed.malformed.append(record)
-            else:
-                parsed.unlisted["malformed IKE datagram"] += 1
-        parsed.last_ike = max(parsed.last_ike, record.timestamp)
-        sink(record)
+    def __init__(self, keys: KeyTable | None) -> None:
+        # Imported here, not at the top: importing Scapy takes a good half second, which a
+        # process that reads alongside (see _read_alongside) spends reading instead.
+        from ikeaudit.dissect import InnerReassembly, dissect
+
+        self._dissect = dissect
+        self._keys = keys
+        self._reassembly = InnerReassembly() if keys is not None else None
+
+    def __call__(self, datagrams: Iterable[IkeDatagram], parsed: _Parsed,
+                 sink: Callable[[Dissected], None]) -> None:  # fmt: skip
+        parsed.stats["malformed_ike"] += 0  # listed even when none
+        for datagram in datagrams:
+            record = self._dissect(datagram, self._keys)
+            if isinstance(record, Malformed):
+                parsed.stats["malformed_ike"] += 1
+                if len(parsed.malformed) < MAX_LISTED:
+                    parsed.malformed.append(record)
+                else:
+                    parsed.unlisted["malformed IKE datagram"] += 1
+            elif isinstance(record, IkeMessage) and record.decryption is not None:
+                parsed.stats["encrypted_datagrams_opened" if record.decryption.opened
+                             else "encrypted_datagrams_undecryptable"] += 1
+            if self._reassembly is not None:
+                record = self._reassembly.feed(record)
+            parsed.last_ike = max(parsed.last_ike, record.timestamp)
+            sink(record)
 
 
 def _read(path: str, expressions: tuple[str, ...], progress: Progress | None,
-          sink: Callable[[Dissected], None]) -> _Parsed:  # fmt: skip
+          sink: Callable[[Dissected], None], keys: KeyTable | None = None) -> _Parsed:  # fmt: skip
     parsed = _Parsed(path)
     capture = open_capture(path, prefilter=expressions, progress=progress)
     try:
-        _dissect(_datagrams(capture, parsed), parsed, sink)
+        _Dissector(keys)(_datagrams(capture, parsed), parsed, sink)
     finally:
         capture.close()
     _count_frames(parsed, capture)
@@ -236,7 +257,7 @@ def _count_frames(parsed: _Parsed, capture: Capture) -> None:
 
 
 def _read_alongside(path: str, expressions: tuple[str, ...], progress: Progress | None,
-                    sink: Callable[[Dissected], None]) -> _Parsed:  # fmt: skip
+                    sink: Callable[[Dissected], None], keys: KeyTable | None = None) -> _Parsed:  # fmt: skip
     """_read() in two processes: a worker reads and extracts, this one dissects what it
     sends meanwhile (dissection is the other half of the work)."""
     context = _context()
@@ -245,6 +266,7 @@ def _read_alongside(path: str, expressions: tuple[str, ...], progress: Progress 
     worker.start()
     sender.close()
     mine = _Parsed(path)
+    dissect = _Dissector(keys)
     reported = 0
     try:
         while True:
@@ -256,7 +278,7 @@ def _read_alongside(path: str, expressions: tuple[str, ...], progress: Progress 
                 progress(done - reported)
                 reported = done
             if kind == "datagrams":
-                _dissect(payload, mine, sink)
+                dissect(payload, mine, sink)
             elif kind == "error":
                 raise payload
             else:
@@ -369,13 +391,13 @@ _worker_progress: object | None = None  # a shared counter of bytes read, in wor
 
 
 def _parallel(paths: list[str], order: list[int], expressions: tuple[str, ...], jobs: int,
-              progress: Progress | None) -> Iterator[_Parsed]:  # fmt: skip
+              progress: Progress | None, keys: KeyTable | None) -> Iterator[_Parsed]:  # fmt: skip
     """Parsed captures in `order`, read by `jobs` worker processes."""
     context = _context()
     counter = context.Value("q", 0, lock=True) if progress is not None else None
     with ProcessPoolExecutor(max_workers=min(jobs, len(paths)), mp_context=context,
                              initializer=_init_worker, initargs=(counter,)) as pool:  # fmt: skip
-        futures = [pool.submit(_read_in_worker, paths[i], expressions) for i in order]
+        futures = [pool.submit(_read_in_worker, paths[i], expressions, keys) for i in order]
         try:
             reported = 0
             for future in futures:
@@ -414,10 +436,10 @@ def _count_progress(done: int) -> None:
         _worker_progress.value += done
 
 
-def _read_in_worker(path: str, expressions: tuple[str, ...]) -> _Parsed:
+def _read_in_worker(path: str, expressions: tuple[str, ...], keys: KeyTable | None) -> _Parsed:
     records: list[Dissected] = []
     progress = _count_progress if _worker_progress is not None else None
-    parsed = _read(path, expressions, progress, records.append)
+    parsed = _read(path, expressions, progress, records.append, keys)
     parsed.records = records
     return parsed
 

@@ -53,6 +53,7 @@ class Anomaly:
       "incomplete"  data that never became whole (snaplen cut, missing IP or IKE fragment)
       "unsupported" a link type or encapsulation we do not decode
       "overflow"    a bounded table was full and state was dropped
+      "undecryptable" an encrypted message that no key set of the key table opens
     """
 
     kind: str
@@ -133,6 +134,45 @@ class Notify:
 
 
 @dataclass(frozen=True, slots=True)
+class Identification:
+    """An IDi or IDr payload, seen once decrypted."""
+
+    payload: int  # 35 IDi, 36 IDr
+    id_type: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InnerPayloads:
+    """The payloads inside an SK payload, or inside a whole set of SKF fragments joined
+    after decryption: dissected by the same code as clear payloads."""
+
+    payload_types: tuple[int, ...]
+    proposals: tuple[Proposal, ...] = ()
+    key_exchange: KeyExchange | None = None
+    notifies: tuple[Notify, ...] = ()
+    identifications: tuple[Identification, ...] = ()
+    auth_method: int | None = None
+    anomalies: tuple[Anomaly, ...] = ()
+
+    def notify_types(self) -> tuple[int, ...]:
+        return tuple(n.type for n in self.notifies)
+
+
+@dataclass(frozen=True, slots=True)
+class Decryption:
+    """How the encrypted payload of a message fared with the key table."""
+
+    status: str  # "decrypted", "decrypted-unchecked", "no-key", "failed" (ikeaudit.decrypt)
+    detail: str
+    key_line: str | None = None  # "file:line" of the key set that opened it
+
+    @property
+    def opened(self) -> bool:
+        return self.status in ("decrypted", "decrypted-unchecked")
+
+
+@dataclass(frozen=True, slots=True)
 class IkeMessage:
     """A dissected IKEv2 message: the header and every payload that is in clear."""
 
@@ -165,6 +205,11 @@ class IkeMessage:
     encrypted_length: int = 0  # bytes of SK/SKF payload body (IV, ciphertext, ICV)
     digest: bytes = b""  # hash of the whole message: a retransmission repeats it byte for byte
     anomalies: tuple[Anomaly, ...] = ()
+    encrypted_next_payload: int = 0  # SK/SKF Next Payload: the first inner payload (fragment 1)
+    decryption: Decryption | None = None  # None: no key table was given, or nothing is encrypted
+    inner: InnerPayloads | None = None  # SK: this message's; SKF: the whole message's, on the
+    # fragment that completed it
+    fragment_plaintext: bytes = b""  # SKF: this fragment's decrypted share, until joined
 
     @property
     def is_response(self) -> bool:
@@ -242,6 +287,8 @@ class TrackedMessage:
     payload_types: tuple[int, ...]  # clear payloads of the first datagram
     notifies: tuple[int, ...]
     key_exchange: KeyExchange | None = None
+    decryption: Decryption | None = None  # of the whole message (every fragment); None without keys
+    inner: InnerPayloads | None = None  # its decrypted payloads
 
     @property
     def ip_fragmented(self) -> bool:
@@ -262,6 +309,33 @@ class SaInitRetry:
     offered_ke: int | None  # KE payload method of the request that was refused
     requested_ke: int | None  # the method INVALID_KE_PAYLOAD asks for
     new_spi_i: str | None = None  # when the initiator changed its SPI for the retry
+
+
+@dataclass(frozen=True, slots=True)
+class FollowupKe:
+    """One IKE_FOLLOWUP_KE exchange (RFC 9370 section 2.2.2), seen decrypted."""
+
+    message_id: int
+    frame: int
+    request_ke: KeyExchange | None
+    response_ke: KeyExchange | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildExchange:
+    """A CREATE_CHILD_SA exchange seen decrypted: a new or rekeyed Child SA, or an IKE SA
+    rekey, with the IKE_FOLLOWUP_KE exchanges that RFC 9370's ADDITIONAL_KEY_EXCHANGE
+    notify ties to it."""
+
+    message_id: int
+    frame: int
+    protocol: int | None  # of the chosen (else offered) proposal: 1 IKE SA rekey, 2 AH, 3 ESP
+    offered: tuple[Proposal, ...]
+    chosen: Proposal | None
+    request_ke: KeyExchange | None
+    response_ke: KeyExchange | None
+    followups: tuple[FollowupKe, ...] = ()
+    new_spis: tuple[str, str] | None = None  # IKE SA rekey: the new SA's (SPIi, SPIr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,3 +373,11 @@ class Negotiation:
     rekeyed_from: tuple[str, str] | None = None  # parent's (spi_i, spi_r)
     rekey_evidence: str | None = None
     ikev1_exchanges: tuple[int, ...] = ()
+    # What decryption showed (empty without a key table):
+    rekey_linked_by: str | None = None  # "spis" (decrypted rekey proposal) or "addresses-and-time"
+    child_exchanges: tuple[ChildExchange, ...] = ()
+    child_sa_offered: tuple[Proposal, ...] = ()  # IKE_AUTH request's SA payload
+    child_sa_chosen: Proposal | None = None  # IKE_AUTH response's
+    identifications: tuple[Identification, ...] = ()  # from IKE_AUTH, initiator's first
+    auth_methods: tuple[tuple[bool, int], ...] = ()  # (from initiator, AUTH method) per AUTH payload
+    ppk_notifies: tuple[tuple[int, int], ...] = ()  # (exchange, notify type) of decrypted PPK notifies

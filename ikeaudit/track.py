@@ -7,6 +7,11 @@ an INVALID_KE_PAYLOAD or COOKIE answer followed by a new IKE_SA_INIT request is 
 retry of the same attempt, not a new negotiation. IKE fragments (SKF) are grouped by
 (sender, message id, direction), since their bodies are encrypted.
 
+With a key table, dissection hands on what the encrypted payloads held: the tracker
+gathers it per IKE SA (IKE_AUTH identities and Child SA proposals, PPK notifies, each
+CREATE_CHILD_SA with the IKE_FOLLOWUP_KE exchanges that belong to it) and links a
+rekeyed IKE SA to its parent by the new SPIs the rekey carried.
+
 Which exchange may follow which is one table, `TRANSITIONS`, in the manner of h11:
 anything it does not list is recorded as an anomaly instead of being guessed.
 """
@@ -27,8 +32,13 @@ from ikeaudit.records import (
     SA_INIT_REQUESTED,
     SA_INIT_RETRY,
     Anomaly,
+    ChildExchange,
+    Decryption,
+    FollowupKe,
+    Identification,
     Ikev1Message,
     IkeMessage,
+    InnerPayloads,
     Malformed,
     Negotiation,
     Proposal,
@@ -101,6 +111,9 @@ class _MessageBuilder:
     # SKF fragment number (0 when unfragmented) -> digest and datagram of first transmission
     pieces: dict[int, IkeMessage] = field(default_factory=dict)
     copies: dict[int, int] = field(default_factory=dict)
+    # Decrypted content: on the SKF fragment that completed the set, which may be a
+    # retransmitted copy when the first transmission lost a fragment.
+    inner: InnerPayloads | None = None
 
     def add(self, message: IkeMessage) -> str | None:
         """Fold in one datagram; what was not kept of it when a bound was hit."""
@@ -111,6 +124,8 @@ class _MessageBuilder:
         else:
             dropped = f"frames of a message past the first {MAX_FRAMES}"
         self.last_timestamp = max(self.last_timestamp, message.timestamp)
+        if self.inner is None and message.inner is not None:
+            self.inner = message.inner
         if number in self.pieces:
             self.copies[number] = self.copies.get(number, 0) + 1
         elif len(self.pieces) >= MAX_IKE_FRAGMENTS:
@@ -153,8 +168,25 @@ class _MessageBuilder:
             assembly_seconds=(max(m.timestamp for m in ordered)
                               - min(m.first_timestamp for m in ordered)),
             payload_types=first.payload_types, notifies=first.notify_types(),
-            key_exchange=first.key_exchange,
+            key_exchange=first.key_exchange, decryption=self._decryption(ordered),
+            inner=self.inner,
         )
+
+    def _decryption(self, ordered: list[IkeMessage]) -> Decryption | None:
+        """The whole message's: the first fragment that failed, else how they opened."""
+        outcomes = [m.decryption for m in ordered if m.decryption is not None]
+        if not outcomes:
+            return None
+        failed = next((d for d in outcomes if not d.opened), None)
+        if failed is not None:
+            return failed
+        status = "decrypted" if all(d.status == "decrypted" for d in outcomes) else "decrypted-unchecked"
+        if len(ordered) == 1:
+            return outcomes[0]
+        detail = (f"{len(outcomes)} IKE fragments opened with {outcomes[0].key_line} and joined"
+                  if self.inner is not None else
+                  f"{len(outcomes)} IKE fragments opened, but not all fragments arrived to join them")
+        return Decryption(status, detail, outcomes[0].key_line)
 
 
 @dataclass
@@ -185,6 +217,7 @@ class _SaBuilder:
     established: bool = False
     rekeyed_from: tuple[str, str] | None = None
     rekey_evidence: str | None = None
+    rekey_linked_by: str | None = None
     ikev1_exchanges: list[int] = field(default_factory=list)
     reported: bool = False  # already handed out by Tracker.drain
     dropped: dict[str, int] = field(default_factory=dict)  # what a bound kept out -> how much
@@ -495,8 +528,9 @@ class Tracker:
             sa.drop(dropped)
         if id(builder) in sa.open_fragments and not builder.incomplete:
             del sa.open_fragments[id(builder)]
-        if message.notifies and message.exchange != iana.IKE_SA_INIT:
-            sa.error_notifies.extend((message.exchange, n.type) for n in message.notifies
+        notifies = message.notifies + (message.inner.notifies if message.inner else ())
+        if notifies and message.exchange != iana.IKE_SA_INIT:
+            sa.error_notifies.extend((message.exchange, n.type) for n in notifies
                                      if n.type < iana.ERROR_NOTIFY_LIMIT)
 
     @staticmethod
@@ -576,9 +610,9 @@ class Tracker:
 
     def _negotiation(self, sa: _SaBuilder) -> Negotiation:
         first = sa.first
-        messages = sorted((b.build() for bs in sa.messages.values() for b in bs),
-                          key=lambda m: (m.first_timestamp, m.first_frame))
+        messages = _built_messages(sa)
         anomalies = list(sa.anomalies)
+        anomalies.extend(_undecryptable(sa, messages))
         for m in messages:
             if not m.complete:
                 anomalies.append(Anomaly("incomplete", f"{iana.exchange_name(m.exchange)} "
@@ -601,6 +635,10 @@ class Tracker:
             moved_to_4500=sa.moved_to_4500, anomalies=tuple(anomalies),
             established=sa.established, rekeyed_from=sa.rekeyed_from,
             rekey_evidence=sa.rekey_evidence, ikev1_exchanges=tuple(sa.ikev1_exchanges),
+            rekey_linked_by=sa.rekey_linked_by, child_exchanges=child_exchanges(messages),
+            **_auth_content(messages),
+            ppk_notifies=tuple(dict.fromkeys((m.exchange, n.type) for m in messages if m.inner
+                                             for n in m.inner.notifies if n.type in iana.PPK_NOTIFIES)),
         )
 
 
@@ -617,6 +655,107 @@ def _missing(message: TrackedMessage) -> str:
     return f"[{shown}]"
 
 
+def _built_messages(sa: _SaBuilder) -> list[TrackedMessage]:
+    return sorted((b.build() for bs in sa.messages.values() for b in bs),
+                  key=lambda m: (m.first_timestamp, m.first_frame))
+
+
+def _undecryptable(sa: _SaBuilder, messages: list[TrackedMessage]) -> list[Anomaly]:
+    """One anomaly per message no key set opened; one for all those of an SPI pair the
+    key table has no line for (scanning many captures with one table is common)."""
+    anomalies = []
+    keyless = [m for m in messages if m.decryption is not None and m.decryption.status == "no-key"]
+    if keyless:
+        anomalies.append(Anomaly("undecryptable", f"{len(keyless)} encrypted message(s) left encrypted: "
+                                 f"the key table has no line for SPI pair {sa.spi_i}/{sa.spi_r}",
+                                 keyless[0].first_frame))
+    for m in messages:
+        if m.decryption is not None and m.decryption.status == "failed":
+            anomalies.append(Anomaly("undecryptable", f"{_label(m)}: {m.decryption.detail}", m.first_frame))
+        if m.inner is not None:
+            anomalies.extend(m.inner.anomalies)
+    return anomalies
+
+
+def _label(m: TrackedMessage) -> str:
+    return (f"{iana.exchange_name(m.exchange)} {'response' if m.response else 'request'} "
+            f"message id {m.message_id}")
+
+
+def _auth_content(messages: list[TrackedMessage]) -> dict:
+    """What the decrypted IKE_AUTH exchange(s) say: identities, AUTH methods and the
+    Child SA proposals (offered in a request, chosen in a response)."""
+    auth = [m for m in messages if m.exchange == iana.IKE_AUTH and m.inner is not None]
+    offered: list[Proposal] = []
+    chosen: Proposal | None = None
+    identifications: list[Identification] = []
+    methods: list[tuple[bool, int]] = []
+    for m in auth:
+        if m.response and m.inner.proposals:
+            chosen = m.inner.proposals[0]
+        elif not m.response and not offered:
+            offered = list(m.inner.proposals)
+        identifications.extend(m.inner.identifications)
+        if m.inner.auth_method is not None:
+            methods.append((m.from_initiator, m.inner.auth_method))
+    return {"child_sa_offered": tuple(offered), "child_sa_chosen": chosen,
+            "identifications": tuple(dict.fromkeys(identifications)), "auth_methods": tuple(methods)}
+
+
+def child_exchanges(messages: list[TrackedMessage]) -> tuple[ChildExchange, ...]:
+    """Each decrypted CREATE_CHILD_SA exchange with its IKE_FOLLOWUP_KE exchanges.
+
+    RFC 9370 section 2.2.2: a CREATE_CHILD_SA response that wants more key exchanges
+    carries an ADDITIONAL_KEY_EXCHANGE notify whose data is a link token; the next
+    IKE_FOLLOWUP_KE request repeats it, and its response may hand a new token for the
+    exchange after. The token, not the message id, says which rekey a follow-up serves.
+    """
+    requests = [m for m in messages if not m.response and m.inner is not None]
+    responses = {(m.exchange, m.message_id, not m.from_initiator): m for m in messages
+                 if m.response and m.inner is not None}
+    exchanges: list[dict] = []
+    tokens: dict[bytes, int] = {}
+    for request in requests:
+        response = responses.get((request.exchange, request.message_id, request.from_initiator))
+        if request.exchange == iana.CREATE_CHILD_SA:
+            offered = request.inner.proposals
+            chosen = response.inner.proposals[0] if response and response.inner.proposals else None
+            protocol = chosen.protocol if chosen else (offered[0].protocol if offered else None)
+            new_spis = None
+            if protocol == 1 and chosen is not None:
+                spi_i = next((p.spi for p in offered if p.protocol == 1 and len(p.spi) == 16), None)
+                if spi_i and len(chosen.spi) == 16:
+                    new_spis = (spi_i, chosen.spi)
+            exchanges.append({"message_id": request.message_id, "frame": request.first_frame,
+                              "protocol": protocol, "offered": offered, "chosen": chosen,
+                              "request_ke": request.inner.key_exchange,
+                              "response_ke": response.inner.key_exchange if response else None,
+                              "followups": [], "new_spis": new_spis})
+            _take_token(response, tokens, len(exchanges) - 1)
+        elif request.exchange == iana.IKE_FOLLOWUP_KE:
+            token = _link_token(request)
+            index = tokens.pop(token, None) if token is not None else None
+            if index is None:
+                continue
+            exchanges[index]["followups"].append(FollowupKe(
+                request.message_id, request.first_frame, request.inner.key_exchange,
+                response.inner.key_exchange if response else None))
+            _take_token(response, tokens, index)
+    return tuple(ChildExchange(**{**e, "followups": tuple(e["followups"])}) for e in exchanges)
+
+
+def _link_token(message: TrackedMessage | None) -> bytes | None:
+    if message is None or message.inner is None:
+        return None
+    return next((n.data for n in message.inner.notifies if n.type == iana.ADDITIONAL_KEY_EXCHANGE), None)
+
+
+def _take_token(response: TrackedMessage | None, tokens: dict[bytes, int], index: int) -> None:
+    token = _link_token(response)
+    if token is not None:
+        tokens[token] = index
+
+
 def _message_key(message: IkeMessage) -> tuple:
     # Each side numbers its own requests, so the sender's role is part of the key.
     return (message.message_id, message.is_response, message.from_original_initiator)
@@ -628,15 +767,18 @@ def _create_child_sa_times(sa: _SaBuilder) -> list[float]:
 
 
 def _link_rekeys(sas: list[_SaBuilder]) -> None:
-    """Tie an IKE SA met without IKE_SA_INIT to the SA it most likely rekeyed.
+    """Tie an IKE SA met without IKE_SA_INIT to the SA it rekeyed.
 
-    The new SPIs travel encrypted inside CREATE_CHILD_SA, so the link rests on what is
-    visible: the same pair of addresses, and a CREATE_CHILD_SA of the parent before the
-    new SA's first message. A parent that fell silent before the new SA appeared (it
-    was deleted after the rekey) is preferred over one that carried on.
+    Decrypted, a CREATE_CHILD_SA that rekeys the IKE SA names the new SPIs in its IKE
+    proposals (request: SPIi, response: SPIr): that is proof. Without keys the new SPIs
+    stay encrypted, so the link rests on what is visible: the same pair of addresses,
+    and a CREATE_CHILD_SA of the parent before the new SA's first message. A parent that
+    fell silent before the new SA appeared (it was deleted after the rekey) is preferred
+    over one that carried on.
     """
+    _link_rekeys_by_spis(sas)
     for sa in sas:
-        if sa.state != MIDSTREAM or sa.ikev1_exchanges:
+        if sa.state != MIDSTREAM or sa.ikev1_exchanges or sa.rekey_linked_by == "spis":
             continue
         start = sa.first.timestamp
         pair = {sa.initiator, sa.responder}
@@ -655,8 +797,26 @@ def _link_rekeys(sas: list[_SaBuilder]) -> None:
             continue
         (ended, _), parent, rekey_time = best
         sa.rekeyed_from = (parent.spi_i, parent.spi_r)
+        sa.rekey_linked_by = "addresses-and-time"
         sa.rekey_evidence = (
             f"no IKE_SA_INIT; same addresses as IKE SA {parent.spi_i}/{parent.spi_r}, whose "
             f"CREATE_CHILD_SA at {rekey_time:.6f} precedes this SA's first message by "
             f"{start - rekey_time:.1f} s" + ("; the parent fell silent before this SA appeared"
                                               if ended else "; the parent stayed active"))
+
+
+def _link_rekeys_by_spis(sas: list[_SaBuilder]) -> None:
+    by_pair = {(sa.spi_i, sa.spi_r): sa for sa in sas if not sa.ikev1_exchanges}
+    for parent in sas:
+        if parent.ikev1_exchanges or not any(b.inner for bs in parent.messages.values() for b in bs):
+            continue
+        for exchange in child_exchanges(_built_messages(parent)):
+            child = by_pair.get(exchange.new_spis) if exchange.new_spis else None
+            if child is None or child is parent:
+                continue
+            child.rekeyed_from = (parent.spi_i, parent.spi_r)
+            child.rekey_linked_by = "spis"
+            child.rekey_evidence = (
+                f"by SPIs: the decrypted CREATE_CHILD_SA (message id {exchange.message_id}, frame "
+                f"{exchange.frame}) of IKE SA {parent.spi_i}/{parent.spi_r} rekeyed it to the new "
+                f"SPIs {exchange.new_spis[0]}/{exchange.new_spis[1]}")

@@ -51,7 +51,8 @@ def test_a_stage_never_reaches_forward_or_back(stage):
     assert not imports_of(PACKAGE / f"{stage}.py") & others
 
 
-@pytest.mark.parametrize("stage", ["extract", "dissect", "track", "classify", "iana", "layers", "records"])
+@pytest.mark.parametrize("stage", ["extract", "dissect", "track", "classify", "iana", "layers", "records",
+                                   "decrypt"])
 def test_only_sources_does_capture_io(stage):
     path = PACKAGE / f"{stage}.py"
     assert not calls_open(path)
@@ -61,3 +62,15 @@ def test_only_sources_does_capture_io(stage):
 def test_renderers_do_not_touch_the_stages():
     for path in (PACKAGE / "report").glob("*.py"):
         assert not imports_of(path) & {f"ikeaudit.{s}" for s in ("sources", "extract", "dissect", "track")}
+
+
+def test_decryption_is_a_helper_of_dissection_not_a_stage():
+    """decrypt works on bytes and key sets: it knows no stage, and of the stages only
+    dissect (which holds the message bytes) calls it; crypto stays out of the rest."""
+    assert not imports_of(PACKAGE / "decrypt.py") & {f"ikeaudit.{s}" for s in STAGES}
+    for path in modules():
+        if path.stem in ("decrypt",):
+            continue
+        assert not any(name.startswith("cryptography") for name in imports_of(path)), path
+    for stage in ("extract", "track", "classify"):
+        assert "ikeaudit.decrypt" not in imports_of(PACKAGE / f"{stage}.py")

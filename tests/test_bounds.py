@@ -170,7 +170,7 @@ def test_malformed_ike_past_the_listing_bound_is_counted(monkeypatch):
     import ikeaudit.dissect
     from ikeaudit.records import Malformed
 
-    def undissectable(d):  # what dissect makes of bytes Scapy chokes on
+    def undissectable(d, keys=None):  # what dissect makes of bytes Scapy chokes on
         return Malformed(d.frame, d.timestamp, d.src, d.dst, d.sport, d.dport, Anomaly("malformed", "x", d.frame))
 
     monkeypatch.setattr(pipeline, "MAX_LISTED", 2)

@@ -100,11 +100,12 @@ def _negotiations(document: dict) -> str:
         verdict = n.get("policy_outcome")
         rows.append([_time(n["first_seen"]),
                      f"<code>{_e(n['initiator'])}</code><br>→ <code>{_e(n['responder'])}</code>",
-                     f"<code>{_e(n['spi_i'])}</code>", _cls(n["classification"]), ke, addke,
+                     f"<code>{_e(n['spi_i'])}</code>", _cls(n["classification"]), _e(n.get("confidence") or "-"),
+                     ke, addke,
                      f'<span class="out-{_e(verdict)}">{_e(verdict)}</span>' if verdict else "-",
                      _e(n["largest_message_bytes"]), _e(n["capture"])])
-    return _table(["time (UTC)", "initiator → responder", "SPIi", "class", "KE", "ADDKEs", "policy",
-                   "largest message", "capture"], rows, numeric={7})
+    return _table(["time (UTC)", "initiator → responder", "SPIi", "class", "confidence", "KE", "ADDKEs",
+                   "policy", "largest message", "capture"], rows, numeric={8})
 
 
 def _details(document: dict) -> str:
@@ -129,7 +130,8 @@ def _details(document: dict) -> str:
     return "".join(parts)
 
 
-ALERT_CODES = ("downgrade", "rekey-without-followup-ke", "evidence-mismatch", "fragmentation-black-hole")
+ALERT_CODES = ("downgrade", "rekey-without-followup-ke", "evidence-mismatch", "decrypted-ke-mismatch",
+               "fragmentation-black-hole")
 
 
 def _alerts(document: dict) -> str:

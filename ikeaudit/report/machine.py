@@ -13,6 +13,7 @@ CSV_COLUMNS = [
     "pq_offered_by_initiator", "mlkem_parameter_set", "nist_category", "ppk", "error", "state",
     "established", "exchanges", "largest_message_bytes", "ike_fragmented_messages",
     "ip_fragmented_messages", "retransmissions", "vendor_ids", "findings", "anomalies",
+    "confidence", "decrypted_messages", "undecryptable_messages",
 ]
 # Cells that a spreadsheet would run as a formula (CWE-1236) get a leading quote.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -82,6 +83,8 @@ def csv_row(n: dict) -> dict:
         "vendor_ids": " ".join(text or raw for raw, text in zip(n["vendor_ids"], n["vendor_id_texts"])),
         "findings": "; ".join(f"{f['severity']}:{f['code']}" for f in n["findings"]),
         "anomalies": len(n["anomalies"]),
+        "decrypted_messages": n["decryption"]["decrypted_messages"] if n["decryption"] else None,
+        "undecryptable_messages": n["decryption"]["undecryptable_messages"] if n["decryption"] else None,
     }
 
 

@@ -40,9 +40,10 @@ def render(document: dict, figure_files: list[tuple[str, str]]) -> str:
                       md(t["downgrades"]), "yes" if t["exposed"] else "no",
                       md(t["esp_packets_exposed"]), md(t["esp_bytes_exposed"])] for t in document["tunnels"]])
     lines += ["", "## Negotiations", ""]
-    lines += _table(["time (UTC)", "initiator → responder", "SPIi", "class", "KE", "ADDKEs", "policy"],
+    lines += _table(["time (UTC)", "initiator → responder", "SPIi", "class", "confidence", "KE", "ADDKEs",
+                     "policy"],
                     [[md(n["first_seen"][:19]), f"{md(n['initiator'])} → {md(n['responder'])}", md(n["spi_i"]),
-                      md(n["classification"]), md(n["ke"]["name"] if n["ke"] else "-"),
+                      md(n["classification"]), md(n.get("confidence") or "-"), md(n["ke"]["name"] if n["ke"] else "-"),
                       md(", ".join(f"{a['slot']}={a['name']}" for a in n["addke"]) or "-"),
                       md(n.get("policy_outcome") or "-")] for n in document["negotiations"]])
     vendors = sorted({t for n in document["negotiations"] for t in n["vendor_id_texts"] if t})

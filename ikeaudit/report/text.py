@@ -31,12 +31,17 @@ def row(n: dict) -> list[str]:
     endpoints = f"{n['initiator']} -> {n['responder']}"
     addke = ", ".join(f"{a['slot']}={_ke(a)}" for a in n["addke"]) or "-"
     return [n["first_seen"][:23].replace("T", " "), endpoints, f"{n['spi_i']}/{n['spi_r']}",
-            SHORT_CLASS.get(n["classification"], n["classification"]), _ke(n["ke"]), addke,
-            _exchanges(n), _sizes(n)]
+            SHORT_CLASS.get(n["classification"], n["classification"]), n.get("confidence") or "-",
+            _ke(n["ke"]), addke, _exchanges(n), _sizes(n), _decrypted(n)]
 
 
-HEADERS = ["time (UTC)", "initiator -> responder", "SPIi/SPIr", "class", "KE", "ADDKEs",
-           "exchanges", "sizes"]
+def _decrypted(n: dict) -> str:
+    d = n.get("decryption")
+    return f"{d['decrypted_messages']}/{d['encrypted_messages']}" if d else "-"
+
+
+HEADERS = ["time (UTC)", "initiator -> responder", "SPIi/SPIr", "class", "confidence", "KE", "ADDKEs",
+           "exchanges", "sizes", "decrypted"]
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
@@ -59,7 +64,7 @@ def render(document: dict) -> str:
             parts.append(table([row(n) for n in negotiations], HEADERS))
         for n in negotiations:
             for f in n["findings"]:
-                if f["severity"] in ("high", "critical"):
+                if f["severity"] in ("high", "critical") or f["code"] == "undecryptable":
                     parts.append(f"   ! {n['spi_i']}: {f['severity']} {f['code']}: {f['detail']}")
         for a in capture["anomalies"]:
             frame = f" (frame {a['frame']})" if a["frame"] is not None else ""

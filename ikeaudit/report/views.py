@@ -14,7 +14,8 @@ from ikeaudit import __version__, iana
 from ikeaudit.classify import KeCatalog, describe_proposal
 from ikeaudit.mtu import FragmentationProfile, WhatIf
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
-from ikeaudit.records import Anomaly, TrackedMessage, Transform
+from ikeaudit.records import Anomaly, ChildExchange, Decryption, Identification, InnerPayloads, KeyExchange, \
+    Proposal, TrackedMessage, Transform
 
 SCHEMA_VERSION = 1
 
@@ -27,7 +28,54 @@ def anomaly_view(a: Anomaly) -> dict:
     return {"kind": a.kind, "detail": a.detail, "frame": a.frame}
 
 
-def message_view(m: TrackedMessage) -> dict:
+def decryption_view(d: Decryption | None) -> dict | None:
+    return {"status": d.status, "detail": d.detail, "key_line": d.key_line} if d else None
+
+
+def identification_view(i: Identification) -> dict:
+    return {"payload": iana.payload_name(i.payload), "type": iana.id_type_name(i.id_type),
+            "value": printable(i.data) or i.data.hex()}
+
+
+def _kex_view(k: KeyExchange | None) -> dict | None:
+    return {"method": k.method, "data_bytes": k.data_length} if k else None
+
+
+def _proposals_view(proposals: tuple[Proposal, ...], catalog: KeCatalog) -> list[dict]:
+    return [{"protocol": iana.PROTOCOL_IDS.get(p.protocol, str(p.protocol)), "spi": p.spi,
+             "proposal": describe_proposal(p, catalog)} for p in proposals]
+
+
+def inner_view(inner: InnerPayloads | None, catalog: KeCatalog) -> dict | None:
+    if inner is None:
+        return None
+    return {
+        "payloads": [iana.payload_name(p) for p in inner.payload_types],
+        "ke_method": inner.key_exchange.method if inner.key_exchange else None,
+        "ke_data_bytes": inner.key_exchange.data_length if inner.key_exchange else None,
+        "notifies": [iana.notify_name(n.type) for n in inner.notifies],
+        "proposals": _proposals_view(inner.proposals, catalog),
+        "identities": [identification_view(i) for i in inner.identifications],
+        "auth_method": iana.auth_method_name(inner.auth_method) if inner.auth_method is not None else None,
+    }
+
+
+def child_exchange_view(x: ChildExchange, catalog: KeCatalog) -> dict:
+    return {
+        "message_id": x.message_id,
+        "frame": x.frame,
+        "protocol": iana.PROTOCOL_IDS.get(x.protocol, str(x.protocol)) if x.protocol else None,
+        "ike_sa_rekey": x.protocol == 1,
+        "new_spis": list(x.new_spis) if x.new_spis else None,
+        "chosen_proposal": describe_proposal(x.chosen, catalog) if x.chosen else None,
+        "request_ke": _kex_view(x.request_ke),
+        "response_ke": _kex_view(x.response_ke),
+        "followup_ke": [{"message_id": f.message_id, "frame": f.frame, "request_ke": _kex_view(f.request_ke),
+                         "response_ke": _kex_view(f.response_ke)} for f in x.followups],
+    }
+
+
+def message_view(m: TrackedMessage, catalog: KeCatalog | None = None) -> dict:
     return {
         "exchange": iana.exchange_name(m.exchange),
         "exchange_type": m.exchange,
@@ -56,6 +104,8 @@ def message_view(m: TrackedMessage) -> dict:
         "notifies": [iana.notify_name(n) for n in m.notifies],
         "ke_method": m.key_exchange.method if m.key_exchange else None,
         "ke_data_bytes": m.key_exchange.data_length if m.key_exchange else None,
+        "decryption": decryption_view(m.decryption),
+        "inner": inner_view(m.inner, catalog or KeCatalog()),
     }
 
 
@@ -132,10 +182,12 @@ def _ke_view(method_id: int | None, catalog: KeCatalog, slot: str | None = None)
 def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
     n, c = item.negotiation, item.classification
     requests = Counter(m.exchange for m in n.messages if not m.response)
+    encrypted = [m for m in n.messages if m.decryption is not None]
     return {
         "capture": n.capture,
         "classification": c.name,
         "classification_basis": c.basis,
+        "confidence": c.confidence,
         "ke_method": c.ke_method,
         "addke_methods": list(c.addke_methods),
         "pq_offered_by_initiator": c.pq_offered_by_initiator,
@@ -182,13 +234,26 @@ def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
         "rekeyed_from": ({"spi_i": n.rekeyed_from[0], "spi_r": n.rekeyed_from[1]}
                          if n.rekeyed_from else None),
         "rekey_evidence": n.rekey_evidence,
+        "rekey_linked_by": n.rekey_linked_by,
+        "decryption": ({"encrypted_messages": len(encrypted),
+                        "decrypted_messages": sum(1 for m in encrypted if m.inner is not None),
+                        "undecryptable_messages": sum(1 for m in encrypted if m.inner is None)}
+                       if encrypted else None),
+        "child_sa_offered": _proposals_view(n.child_sa_offered, catalog),
+        "child_sa_chosen": describe_proposal(n.child_sa_chosen, catalog) if n.child_sa_chosen else None,
+        "identities": [identification_view(i) for i in n.identifications],
+        "auth_methods": [{"from_initiator": who, "method": iana.auth_method_name(method), "id": method}
+                         for who, method in n.auth_methods],
+        "ppk_notifies": [{"exchange": iana.exchange_name(x), "notify": iana.notify_name(t)}
+                         for x, t in n.ppk_notifies],
+        "child_exchanges": [child_exchange_view(x, catalog) for x in n.child_exchanges],
         "exchanges": {iana.exchange_name(x): count for x, count in sorted(requests.items())},
         "largest_message_bytes": (sum(item.fragmentation.largest_message.udp_payload_bytes)
                                   if item.fragmentation.largest_message else 0),
         "ike_fragmented_messages": sum(1 for m in n.messages if m.ike_fragments),
         "ip_fragmented_messages": sum(1 for m in n.messages if m.ip_fragmented),
         "retransmissions": sum(m.retransmissions for m in n.messages),
-        "messages": [message_view(m) for m in n.messages],
+        "messages": [message_view(m, catalog) for m in n.messages],
         "vendor_ids": [v.hex() for v in n.vendor_ids],
         "vendor_id_texts": [printable(v) for v in n.vendor_ids],
         "evidence": list(c.evidence),
@@ -226,6 +291,7 @@ def summary_view(negotiations: list[dict]) -> dict:
         "negotiations": len(negotiations),
         "ike_sas_established": sum(1 for n in negotiations if n["established"] and n["ike_version"] == 2),
         "by_classification": dict(sorted(classes.items())),
+        "by_confidence": dict(sorted(Counter(n["confidence"] for n in negotiations if n["confidence"]).items())),
     }
 
 
