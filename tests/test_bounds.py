@@ -196,3 +196,20 @@ def test_json_written_in_pieces_is_the_indented_json_of_the_document():
     audits = pipeline.audit_captures([str(p) for p in sorted(PCAPS.glob("*.pcap"))])
     for document in (views.scan_document(audits, KeCatalog()), views.scan_document([], KeCatalog()), {}):
         assert machine.render_json(document) == json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_decrypted_fragment_shares_past_the_bound_are_not_kept():
+    from dataclasses import replace
+
+    from ikeaudit.dissect import MAX_INNER_FRAGMENTS, InnerReassembly
+
+    joiner = InnerReassembly()
+    shares = [replace(fragment(n, 65535, frame=n), fragment_plaintext=b"x" * 100)
+              for n in range(1, MAX_INNER_FRAGMENTS + 3)]
+    out = [joiner.feed(share) for share in shares]
+    assert all(r.fragment_plaintext == b"" for r in out)  # shares no longer ride on the records
+    [pieces] = joiner._pending.values()
+    assert len(pieces) == MAX_INNER_FRAGMENTS
+    flagged = [a.detail for r in out for a in r.anomalies if a.kind == "overflow"]
+    assert flagged == [f"decrypted IKE fragment {n} of 65535: more than {MAX_INNER_FRAGMENTS} held for one "
+                       "message, not kept" for n in (MAX_INNER_FRAGMENTS + 1, MAX_INNER_FRAGMENTS + 2)]
