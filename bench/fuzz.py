@@ -1,7 +1,7 @@
 """Fuzz the byte-level stages the way hostile input reaches them (issue 7).
 
     python bench/fuzz.py --seconds 3600                 # both targets, half the time each
-    python bench/fuzz.py --target frames --seconds 600  # one target
+    python bench/fuzz.py --target frames --seconds 600  # one target (frames, frames-keys, capture)
     python bench/fuzz.py --engine random --seconds 60   # without atheris: seeded mutation only
     python bench/fuzz.py --replay bench/out/fuzz/crash-*  # run saved inputs once, show the traceback
 
@@ -12,6 +12,8 @@ Targets:
   frames   a sequence of link-layer frames (seeded from the frames of pcaps/*.pcap)
            through extract -> dissect -> track -> classify: IP reassembly across frames,
            IKE fragments and negotiation state.
+  frames-keys  the same with the lab's key tables (pcaps/*.keys): SK and SKF payloads
+           are opened, so lying lengths reach decryption and the inner dissection.
 
 Both mutate with structure: besides libFuzzer's byte mutations (atheris), a custom
 mutator finds the IP, UDP and IKE headers of a frame and sets one of its length fields,
@@ -353,6 +355,18 @@ def run_frames(data: bytes) -> None:
     pipeline.audit_frames("fuzz", as_frames(data))
 
 
+def lab_keys():
+    """Every lab capture's key table as one: the SK and SKF payloads of the seeds open."""
+    from ikeaudit.decrypt import parse_key_table
+
+    return parse_key_table("\n".join(p.read_text() for p in sorted((ROOT / "pcaps").glob("*.keys"))))
+
+
+def frames_with_keys():
+    keys = lab_keys()
+    return lambda data: pipeline.audit_frames("fuzz", as_frames(data), keys=keys)
+
+
 class CaptureTarget:
     def __init__(self) -> None:
         directory = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -394,6 +408,7 @@ def frame_seeds() -> list[bytes]:
 
 
 TARGETS = {"frames": (lambda: run_frames, frame_seeds, mutate_frames),
+           "frames-keys": (frames_with_keys, frame_seeds, mutate_frames),
            "capture": (CaptureTarget, capture_seeds, mutate_capture)}
 
 
@@ -533,7 +548,8 @@ def replay(paths: list[str], target: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=600.0, help="wall time in all (split between targets)")
-    parser.add_argument("--target", choices=[*TARGETS, "all"], default="all")
+    parser.add_argument("--target", choices=[*TARGETS, "all"], default="all",
+                        help="all: frames, then capture, half the time each")
     parser.add_argument("--engine", choices=["atheris", "random"], default="atheris" if atheris else "random")
     parser.add_argument("--per-input", type=float, default=5.0, help="seconds before an input counts as a hang")
     parser.add_argument("--max-len", type=int, default=65536)
@@ -542,7 +558,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.replay:
         return replay(args.replay, "frames" if args.target == "all" else args.target)
-    targets = list(TARGETS) if args.target == "all" else [args.target]
+    targets = ["frames", "capture"] if args.target == "all" else [args.target]
     if len(targets) > 1:
         # libFuzzer owns the process until it exits: each target runs in a child of its own.
         share = args.seconds / len(targets)
