@@ -358,11 +358,16 @@ class _Chain:
     def __init__(self) -> None:
         self.tracker = Tracker("")
         self.last = -math.inf  # time of the chain's last IKE record
-        self._first_file: dict[tuple[int, float], int] = {}  # (frame, time) of a record -> file
+        # (frame, time) of a record of the second or a later file -> that file. Records of
+        # the first file are not kept (a record per IKE datagram grew without bound on a
+        # single long capture): a negotiation not found here began in the first file.
+        self._first_file: dict[tuple[int, float], int] = {}
         self.files: list[int] = []  # in the order tracked
 
     def feed(self, index: int) -> Callable[[Dissected], None]:
         self.files.append(index)
+        if len(self.files) == 1:
+            return self.tracker.feed
         feed, first = self.tracker.feed, self._first_file
 
         def sink(record: Dissected) -> None:
@@ -373,7 +378,7 @@ class _Chain:
 
     def file_of(self, negotiation: Negotiation) -> int:
         """The file of the negotiation's first message."""
-        return self._first_file[(negotiation.first_frame, negotiation.first_seen)]
+        return self._first_file.get((negotiation.first_frame, negotiation.first_seen), self.files[0])
 
 
 def _chain_for(chains: list[_Chain], start: float | None) -> _Chain:
