@@ -4,11 +4,17 @@ Exit codes (all commands):
   0  the audit ran; no finding at or above --fail-on
   1  the audit ran; at least one finding at or above --fail-on
   2  usage or input error (missing or unreadable file, not a capture, bad option)
+
+A capture that is damaged (cut in the middle of a record, a bad block) or holds frames
+that did not decode (snaplen cuts, malformed IKE) is still audited as far as it reads:
+one warning line per file on stderr, the details as anomalies in the output, and the
+exit code as above. A folder without any capture in it is a warning too.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 
 import click
 
@@ -100,7 +106,11 @@ def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: 
     catalog = KeCatalog(_parse_private_ke(private_ke))
     audits = _audit(captures, catalog, jobs=jobs, esp=False, keys=load_keys(key_files))
     document = views.scan_document(audits, catalog)
-    click.echo(RENDERERS[fmt](document), nl=fmt == "table")
+    if fmt == "json":  # written a negotiation at a time: a flood makes a large document
+        for piece in machine.iter_json(document):
+            sys.stdout.write(piece)
+    else:
+        click.echo(RENDERERS[fmt](document), nl=fmt == "table")
     sys.exit(exit_code(document, fail_on))
 
 
@@ -113,17 +123,40 @@ def _audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp:
 
     try:
         paths = expand_capture_args(captures)
+        if not paths:
+            click.echo(f"warning: no capture file in {', '.join(captures)}", err=True)
         if not paths or not sys.stderr.isatty():
-            return audit_captures(paths, catalog, jobs=jobs, esp=esp, keys=keys)
-        from tqdm import tqdm
+            audits = audit_captures(paths, catalog, jobs=jobs, esp=esp, keys=keys)
+        else:
+            from tqdm import tqdm
 
-        tqdm.monitor_interval = 0  # no monitor thread in a process that forks workers
-        total = sum(os.path.getsize(path) for path in paths)
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, delay=1.0,
-                  leave=False, dynamic_ncols=True, desc="scanning") as bar:  # fmt: skip
-            return audit_captures(paths, catalog, jobs=jobs, esp=esp, progress=bar.update, keys=keys)
+            tqdm.monitor_interval = 0  # no monitor thread in a process that forks workers
+            total = sum(os.path.getsize(path) for path in paths)
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, delay=1.0,
+                      leave=False, dynamic_ncols=True, desc="scanning") as bar:  # fmt: skip
+                audits = audit_captures(paths, catalog, jobs=jobs, esp=esp, progress=bar.update, keys=keys)
     except CaptureError as exc:
         raise InputError(str(exc)) from None
+    for audit in audits:
+        warning = input_warning(audit)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
+    return audits
+
+
+def input_warning(audit: CaptureAudit) -> str | None:
+    """One line on what in the capture could not be read or decoded, if anything."""
+    damage = next((a.detail for a in audit.anomalies if a.kind == "capture"), None)
+    kinds = Counter(a.kind for a in audit.anomalies if a.kind != "capture")
+    kinds.update(a.kind for item in audit.negotiations for a in item.negotiation.anomalies)
+    kinds["malformed IKE"] = len(audit.malformed)
+    counted = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()) if count)
+    if damage is None and not counted:
+        return None
+    parts = [f"damaged capture, read up to the damage: {damage}"] if damage else []
+    if counted:
+        parts.append(f"input anomalies ({counted}), listed in the output")
+    return f"{audit.capture}: " + "; ".join(parts)
 
 
 def _check_mtu(ctx, param, values):

@@ -57,6 +57,9 @@ IKE_HEADER_LENGTH = 28
 MAX_PAYLOADS = 128
 MAX_PROPOSALS = 64
 MAX_TRANSFORMS = 256
+# Decrypted SKF shares held per message: a Total Fragments of 65,535 must not make one
+# message hold 65,535 plaintexts (the tracker keeps the same number of fragments).
+MAX_INNER_FRAGMENTS = 128
 FLAG_INITIATOR = 0x08
 SK_HEADER, SKF_HEADER = 4, 8  # generic payload header; SKF adds Fragment Number and Total
 
@@ -202,7 +205,8 @@ class InnerReassembly:
     out with its `inner` filled in, and shares no longer ride on the records.
 
     Bounded: at most max_messages partly arrived messages are held; past that the oldest
-    is dropped and an "overflow" anomaly rides on the record that pushed it out.
+    is dropped and an "overflow" anomaly rides on the record that pushed it out. A message
+    holds at most MAX_INNER_FRAGMENTS shares; a share past that is not kept, and says so.
     """
 
     def __init__(self, max_messages: int = 4096) -> None:
@@ -215,8 +219,12 @@ class InnerReassembly:
         number, total = record.fragment
         key = (record.spi_i, record.spi_r, record.message_id, record.flags & 0x28, record.exchange, total)
         pieces = self._pending.setdefault(key, {})
-        pieces.setdefault(number, record)
         anomalies = record.anomalies
+        if number in pieces or len(pieces) < MAX_INNER_FRAGMENTS:
+            pieces.setdefault(number, record)
+        else:
+            anomalies += (Anomaly("overflow", f"decrypted IKE fragment {number} of {total}: more than "
+                                  f"{MAX_INNER_FRAGMENTS} held for one message, not kept", record.frame),)
         if len(self._pending) > self.max_messages:
             del self._pending[next(iter(self._pending))]
             anomalies += (Anomaly("overflow", f"more than {self.max_messages} IKE-fragmented messages "

@@ -91,6 +91,7 @@ TCP_STREAM_CAP = 1 << 18  # bytes one TCP direction may hold unframed or out of 
 
 _MAX_VLAN_TAGS = 8
 _MAX_IPV6_EXT = 8
+_MAX_IP_FRAGMENTS = 1024  # pieces of one datagram: 64 KiB in 1024 pieces is 64-byte fragments
 _MAX_TCP_PENDING = 1024  # out-of-order segments one TCP direction may hold
 _NAME_CACHE = 1 << 16
 
@@ -266,6 +267,8 @@ class _Reassembly:
             raise _Malformed(f"IP fragment at {offset} overlaps the one at {before}")
         if i < len(self.starts) and self.starts[i] < stop:
             raise _Malformed(f"IP fragment at {offset} overlaps the one at {self.starts[i]}")
+        if len(self.starts) >= _MAX_IP_FRAGMENTS:
+            raise _Malformed(f"more than {_MAX_IP_FRAGMENTS} IP fragments")
         if not more:
             if self.total is not None or (self.starts and self.starts[-1] >= stop):
                 raise _Malformed(f"IP fragment ending at {stop} contradicts the datagram's end")
@@ -317,7 +320,8 @@ class Extractor:
 
     def __init__(self, *, max_reassembly_buffers: int = 4096, reassembly_timeout: float = 60.0,
                  max_datagram: int = 65535, max_tcp_streams: int = 1024,
-                 max_esp_flows: int = 65536) -> None:  # fmt: skip
+                 max_esp_flows: int = 65536,
+                 max_reassembly_bytes: int = 16 * 1024 * 1024) -> None:  # fmt: skip
         self.stats: Counter[str] = Counter()
         self._max_esp_flows = max(1, max_esp_flows)
         # (src, dst, spi, encapsulated) -> [first_frame, first_ts, last_ts, packets, bytes]
@@ -325,6 +329,8 @@ class Extractor:
         self._max_buffers = max(1, max_reassembly_buffers)
         self._timeout = reassembly_timeout
         self._max_datagram = max_datagram
+        self._max_bytes = max(max_reassembly_bytes, max_datagram)
+        self._held = 0  # bytes (as declared) the pending reassembly buffers hold
         self._max_streams = max(1, max_tcp_streams)
         self._pending: dict[tuple, _Reassembly] = {}
         # Datagrams already decided, so that their late pieces start nothing new: either
@@ -355,6 +361,7 @@ class Extractor:
             if stream.isn is not None and stream.held():
                 out.append(self._stream_anomaly("incomplete", key, stream, "capture ended"))
         self._pending.clear()
+        self._held = 0
         self._settled.clear()
         self._streams.clear()
         return self._counted(out)
@@ -464,6 +471,8 @@ class Extractor:
         if buf is None:
             out += self._make_room()
             buf = self._pending[key] = _Reassembly(*meta, first_ts=frame.timestamp)
+        if self._held + declared > self._max_bytes:
+            out += self._free_bytes(key, declared)
         try:
             if meta[5] + offset + declared > self._max_datagram:
                 raise _Malformed(f"reassembled datagram would exceed {self._max_datagram} bytes")
@@ -474,6 +483,7 @@ class Extractor:
         if not added:
             self.stats["ip_fragment_duplicates"] += 1
             return out
+        self._held += declared
         buf.frames.append(frame.number)
         buf.lengths.append(frag_length)
         buf.cut |= cut
@@ -504,7 +514,9 @@ class Extractor:
         return False
 
     def _settle(self, key: tuple, now: float, fingerprint: dict[int, int] | str) -> None:
-        self._pending.pop(key, None)
+        buf = self._pending.pop(key, None)
+        if buf is not None:
+            self._held -= buf.received
         self._settled.pop(key, None)
         if len(self._settled) >= self._max_buffers:
             del self._settled[next(iter(self._settled))]
@@ -531,6 +543,19 @@ class Extractor:
         detail = f"reassembly table full ({self._max_buffers}): dropped {self._describe(buf)}"
         return [Anomaly("overflow", detail, buf.frames[0] if buf.frames else None)]
 
+    def _free_bytes(self, keep: tuple, needed: int) -> list[Record]:
+        """Drop the oldest buffers (not `keep`'s) until `needed` more bytes fit."""
+        out: list[Record] = []
+        while self._held + needed > self._max_bytes:
+            key = next((k for k in self._pending if k != keep), None)
+            if key is None:
+                break
+            buf = self._pending[key]
+            self._settle(key, buf.first_ts, _DROPPED)
+            detail = f"reassembly buffers full ({self._max_bytes} bytes): dropped {self._describe(buf)}"
+            out.append(Anomaly("overflow", detail, buf.frames[0] if buf.frames else None))
+        return out
+
     def _expire(self, now: float) -> list[Record]:
         out: list[Record] = []
         while self._pending:
@@ -552,7 +577,8 @@ class Extractor:
         return Anomaly("incomplete", detail, buf.frames[0] if buf.frames else None)
 
     def _describe(self, buf: _Reassembly) -> str:
-        frames = f" (frames {', '.join(map(str, buf.frames))})" if buf.frames else ""
+        shown = ", ".join(map(str, buf.frames[:8])) + (f", ... {len(buf.frames)} in all" if len(buf.frames) > 8 else "")
+        frames = f" (frames {shown})" if buf.frames else ""
         return (f"IPv{buf.version} datagram {self._name(buf.src)} -> {self._name(buf.dst)} "
                 f"id 0x{buf.ident:x}{frames}")  # fmt: skip
 

@@ -147,7 +147,7 @@ class LiveAuditor:
     # -- state -------------------------------------------------------------------------
     def stats(self) -> Counter[str]:
         stats: Counter[str] = Counter(self._extractor.stats)
-        stats["malformed_ike"] += len(self._tracker.malformed)
+        stats["malformed_ike"] += self._tracker.malformed_count
         stats.update(self.capture_stats)
         return stats
 

@@ -38,6 +38,10 @@ from ikeaudit.records import (Anomaly, EspFlow, Frame, IkeDatagram, Ikev1Message
 from ikeaudit.sources import Capture, iter_capture, open_capture
 from ikeaudit.track import Tracker
 
+# Anomaly and Malformed records listed per kind and capture; past that a flood of bad
+# frames is counted (stats, and one "overflow" anomaly saying how many were not listed).
+MAX_LISTED = 1000
+
 Progress = Callable[[int], None]  # called with capture-file bytes consumed
 Dissected = IkeMessage | Ikev1Message | Malformed
 
@@ -78,6 +82,7 @@ def audit_frames(capture: str, items: Iterable[Frame | Anomaly],
     parsed = _Parsed(capture)
     _extract(items, parsed, tracker.feed, keys)
     negotiations = tracker.finish()
+    parsed.anomalies.extend(tracker.anomalies())
     return _audit(parsed, _audited(negotiations, catalog))
 
 
@@ -136,6 +141,8 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
             workers.close()
     by_file: dict[int, list[AuditedNegotiation]] = {i: [] for i in range(len(paths))}
     for chain in chains:
+        if chain.files:  # what the tracker could not keep, told under the chain's first file
+            parsed[paths[chain.files[0]]].anomalies.extend(chain.tracker.anomalies())
         for item in _audited(chain.tracker.finish(), catalog):
             index = chain.file_of(item.negotiation)
             by_file[index].append(replace(item, negotiation=replace(item.negotiation, capture=paths[index])))
@@ -156,30 +163,43 @@ class _Parsed:
     stats: Counter = field(default_factory=Counter)
     last_ike: float = -math.inf  # time of its last IKE record
     records: list[Dissected] = field(default_factory=list)  # when read in a worker process
+    listed: Counter = field(default_factory=Counter)  # kind -> anomalies listed
+    unlisted: Counter = field(default_factory=Counter)  # kind -> anomalies past MAX_LISTED
+
+    def note(self, anomaly: Anomaly) -> None:
+        if self.listed[anomaly.kind] < MAX_LISTED:
+            self.listed[anomaly.kind] += 1
+            self.anomalies.append(anomaly)
+        else:
+            self.unlisted[anomaly.kind] += 1
+
+    def unlisted_anomalies(self) -> list[Anomaly]:
+        return [Anomaly("overflow", f"{count} more {kind} anomalies not listed (the first {MAX_LISTED} are)")
+                for kind, count in sorted(self.unlisted.items())]
 
 
 def _extract(items: Iterable[Frame | Anomaly], parsed: _Parsed, sink: Callable[[Dissected], None],
              keys: KeyTable | None = None) -> None:
     """Frames (and damage) in, dissected records out to sink; the rest into parsed."""
     _Dissector(keys)(_datagrams(items, parsed), parsed, sink)
-    parsed.stats["malformed_ike"] += len(parsed.malformed)
 
 
 def _datagrams(items: Iterable[Frame | Anomaly], parsed: _Parsed) -> Iterator[IkeDatagram]:
     """The extraction stage over a capture: IKE datagrams out, anomalies, counters and
     ESP flows into parsed."""
     extractor = Extractor()
-    anomalies = parsed.anomalies
+    note = parsed.note
     for item in items:
         if isinstance(item, Anomaly):
-            anomalies.append(item)
+            note(item)
             continue
         for out in extractor.feed(item):
             if isinstance(out, Anomaly):
-                anomalies.append(out)
+                note(out)
             else:
                 yield out
-    anomalies.extend(extractor.flush())
+    for anomaly in extractor.flush():
+        note(anomaly)
     parsed.stats.update(extractor.stats)
     parsed.esp_flows = extractor.esp_flows()
 
@@ -199,10 +219,15 @@ class _Dissector:
 
     def __call__(self, datagrams: Iterable[IkeDatagram], parsed: _Parsed,
                  sink: Callable[[Dissected], None]) -> None:  # fmt: skip
+        parsed.stats["malformed_ike"] += 0  # listed even when none
         for datagram in datagrams:
             record = self._dissect(datagram, self._keys)
             if isinstance(record, Malformed):
-                parsed.malformed.append(record)
+                parsed.stats["malformed_ike"] += 1
+                if len(parsed.malformed) < MAX_LISTED:
+                    parsed.malformed.append(record)
+                else:
+                    parsed.unlisted["malformed IKE datagram"] += 1
             elif isinstance(record, IkeMessage) and record.decryption is not None:
                 parsed.stats["encrypted_datagrams_opened" if record.decryption.opened
                              else "encrypted_datagrams_undecryptable"] += 1
@@ -221,7 +246,6 @@ def _read(path: str, expressions: tuple[str, ...], progress: Progress | None,
     finally:
         capture.close()
     _count_frames(parsed, capture)
-    parsed.stats["malformed_ike"] += len(parsed.malformed)
     return parsed
 
 
@@ -265,7 +289,7 @@ def _read_alongside(path: str, expressions: tuple[str, ...], progress: Progress 
         worker.join()
     parsed.malformed, parsed.last_ike = mine.malformed, mine.last_ike
     parsed.stats.update(mine.stats)
-    parsed.stats["malformed_ike"] += len(parsed.malformed)
+    parsed.unlisted.update(mine.unlisted)
     return parsed
 
 
@@ -321,7 +345,7 @@ def _audited(negotiations: list[Negotiation], catalog: KeCatalog | None) -> list
 
 
 def _audit(parsed: _Parsed, negotiations: list[AuditedNegotiation]) -> CaptureAudit:
-    return CaptureAudit(parsed.capture, negotiations, parsed.anomalies, parsed.malformed,
+    return CaptureAudit(parsed.capture, negotiations, parsed.anomalies + parsed.unlisted_anomalies(), parsed.malformed,
                         parsed.esp_flows, parsed.stats)
 
 
@@ -334,9 +358,16 @@ class _Chain:
     def __init__(self) -> None:
         self.tracker = Tracker("")
         self.last = -math.inf  # time of the chain's last IKE record
-        self._first_file: dict[tuple[int, float], int] = {}  # (frame, time) of a record -> file
+        # (frame, time) of a record of the second or a later file -> that file. Records of
+        # the first file are not kept (a record per IKE datagram grew without bound on a
+        # single long capture): a negotiation not found here began in the first file.
+        self._first_file: dict[tuple[int, float], int] = {}
+        self.files: list[int] = []  # in the order tracked
 
     def feed(self, index: int) -> Callable[[Dissected], None]:
+        self.files.append(index)
+        if len(self.files) == 1:
+            return self.tracker.feed
         feed, first = self.tracker.feed, self._first_file
 
         def sink(record: Dissected) -> None:
@@ -347,7 +378,7 @@ class _Chain:
 
     def file_of(self, negotiation: Negotiation) -> int:
         """The file of the negotiation's first message."""
-        return self._first_file[(negotiation.first_frame, negotiation.first_seen)]
+        return self._first_file.get((negotiation.first_frame, negotiation.first_seen), self.files[0])
 
 
 def _chain_for(chains: list[_Chain], start: float | None) -> _Chain:

@@ -24,6 +24,7 @@ import gzip
 import itertools
 import io
 import os
+import stat
 import struct
 import sys
 import zlib
@@ -136,6 +137,14 @@ def iter_capture(path: str | os.PathLike[str]) -> Iterator[Frame | Anomaly]:
 def _open_file(path: str | os.PathLike[str]) -> io.BufferedReader:
     if os.path.isdir(path):  # open() would say "permission denied" on Windows
         raise CaptureError(f"{os.fspath(path)}: is a directory")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = stat.S_IFREG  # open() below says what is wrong
+    if not stat.S_ISREG(mode):
+        # A fifo or socket would block open() or be read only once (each capture is read
+        # twice: its first timestamp, then its frames); a device is no capture.
+        raise CaptureError(f"{os.fspath(path)}: not a regular file")
     try:
         return open(path, "rb")  # closed by _guarded, or by iter_capture on failure
     except FileNotFoundError:
@@ -1063,6 +1072,8 @@ def _captures_under(folder: str) -> list[str]:
 
 def _looks_like_capture(path: str) -> bool:
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False  # opening a fifo would block the walk
         with open(path, "rb") as file:
             head = file.read(4)
     except OSError:

@@ -82,6 +82,22 @@ TRANSITIONS: dict[tuple[str, int, bool], str] = {
 MIDSTREAM_EXCHANGES = frozenset({iana.IKE_AUTH, iana.CREATE_CHILD_SA, iana.INFORMATIONAL,
                                  iana.IKE_INTERMEDIATE, iana.IKE_FOLLOWUP_KE})
 
+# Bounds on what one IKE SA may hold: hostile input can announce 65,535 IKE fragments,
+# use a new message id in every packet or repeat one packet forever. Past a bound the
+# rest is counted, not kept, and an "overflow" anomaly on the negotiation says how much.
+# A real message has a few dozen fragments at most (libreswan sends at most 32).
+MAX_IKE_FRAGMENTS = 128  # fragments kept per message
+MAX_OPEN_FRAGMENT_GROUPS = 64  # fragmented messages of one SA still missing fragments
+MAX_MESSAGES = 4096  # distinct messages per IKE SA: 2,048 exchanges, a day of 40 s DPD
+MAX_FRAMES = 1024  # frame numbers listed per message (retransmissions are counted anyway)
+MAX_ANOMALIES = 256  # anomaly records per IKE SA
+# SAs evicted from a full table that hold a single unanswered datagram (a flood of
+# random SPIs looks like this) are kept as negotiations up to `max_evicted_bare`; past
+# that they are counted per initiator (for at most MAX_FLOOD_SOURCES initiators).
+MAX_FLOOD_SOURCES = 1024
+
+MAX_RETRY_CANDIDATES = 64  # recent retry demands between two peers a new SPIi may answer
+
 # How long after a retry demand a request with a new SPIi from the same initiator is
 # taken for the retry of that attempt.
 RETRY_WINDOW_S = 30.0
@@ -99,17 +115,30 @@ class _MessageBuilder:
     # retransmitted copy when the first transmission lost a fragment.
     inner: InnerPayloads | None = None
 
-    def add(self, message: IkeMessage) -> None:
+    def add(self, message: IkeMessage) -> str | None:
+        """Fold in one datagram; what was not kept of it when a bound was hit."""
         number = message.fragment[0] if message.fragment else 0
-        self.frames.extend(message.frames)
+        dropped = None
+        if len(self.frames) + len(message.frames) <= MAX_FRAMES:
+            self.frames.extend(message.frames)
+        else:
+            dropped = f"frames of a message past the first {MAX_FRAMES}"
         self.last_timestamp = max(self.last_timestamp, message.timestamp)
         if self.inner is None and message.inner is not None:
             self.inner = message.inner
         if number in self.pieces:
             self.copies[number] = self.copies.get(number, 0) + 1
+        elif len(self.pieces) >= MAX_IKE_FRAGMENTS:
+            dropped = f"IKE fragments of a message past the first {MAX_IKE_FRAGMENTS}"
         else:
             self.pieces[number] = message
             self.copies[number] = 0
+        return dropped
+
+    @property
+    def incomplete(self) -> bool:
+        total = self.first.fragment[1] if self.first.fragment else 0
+        return 0 < total and len(self.pieces) < total
 
     def same_message(self, message: IkeMessage) -> bool:
         """A new message reusing the id (an IKE_SA_INIT retry) differs in its bytes."""
@@ -191,30 +220,63 @@ class _SaBuilder:
     rekey_linked_by: str | None = None
     ikev1_exchanges: list[int] = field(default_factory=list)
     reported: bool = False  # already handed out by Tracker.drain
+    dropped: dict[str, int] = field(default_factory=dict)  # what a bound kept out -> how much
+    # fragmented messages still missing fragments, oldest first: id(builder) -> (key, builder)
+    open_fragments: dict[int, tuple[tuple, _MessageBuilder]] = field(default_factory=dict)
+
+    def note(self, anomaly: Anomaly) -> None:
+        if len(self.anomalies) < MAX_ANOMALIES:
+            self.anomalies.append(anomaly)
+        else:
+            self.drop(f"anomalies past the first {MAX_ANOMALIES}")
+
+    def drop(self, what: str) -> None:
+        self.dropped[what] = self.dropped.get(what, 0) + 1
+
+    @property
+    def bare(self) -> bool:
+        """A single datagram and nothing after it."""
+        return (len(self.messages) == 1 and not self.retries and not self.ikev1_exchanges
+                and all(len(b) == 1 and len(b[0].pieces) == 1 for b in self.messages.values()))
 
 
 class Tracker:
     """Feed it dissected records in capture order; `finish()` returns the negotiations.
 
     Bounded: at most `max_negotiations` IKE SAs are held; past that the one idle the
-    longest is closed early and an "overflow" anomaly says so.
+    longest is closed early and an "overflow" anomaly says so. Of those closed early, the
+    ones of a single unanswered datagram are kept up to `max_evicted_bare`, then counted
+    (`anomalies()`). Each SA's messages, fragments and anomalies are bounded (MAX_*).
     """
 
-    def __init__(self, capture: str = "", *, max_negotiations: int = 100_000) -> None:
+    def __init__(self, capture: str = "", *, max_negotiations: int = 10_000,
+                 max_evicted_bare: int = 1_000) -> None:  # fmt: skip
         self.capture = capture
         self.max_negotiations = max_negotiations
+        self.max_evicted_bare = max_evicted_bare
+        self._kept_bare = 0
+        # Bare SAs evicted from the full table: initiator -> count (see MAX_FLOOD_SOURCES)
+        self.evicted_bare: dict[str, int] = {}
+        self.evicted_bare_total = 0
         self._by_pair: dict[tuple[str, str], _SaBuilder] = {}
         self._pending: dict[str, _SaBuilder] = {}  # SPIi -> SA whose SPIr is not known yet
         self._by_spi_i: dict[str, _SaBuilder] = {}  # SPIi -> SA that began with IKE_SA_INIT
         self._ikev1: dict[tuple[str, str], _SaBuilder] = {}
         self._closed: list[_SaBuilder] = []
+        # Open IKEv2 SAs, the one fed the longest ago first: eviction takes the first.
+        self._idle: dict[int, _SaBuilder] = {}
+        # (initiator, responder) -> SAs told to retry IKE_SA_INIT, by id, in that order
+        self._retrying: dict[tuple[str, str], dict[int, _SaBuilder]] = {}
         self._order = 0
         self.malformed: list[Malformed] = []
+        self.malformed_count = 0
 
     # -- feeding ---------------------------------------------------------------------
     def feed(self, record: IkeMessage | Ikev1Message | Malformed) -> None:
         if isinstance(record, Malformed):
-            self.malformed.append(record)
+            self.malformed_count += 1
+            if len(self.malformed) < MAX_ANOMALIES:  # the pipeline lists them; live keeps these
+                self.malformed.append(record)
         elif isinstance(record, Ikev1Message):
             self._feed_ikev1(record)
         else:
@@ -224,11 +286,13 @@ class Tracker:
         sa = self._find(message)
         if sa is None:
             sa = self._open(message)
+        self._idle.pop(id(sa), None)
+        self._idle[id(sa)] = sa
         self._advance(sa, message)
         self._record_message(sa, message)
         sa.last_seen = max(sa.last_seen, message.timestamp)
         for anomaly in message.anomalies:
-            sa.anomalies.append(anomaly)
+            sa.note(anomaly)
         if iana.NAT_T_PORT in (message.sport, message.dport) and message.exchange != iana.IKE_SA_INIT:
             sa.moved_to_4500 = True
 
@@ -269,11 +333,22 @@ class Tracker:
         self._by_pair[(sa.spi_i, sa.spi_r)] = sa
 
     def _retry_with_new_spi(self, message: IkeMessage) -> _SaBuilder | None:
-        """Some initiators pick a fresh SPIi when they retry; tie it to the attempt."""
-        for sa in reversed(list(self._pending.values())):
-            if (sa.state == SA_INIT_RETRY and sa.initiator == message.src
-                    and sa.responder == message.dst and sa.retries
-                    and 0 <= message.timestamp - sa.retries[-1].timestamp <= RETRY_WINDOW_S):
+        """Some initiators pick a fresh SPIi when they retry; tie it to the attempt.
+
+        Candidates come from `_retrying`, not from a walk over every pending SA, which
+        made a flood of IKE_SA_INIT requests with random SPIs quadratic."""
+        candidates = self._retrying.get((message.src, message.dst))
+        if not candidates:
+            return None
+        for key, sa in reversed(list(candidates.items())[-MAX_RETRY_CANDIDATES:]):
+            if sa.state != SA_INIT_RETRY or self._pending.get(sa.spi_i) is not sa:
+                del candidates[key]  # answered, retried or closed meanwhile
+                continue
+            if message.timestamp - sa.retries[-1].timestamp > RETRY_WINDOW_S:
+                del candidates[key]  # too old to be retried now
+                continue
+            if 0 <= message.timestamp - sa.retries[-1].timestamp:
+                del candidates[key]
                 del self._pending[sa.spi_i]
                 last = sa.retries[-1]
                 sa.retries[-1] = SaInitRetry(last.reason, last.frame, last.timestamp,
@@ -309,12 +384,35 @@ class Tracker:
         live = len(self._by_pair) + len(self._pending)
         if live < self.max_negotiations:
             return
-        oldest = min([*self._by_pair.values(), *self._pending.values()], key=lambda s: s.last_seen)
+        oldest = next(iter(self._idle.values()))
         self._close(oldest)
-        oldest.anomalies.append(Anomaly("overflow", f"more than {self.max_negotiations} IKE SAs "
+        if oldest.bare:
+            if self._kept_bare >= self.max_evicted_bare:
+                self._closed.pop()
+                self._count_bare(oldest)
+                return
+            self._kept_bare += 1
+        oldest.note(Anomaly("overflow", f"more than {self.max_negotiations} IKE SAs "
                                         "in flight: closed the one idle the longest", None))
 
+    def _count_bare(self, sa: _SaBuilder) -> None:
+        self.evicted_bare_total += 1
+        if sa.initiator in self.evicted_bare or len(self.evicted_bare) < MAX_FLOOD_SOURCES:
+            self.evicted_bare[sa.initiator] = self.evicted_bare.get(sa.initiator, 0) + 1
+
+    def anomalies(self) -> list[Anomaly]:
+        """What the tracker itself could not keep: evicted single-datagram SAs, counted."""
+        if not self.evicted_bare_total:
+            return []
+        top = sorted(self.evicted_bare.items(), key=lambda kv: -kv[1])[:5]
+        sources = ", ".join(f"{address} {count}" for address, count in top)
+        return [Anomaly("overflow", f"more than {self.max_negotiations} IKE SAs in flight: "
+                        f"{self.evicted_bare_total} more evicted SAs of a single unanswered datagram "
+                        f"(past {self.max_evicted_bare} kept) were counted, not kept "
+                        f"(most from {sources})", None)]
+
     def _close(self, sa: _SaBuilder) -> None:
+        self._idle.pop(id(sa), None)
         self._by_pair.pop((sa.spi_i, sa.spi_r), None)
         if self._pending.get(sa.spi_i) is sa:
             del self._pending[sa.spi_i]
@@ -330,7 +428,7 @@ class Tracker:
             return
         if sa.state == MIDSTREAM:
             if exchange not in MIDSTREAM_EXCHANGES:
-                sa.anomalies.append(Anomaly("malformed", f"unexpected {iana.exchange_name(exchange)}",
+                sa.note(Anomaly("malformed", f"unexpected {iana.exchange_name(exchange)}",
                                             message.frame))
             return
         if exchange in (iana.IKE_AUTH,) and response:
@@ -338,7 +436,7 @@ class Tracker:
         nxt = TRANSITIONS.get((sa.state, exchange, response))
         if nxt is None:
             if not self._is_known_response(sa, message):
-                sa.anomalies.append(Anomaly(
+                sa.note(Anomaly(
                     "malformed", f"{iana.exchange_name(exchange)} {'response' if response else 'request'} "
                     f"(message id {message.message_id}) in state {sa.state}", message.frame))
             return
@@ -358,7 +456,7 @@ class Tracker:
         if not message.is_response:
             nxt = TRANSITIONS.get((sa.state, iana.IKE_SA_INIT, False))
             if nxt is None:
-                sa.anomalies.append(Anomaly("malformed", f"IKE_SA_INIT request in state {sa.state}",
+                sa.note(Anomaly("malformed", f"IKE_SA_INIT request in state {sa.state}",
                                             message.frame))
                 return
             sa.sa_init_seen = True
@@ -370,12 +468,14 @@ class Tracker:
             sa.state = nxt
             return
         if sa.state not in (SA_INIT_REQUESTED, SA_INIT_RETRY, SA_INIT_FAILED, SA_INIT_DONE, MIDSTREAM):
-            sa.anomalies.append(Anomaly("malformed", f"IKE_SA_INIT response in state {sa.state}",
+            sa.note(Anomaly("malformed", f"IKE_SA_INIT response in state {sa.state}",
                                         message.frame))
             return
         sa.responder_notifies = message.notify_types()
         sa.vendor_ids.extend(message.vendor_ids)
         sa.state = self._sa_init_response_state(sa, message)
+        if sa.state == SA_INIT_RETRY:
+            self._retrying.setdefault((sa.initiator, sa.responder), {})[id(sa)] = sa
 
     def _sa_init_response_state(self, sa: _SaBuilder, message: IkeMessage) -> str:
         errors = [n for n in message.notifies if n.type < iana.ERROR_NOTIFY_LIMIT]
@@ -395,11 +495,11 @@ class Tracker:
             sa.error_notifies.append((iana.IKE_SA_INIT, n.type))
         if errors or not message.proposals:
             if not errors:
-                sa.anomalies.append(Anomaly("malformed", "IKE_SA_INIT response without SA payload "
+                sa.note(Anomaly("malformed", "IKE_SA_INIT response without SA payload "
                                             "or error notify", message.frame))
             return SA_INIT_FAILED
         if len(message.proposals) != 1:
-            sa.anomalies.append(Anomaly("malformed", f"IKE_SA_INIT response carries "
+            sa.note(Anomaly("malformed", f"IKE_SA_INIT response carries "
                                         f"{len(message.proposals)} proposals, not one", message.frame))
         sa.chosen = message.proposals[0]
         sa.responder_ke = message.key_exchange.method if message.key_exchange else None
@@ -412,14 +512,38 @@ class Tracker:
 
     def _record_message(self, sa: _SaBuilder, message: IkeMessage) -> None:
         key = _message_key(message)
-        builders = sa.messages.setdefault(key, [])
+        builders = sa.messages.get(key)
+        if builders is None:
+            if len(sa.messages) >= MAX_MESSAGES:
+                sa.drop(f"messages past the first {MAX_MESSAGES} of the IKE SA")
+                return
+            builders = sa.messages[key] = []
         if not builders or not builders[-1].same_message(message):
             builders.append(_MessageBuilder(first=message, last_timestamp=message.timestamp))
-        builders[-1].add(message)
+            if message.fragment:
+                self._open_fragment_group(sa, key, builders[-1])
+        builder = builders[-1]
+        dropped = builder.add(message)
+        if dropped:
+            sa.drop(dropped)
+        if id(builder) in sa.open_fragments and not builder.incomplete:
+            del sa.open_fragments[id(builder)]
         notifies = message.notifies + (message.inner.notifies if message.inner else ())
         if notifies and message.exchange != iana.IKE_SA_INIT:
             sa.error_notifies.extend((message.exchange, n.type) for n in notifies
                                      if n.type < iana.ERROR_NOTIFY_LIMIT)
+
+    @staticmethod
+    def _open_fragment_group(sa: _SaBuilder, key: tuple, builder: _MessageBuilder) -> None:
+        """A new fragmented message: give up the oldest of the SA's incomplete ones when
+        too many are open (a flood of fragments that never complete)."""
+        if len(sa.open_fragments) >= MAX_OPEN_FRAGMENT_GROUPS:
+            old_key, oldest = sa.open_fragments.pop(next(iter(sa.open_fragments)))
+            sa.messages[old_key].remove(oldest)
+            if not sa.messages[old_key]:
+                del sa.messages[old_key]
+            sa.drop(f"fragmented messages given up with fragments missing, past {MAX_OPEN_FRAGMENT_GROUPS} open")
+        sa.open_fragments[id(builder)] = (key, builder)
 
     # -- IKEv1 -----------------------------------------------------------------------
     def _feed_ikev1(self, message: Ikev1Message) -> None:
@@ -477,6 +601,8 @@ class Tracker:
         self._by_pair.clear()
         self._pending.clear()
         self._by_spi_i.clear()
+        self._idle.clear()
+        self._retrying.clear()
         unique = {id(sa): sa for sa in self._closed}
         builders = sorted(unique.values(), key=lambda s: s.order)
         _link_rekeys(builders)
@@ -489,11 +615,12 @@ class Tracker:
         anomalies.extend(_undecryptable(sa, messages))
         for m in messages:
             if not m.complete:
-                missing = sorted(set(range(1, m.ike_fragments + 1)) - set(m.fragments_seen))
                 anomalies.append(Anomaly("incomplete", f"{iana.exchange_name(m.exchange)} "
                                          f"{'response' if m.response else 'request'} message id "
-                                         f"{m.message_id}: IKE fragment(s) {missing} of "
+                                         f"{m.message_id}: IKE fragment(s) {_missing(m)} of "
                                          f"{m.ike_fragments} never seen", m.first_frame))
+        anomalies += [Anomaly("overflow", f"{count} {what}: counted, not kept", None)
+                      for what, count in sa.dropped.items()]
         return Negotiation(
             capture=self.capture, ike_version=1 if isinstance(first, Ikev1Message) else 2,
             spi_i=sa.spi_i, spi_r=sa.spi_r, initiator=sa.initiator, responder=sa.responder,
@@ -513,6 +640,19 @@ class Tracker:
             ppk_notifies=tuple(dict.fromkeys((m.exchange, n.type) for m in messages if m.inner
                                              for n in m.inner.notifies if n.type in iana.PPK_NOTIFIES)),
         )
+
+
+def _missing(message: TrackedMessage) -> str:
+    """The missing fragment numbers as ranges ("[2-7, 9]"): a hostile Total Fragments
+    of 65,535 must not make a 65,535-number list."""
+    seen = sorted({n for n in message.fragments_seen if 1 <= n <= message.ike_fragments})
+    ranges, start = [], 1
+    for number in [*seen, message.ike_fragments + 1]:
+        if number > start:
+            ranges.append(str(start) if number - 1 == start else f"{start}-{number - 1}")
+        start = max(start, number + 1)
+    shown = ", ".join(ranges[:8]) + (f", ... ({len(ranges) - 8} more ranges)" if len(ranges) > 8 else "")
+    return f"[{shown}]"
 
 
 def _built_messages(sa: _SaBuilder) -> list[TrackedMessage]:

@@ -22,7 +22,7 @@ def run(*args: str):
 def test_scan_json_carries_the_documented_fields():
     result = run("scan", lab_path("h01"), "--format", "json")
     assert result.exit_code == 0, result.output
-    document = json.loads(result.output)
+    document = json.loads(result.stdout)
     assert document["schema_version"] == 1
     [n] = document["negotiations"]
     for key in ("capture", "classification", "ke_method", "addke_methods", "pq_offered_by_initiator",
@@ -34,7 +34,7 @@ def test_scan_json_carries_the_documented_fields():
 
 
 def test_scan_folder_covers_every_lab_capture():
-    document = json.loads(run("scan", str(PCAPS), "--format", "json").output)
+    document = json.loads(run("scan", str(PCAPS), "--format", "json").stdout)
     assert {c["path"] for c in document["captures"]} == {str(PCAPS / r["file"]) for r in RECORDS.values()}
 
 
@@ -61,8 +61,8 @@ def test_csv_has_a_header_and_a_row_per_negotiation():
 def test_gzip_capture_scans_like_the_plain_one(tmp_path):
     target = tmp_path / "h02.pcap.gz"
     target.write_bytes(gzip.compress((PCAPS / RECORDS["h02"]["file"]).read_bytes()))
-    plain = json.loads(run("scan", lab_path("h02"), "--format", "json").output)["negotiations"]
-    packed = json.loads(run("scan", str(target), "--format", "json").output)["negotiations"]
+    plain = json.loads(run("scan", lab_path("h02"), "--format", "json").stdout)["negotiations"]
+    packed = json.loads(run("scan", str(target), "--format", "json").stdout)["negotiations"]
     for n in plain + packed:
         n.pop("capture")
     assert plain == packed
@@ -88,7 +88,7 @@ def test_truncated_capture_reports_damage_and_keeps_what_came_before(tmp_path):
     cut.write_bytes(data[: len(data) * 2 // 3])
     result = run("scan", str(cut), "--format", "json")
     assert result.exit_code == 0
-    document = json.loads(result.output)
+    document = json.loads(result.stdout)
     assert any(a["kind"] == "capture" for a in document["captures"][0]["anomalies"])
     assert document["negotiations"] and document["negotiations"][0]["ke_method"] == 31
 
@@ -113,13 +113,13 @@ def test_private_ke_option_rejects_bad_values(value):
 def test_empty_folder_scans_to_nothing(tmp_path):
     result = run("scan", str(tmp_path), "--format", "json")
     assert result.exit_code == 0
-    assert json.loads(result.output)["negotiations"] == []
+    assert json.loads(result.stdout)["negotiations"] == []
 
 
 def test_folder_skips_non_capture_files(tmp_path):
     shutil.copy(PCAPS / RECORDS["c01"]["file"], tmp_path / "a.pcap")
     (tmp_path / "a.keys").write_text("not a capture")
-    document = json.loads(run("scan", str(tmp_path), "--format", "json").output)
+    document = json.loads(run("scan", str(tmp_path), "--format", "json").stdout)
     assert [c["path"] for c in document["captures"]] == [str(tmp_path / "a.pcap")]
 
 
