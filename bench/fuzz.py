@@ -6,7 +6,8 @@
     python bench/fuzz.py --replay bench/out/fuzz/crash-*  # run saved inputs once, show the traceback
 
 Targets:
-  capture  whole capture files (pcap, pcapng, gzip; seeded from pcaps/*.pcap) through
+  capture  whole capture files (pcap, pcapng, gzip; seeded from pcaps/*.pcap and the
+           third-party captures under $IKEAUDIT_THIRDPARTY up to 64 KiB) through
            sources -> extract -> dissect -> track -> classify, as `ikeaudit scan` runs
            them (the libpcap prefilter and the pure-Python reader alternate).
   frames   a sequence of link-layer frames (seeded from the frames of pcaps/*.pcap)
@@ -391,8 +392,11 @@ def capture_seeds() -> list[bytes]:
 
     seeds = [p.read_bytes() for p in sorted((ROOT / "pcaps").glob("*.pcap"))]
     seeds.append(gzip.compress(seeds[0], mtime=0))
-    for p in sorted((ROOT / "tests" / "data").glob("*.pcapng"))[:4]:
-        seeds.append(p.read_bytes())
+    # Third-party captures, read in place, bring pcapng, gzip and other link types.
+    thirdparty = Path(os.environ.get("IKEAUDIT_THIRDPARTY", "/work/shared/pcaps/thirdparty"))
+    for p in sorted(thirdparty.rglob("*")) if thirdparty.is_dir() else ():
+        if p.is_file() and p.suffix in (".pcap", ".pcapng", ".cap", ".gz") and p.stat().st_size <= 65536:
+            seeds.append(p.read_bytes())
     return seeds
 
 

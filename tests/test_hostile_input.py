@@ -146,3 +146,14 @@ def test_bad_policy_file_is_one_line_and_exit_2(tmp_path, policy):
     result = run("report", lab_path("c01"), "-o", str(tmp_path / "out"), "--policy", str(path))
     line = one_error_line(result)
     assert line.startswith("Error: ") and "policy.toml" in line
+
+
+@pytest.mark.parametrize(("cell", "shown"), [
+    ("=1+1", "'=1+1"), ("+cmd", "'+cmd"), ("-cmd|' /C calc'!A0", "'-cmd|' /C calc'!A0"),
+    ("@SUM(A1)", "'@SUM(A1)"), ("\t=1", "'\t=1"), ("\r=1", "'\r=1"),
+    ("-42", "-42"), ("+1.5", "+1.5"), ("strongSwan", "strongSwan"),
+])
+def test_csv_cells_a_spreadsheet_would_run_get_a_quote(cell, shown):
+    from ikeaudit.report.machine import csv_safe
+
+    assert csv_safe(cell) == shown
