@@ -153,6 +153,10 @@ def main() -> int:
     print("anomalies by detail (numbers as N):")
     for detail, count in bounds_hit(anomalies).most_common(40):
         print(f"  {count:9d}  {detail[:150]}")
+    print("bounds that count what they do not keep:")
+    for a in anomalies:
+        if "counted, not kept" in a["detail"] or "not listed" in a["detail"]:
+            print(f"  {a['detail'][:200]}")
     if not args.keep:
         capture.unlink()
         result.unlink()
