@@ -60,7 +60,6 @@ MAX_TRANSFORMS = 256
 # Decrypted SKF shares held per message: a Total Fragments of 65,535 must not make one
 # message hold 65,535 plaintexts (the tracker keeps the same number of fragments).
 MAX_INNER_FRAGMENTS = 128
-FLAG_INITIATOR = 0x08
 SK_HEADER, SKF_HEADER = 4, 8  # generic payload header; SKF adds Fragment Number and Total
 
 
@@ -160,7 +159,7 @@ def _open(message: IkeMessage, data: bytes, walk: _Walk, keys: decrypt.KeyTable)
     fragment = message.fragment
     opened = decrypt.open_encrypted(
         data, walk.encrypted_at, walk.encrypted_end, SKF_HEADER if fragment else SK_HEADER,
-        walk.encrypted_next, bool(message.flags & FLAG_INITIATOR),
+        walk.encrypted_next, message.from_original_initiator,
         keys.for_pair(message.spi_i, message.spi_r),
         whole=fragment is None or fragment == (1, 1))
     decryption = Decryption(opened.status, opened.detail,
@@ -217,7 +216,8 @@ class InnerReassembly:
         if not isinstance(record, IkeMessage) or not record.fragment_plaintext or record.fragment is None:
             return record
         number, total = record.fragment
-        key = (record.spi_i, record.spi_r, record.message_id, record.flags & 0x28, record.exchange, total)
+        key = (record.spi_i, record.spi_r, record.message_id, record.is_response,
+               record.from_original_initiator, record.exchange, total)
         pieces = self._pending.setdefault(key, {})
         anomalies = record.anomalies
         if number in pieces or len(pieces) < MAX_INNER_FRAGMENTS:
