@@ -36,6 +36,7 @@ from scapy.all import (
 )
 from scapy.utils import RawPcapReader
 
+from conftest import FUZZED
 from ikeaudit.extract import Extractor
 from ikeaudit.records import Anomaly, Frame, IkeDatagram
 
@@ -760,7 +761,8 @@ def readable(path: str) -> bool:
 
 
 OUR_CAPTURES = sorted(glob.glob(str(ROOT / "pcaps" / "*.pcap")))
-THIRDPARTY_CAPTURES = sorted(p for p in glob.glob(str(THIRDPARTY / "*" / "*")) if readable(p))
+THIRDPARTY_CAPTURES = sorted(p for p in glob.glob(str(THIRDPARTY / "*" / "*"))
+                             if Path(p).name not in FUZZED and readable(p))
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")

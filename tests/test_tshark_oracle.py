@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PCAPS, THIRDPARTY, needs_tshark
+from conftest import FUZZED, PCAPS, THIRDPARTY, needs_tshark
 from ikeaudit.dissect import dissect
 from ikeaudit.extract import Extractor
 from ikeaudit.records import Ikev1Message, IkeMessage
@@ -28,7 +28,8 @@ SA_SUBSTRUCTURES = {"2", "3"}
 def captures() -> list[Path]:
     found = sorted(PCAPS.glob("*.pcap"))
     if THIRDPARTY.is_dir():
-        found += sorted(p for p in THIRDPARTY.rglob("*") if p.name.endswith(CAPTURE_SUFFIXES))
+        found += sorted(p for p in THIRDPARTY.rglob("*")
+                        if p.name.endswith(CAPTURE_SUFFIXES) and p.name not in FUZZED)
     return found
 
 
