@@ -479,7 +479,8 @@ def _unanswered(n: Negotiation, catalog: KeCatalog, pq_offered: bool, ppk: str,
     last_error = errors[-1][1] if errors else None
     error = iana.notify_name(last_error) if last_error is not None else None
     if n.state == SA_INIT_RETRY:
-        evidence.append("the responder asked for a retry and the initiator never sent one")
+        evidence.append("the responder asked for a retry and the initiator never sent one" if n.sa_init_seen else
+                        "the responder asked for a retry; the initiator's requests were not captured")
     evidence.append(f"IKE_SA_INIT answered with {error or 'no SA payload'}")
     if last_error == iana.NO_PROPOSAL_CHOSEN and pq_offered:
         findings.append(Finding("medium", "pq-refused", "the initiator offered ML-KEM and the "
