@@ -769,7 +769,8 @@ def _with_observation(n: Negotiation, c: Classification) -> Classification:
         how = ("its class is inferred: " + "; ".join(c.inferences) if c.observation == INFERRED_OBSERVATION
                else "nothing in the capture shows its key exchange: it cannot be assessed")
         findings.append(Finding("medium", "handshake-not-captured",
-                                f"the exchange that decided this IKE SA's key exchange was not captured; {how}"))
+                                "the exchange that decided this IKE SA's key exchange was not captured "
+                                f"(or only encrypted, without keys); {how}"))
     elif c.name == UNKNOWN and c.basis == "none" and n.sa_init_seen:
         # initiator-only: the offer was seen, the choice was not
         c = replace(c, observation=NOT_OBSERVABLE)
