@@ -155,11 +155,13 @@ def test_hybrid_mlkem1024_needs_room_for_a_1568_byte_key():
     assert "evidence-mismatch" in codes(c)  # 1292 < 1568 + 8
 
 
-def test_hybrid_established_without_any_intermediate_is_evidence_mismatch():
+def test_hybrid_going_on_without_any_intermediate_is_unconfirmed_addke_not_captured():
+    # lab h02 with its IKE_INTERMEDIATE dropped: the class says what was chosen, the
+    # confidence that it was never seen.
     n = negotiation(messages=(*sa_init(), *auth(message_id=1)))
     c = classify(n)
-    f = finding(c, "evidence-mismatch")
-    assert f.severity == "high"
+    assert finding(c, "addke-not-captured").severity == "high"
+    assert c.name == "hybrid-pq" and c.confidence == "unconfirmed"
 
 
 def test_hybrid_capture_ending_after_sa_init_is_not_a_mismatch():
@@ -176,7 +178,7 @@ def test_two_addkes_need_two_intermediate_exchanges():
     c = classify(n)
     assert c.addke == ((6, 36), (7, 37))
     assert c.mlkem_parameter_set == "ML-KEM-1024" and c.nist_category == 5
-    assert "evidence-mismatch" in codes(c)
+    assert "addke-not-captured" in codes(c) and c.confidence == "unconfirmed"
 
 
 def test_intermediate_without_chosen_addke_is_classical_and_not_pq_evidence():
@@ -280,8 +282,9 @@ def test_pq_offered_in_a_second_proposal_counts_as_offered():
     assert classify(n).name == "classical-pq-offered"
 
 
-# Facts sheet: 1 (768-bit MODP) 96 bytes, 2 (1024-bit) 128, 5 (1536-bit) 192, 22 128.
-@pytest.mark.parametrize("group,size", [(1, 96), (2, 128), (5, 192), (22, 128)])
+# Facts sheet: 1 (768-bit MODP) 96 bytes, 2 (1024-bit) 128, 5 (1536-bit) 192, 22 128;
+# RFC 8247 section 2.4 adds 23 and 24 (SHOULD NOT; RFC 5114 2048-bit MODP, 256 bytes).
+@pytest.mark.parametrize("group,size", [(1, 96), (2, 128), (5, 192), (22, 128), (23, 256), (24, 256)])
 def test_weak_group_chosen_is_a_weak_group_finding(group, size):
     p = proposal(group)
     n = negotiation(chosen=p, offered=(p,), offered_ke=(group,), responder_ke=group,
@@ -359,15 +362,16 @@ def test_unassigned_id_as_main_ke_is_unknown():
 # --- PPK (RFC 8784)
 
 
-def test_use_ppk_in_both_sa_init_messages_is_negotiated():
+def test_use_ppk_in_both_sa_init_messages_is_only_requested():
+    # RFC 8784 decides PPK use in IKE_AUTH, which is encrypted.
     n = negotiation(initiator_notifies=(16430, USE_PPK), responder_notifies=(16430, USE_PPK))
     c = classify(n)
-    assert c.ppk == "negotiated"
-    assert any("8784" in e for e in c.evidence)
+    assert c.ppk == "requested"
+    assert any("USE_PPK" in e for e in c.evidence)
 
 
-def test_use_ppk_only_in_the_request_is_offered():
-    assert classify(negotiation(initiator_notifies=(USE_PPK,), responder_notifies=())).ppk == "offered"
+def test_use_ppk_only_in_the_request_is_requested():
+    assert classify(negotiation(initiator_notifies=(USE_PPK,), responder_notifies=())).ppk == "requested"
 
 
 def test_no_use_ppk_is_none():
@@ -480,7 +484,7 @@ def create_child(message_id: int = 2) -> list[TrackedMessage]:
 
 
 def rekeyed_child() -> Negotiation:
-    return midstream(rekeyed_from=(SPI_I, SPI_R),
+    return midstream(rekeyed_from=(SPI_I, SPI_R), rekey_linked_by="addresses-time-and-size",
                      rekey_evidence=f"no IKE_SA_INIT; same addresses as IKE SA {SPI_I}/{SPI_R}")
 
 
@@ -490,7 +494,8 @@ def test_rekeyed_child_of_hybrid_parent_with_followup_ke_inherits_hybrid():
     c_parent, c_child = classify_all([parent, rekeyed_child()])
     assert c_parent.name == "hybrid-pq"
     assert c_child.name == "hybrid-pq"
-    assert c_child.basis == "inherited from parent IKE SA"
+    assert c_child.basis.startswith("inherited from parent IKE SA")
+    assert (c_child.observation, c_child.confidence) == ("inferred", "inferred")
     assert c_child.addke == ((6, 36),) and c_child.mlkem_parameter_set == "ML-KEM-768"
 
 
@@ -498,7 +503,7 @@ def test_child_listed_before_its_parent_still_inherits():
     parent = negotiation(messages=(*sa_init(), *intermediate(*ROOMY_768), *auth(), *create_child(3),
                                    *followup(4)))
     c_child, c_parent = classify_all([rekeyed_child(), parent])
-    assert c_child.name == "hybrid-pq" and c_child.basis == "inherited from parent IKE SA"
+    assert c_child.name == "hybrid-pq" and c_child.basis.startswith("inherited from parent IKE SA")
 
 
 def test_rekeyed_child_of_hybrid_parent_without_followup_ke_is_unknown():
@@ -506,7 +511,7 @@ def test_rekeyed_child_of_hybrid_parent_without_followup_ke_is_unknown():
     c_parent, c_child = classify_all([parent, rekeyed_child()])
     assert c_parent.name == "hybrid-pq"
     assert c_child.name == "unknown"
-    assert c_child.basis == "inherited from parent IKE SA"
+    assert c_child.basis.startswith("inherited from parent IKE SA")
     assert finding(c_child, "rekey-without-followup-ke")
 
 
@@ -542,3 +547,73 @@ def test_classify_all_keeps_order_and_length():
 def test_classification_is_a_pure_function_of_the_negotiation():
     n = negotiation()
     assert classify(n) == classify(dataclasses.replace(n))
+
+
+# --- PPK (RFC 8784 in IKE_AUTH, RFC 9867 in IKE_INTERMEDIATE), decided by decrypted responses
+
+PPK_IDENTITY, NO_PPK_AUTH, USE_PPK_INT, PPK_IDENTITY_KEY = 16436, 16437, 16445, 16446
+
+
+def decrypted(message: TrackedMessage, *notifies: int, payloads: tuple[int, ...] = (41,)) -> TrackedMessage:
+    from ikeaudit.records import Decryption, InnerPayloads, Notify
+
+    inner = InnerPayloads(payload_types=payloads, notifies=tuple(Notify(t, 0, b"") for t in notifies))
+    return dataclasses.replace(message, decryption=Decryption("decrypted", "test"), inner=inner)
+
+
+def with_auth(request_notifies=(), response_notifies=(), **kw) -> Negotiation:
+    request, response = auth()
+    return negotiation(messages=(*sa_init(), *intermediate(*ROOMY_768), decrypted(request, *request_notifies),
+                                 decrypted(response, *response_notifies)), **kw)
+
+
+def test_ppk_identity_in_the_decrypted_ike_auth_response_is_negotiated():
+    n = with_auth((PPK_IDENTITY, NO_PPK_AUTH), (PPK_IDENTITY,),
+                  initiator_notifies=(USE_PPK,), responder_notifies=(USE_PPK,))
+    assert classify(n).ppk == "negotiated"
+
+
+def test_no_ppk_identity_in_the_decrypted_response_is_the_no_ppk_auth_fallback():
+    n = with_auth((PPK_IDENTITY, NO_PPK_AUTH), (), initiator_notifies=(USE_PPK,), responder_notifies=(USE_PPK,))
+    c = classify(n)
+    assert c.ppk == "not-used"
+    assert any("NO_PPK_AUTH" in e for e in c.evidence)
+
+
+def test_ppk_identity_key_answered_in_intermediate_is_negotiated():
+    request, response = intermediate(*ROOMY_768)
+    n = negotiation(initiator_notifies=(USE_PPK_INT,), responder_notifies=(USE_PPK_INT,),
+                    messages=(*sa_init(), decrypted(request, PPK_IDENTITY_KEY), decrypted(response, PPK_IDENTITY_KEY),
+                              *auth()))
+    assert classify(n).ppk == "negotiated"
+
+
+def test_ppk_identity_key_only_in_the_intermediate_request_is_only_requested():
+    request, response = intermediate(*ROOMY_768)
+    n = negotiation(initiator_notifies=(USE_PPK_INT,), responder_notifies=(USE_PPK_INT,),
+                    messages=(*sa_init(), decrypted(request, PPK_IDENTITY_KEY), response, *auth()))
+    assert classify(n).ppk == "requested"
+
+
+# --- confidence and what only verified/negotiated may mean
+
+
+def test_a_verified_or_negotiated_class_never_carries_a_contradiction():
+    small = negotiation(messages=(*sa_init(), *intermediate(200, 200), *auth()))
+    c = classify(small)
+    assert c.name == "hybrid-pq" and "evidence-mismatch" in codes(c)
+    assert c.confidence == "contradicted"
+
+
+def test_a_chosen_addke_slot_left_out_of_the_offer_may_come_back_as_none():
+    # RFC 9370 section 2.2.1: NONE (0) in an ADDKE slot the initiator did not offer is no finding.
+    chosen = proposal(31, (6, 36), (7, 0))
+    n = negotiation(chosen=chosen, offered=(HYBRID_768,))
+    assert "chosen-not-offered" not in codes(classify(n))
+
+
+def test_a_transform_from_another_offered_proposal_is_chosen_not_offered():
+    # RFC 7296 section 3.3.6: one proposal, not a mix of several.
+    n = negotiation(chosen=proposal(19, (6, 36)), offered=(proposal(31, (6, 36)), proposal(19, number=2)),
+                    offered_ke=(19,), responder_ke=19)
+    assert "chosen-not-offered" in codes(classify(n))

@@ -3,6 +3,7 @@ and the Negotiations of finish() asserted. No bytes, no Scapy."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 from ikeaudit.records import (
@@ -121,10 +122,11 @@ def full_handshake(*, spi_i: str = SPI_I, spi_r: str = SPI_R, t0: float = 1.0, s
 # --- the normal handshake
 
 
-def test_sa_init_and_auth_pairs_make_one_established_negotiation():
+def test_sa_init_and_auth_pairs_make_one_negotiation_not_proven_established():
+    # An IKE_AUTH response seen in clear headers only may carry AUTHENTICATION_FAILED.
     n = one(*full_handshake())
     assert (n.spi_i, n.spi_r) == (SPI_I, SPI_R)
-    assert n.state == "established" and n.established is True
+    assert n.state == "established" and n.established is False and n.established_basis == "none"
     assert n.sa_init_seen is True
     assert (n.initiator, n.responder, n.initiator_port, n.responder_port) == (A, B, 500, 500)
     assert n.chosen == HYBRID and n.offered == (HYBRID,)
@@ -350,11 +352,11 @@ def midstream(spi_i: str = "5555555555555555", spi_r: str = "6666666666666666", 
                 spi_r=spi_r, src=dst, dst=src, frame=frame + 1, ts=ts + 0.01)]
 
 
-def test_sa_without_sa_init_is_midstream_and_established():
+def test_sa_without_sa_init_is_midstream_and_established_by_inference():
     n = one(*midstream())
-    assert n.sa_init_seen is False
+    assert n.sa_init_seen is False and n.midstream is True
     assert n.state == "midstream"
-    assert n.established is True
+    assert n.established is True and n.established_basis == "inferred"
     assert n.anomalies == ()
     assert (n.initiator, n.responder) == (A, B)
     assert len(n.messages) == 2
@@ -388,16 +390,23 @@ def test_midstream_sa_before_parents_create_child_sa_is_not_linked():
 
 
 def test_unexpected_exchange_order_is_an_anomaly_and_the_message_still_counts():
+    late = msg(exchange=IKE_INTERMEDIATE, message_id=2, spi_r=SPI_R, frame=9, ts=2.0)
+    n = one(*full_handshake(), late)
+    assert any(a.kind == "malformed" and a.frame == 9 for a in n.anomalies)
+    assert (IKE_INTERMEDIATE, False) in [(m.exchange, m.response) for m in n.messages]
+
+
+def test_auth_request_after_an_uncaptured_sa_init_response_is_one_direction_not_an_anomaly():
     auth = msg(exchange=IKE_AUTH, message_id=1, spi_r=SPI_R, frame=2, ts=1.01)
     n = one(sa_init_request(frame=1), auth)
-    assert any(a.kind == "malformed" and a.frame == 2 for a in n.anomalies)
+    assert n.anomalies == () and n.state == "auth-requested"
     assert [(m.exchange, m.response) for m in n.messages] == [(34, False), (35, False)]
 
 
-def test_auth_response_without_request_in_sa_init_done_is_an_anomaly():
+def test_auth_response_without_its_request_is_one_direction_not_an_anomaly():
     h = full_handshake()
     n = one(*h[:2], h[3])
-    assert any(a.frame == h[3].frame for a in n.anomalies)
+    assert n.anomalies == () and n.state == "established"
 
 
 def test_message_anomalies_are_carried_to_the_negotiation():
@@ -514,3 +523,70 @@ def test_retry_after_refusal_with_a_responder_spi_stays_one_attempt():
     assert n.spi_r == SPI_R
     assert [(r.reason, r.offered_ke, r.requested_ke) for r in n.retries] == [("INVALID_KE_PAYLOAD", 19, 31)]
     assert n.chosen == HYBRID
+
+
+# --- established only on evidence
+
+
+def decrypted_auth_response(*payloads: int, notifies: tuple[int, ...] = (), message_id: int = 1, frame: int = 4):
+    from ikeaudit.records import Decryption, InnerPayloads
+
+    m = msg(exchange=IKE_AUTH, message_id=message_id, response=True, initiator=False, frame=frame, ts=1.03 + frame)
+    inner = InnerPayloads(payload_types=payloads, notifies=tuple(Notify(t, 0, b"") for t in notifies))
+    return dataclasses.replace(m, decryption=Decryption("decrypted", "test"), inner=inner)
+
+
+def test_decrypted_auth_response_with_auth_is_observed_establishment():
+    n = one(*full_handshake()[:3], decrypted_auth_response(36, 39, 33, 44, 45))
+    assert (n.established, n.established_basis) == (True, "observed")
+
+
+def test_decrypted_authentication_failed_is_not_established_whatever_follows():
+    n = one(*full_handshake()[:3], decrypted_auth_response(41, notifies=(24,)),
+            msg(exchange=INFORMATIONAL, message_id=2, spi_r=SPI_R, frame=9, ts=9.0))
+    assert (n.established, n.established_basis) == (False, "none")
+
+
+def test_an_eap_round_is_a_round_not_establishment():
+    # RFC 7296 section 2.16: the responder's first IKE_AUTH response carries its AUTH with EAP.
+    n = one(*full_handshake()[:3], decrypted_auth_response(36, 37, 39, 48))
+    assert (n.established, n.established_basis) == (False, "none")
+    eap_done = msg(exchange=IKE_AUTH, message_id=2, spi_r=SPI_R, frame=6, ts=7.0)
+    n = one(*full_handshake()[:3], decrypted_auth_response(36, 37, 39, 48), eap_done,
+            decrypted_auth_response(39, 33, 44, 45, message_id=2, frame=7))
+    assert (n.established, n.established_basis) == (True, "observed")
+
+
+def test_a_stray_ike_auth_request_never_opens_an_established_sa():
+    n = one(msg(exchange=IKE_AUTH, message_id=1, spi_r=SPI_R))
+    assert n.midstream and (n.established, n.established_basis) == (False, "none")
+
+
+def test_an_unrelated_sa_past_the_rekey_window_is_not_linked():
+    parent, child = track(*rekeying_parent(50.0), *midstream(ts=50.0 + 3 * 3600))
+    assert child.rekeyed_from is None
+    parent, child = track(*rekeying_parent(50.0), *midstream(ts=60.0), rekey_window=5.0)
+    assert child.rekeyed_from is None
+
+
+def test_an_sa_whose_own_ike_auth_was_captured_is_never_a_rekey():
+    own_auth = [msg(exchange=IKE_AUTH, message_id=1, spi_i="5555555555555555", spi_r="6666666666666666",
+                    frame=60, ts=60.0), *midstream(ts=60.5)]
+    parent, child = track(*rekeying_parent(50.0), *own_auth)
+    assert child.rekeyed_from is None
+
+
+def test_a_create_child_sa_too_small_for_the_parents_ke_is_no_rekey_link():
+    small = [*full_handshake(),
+             msg(exchange=CREATE_CHILD_SA, message_id=2, spi_r=SPI_R, frame=20, ts=50.0, udp_payload_length=80),
+             msg(exchange=CREATE_CHILD_SA, message_id=2, response=True, initiator=False, frame=21, ts=50.01,
+                 udp_payload_length=80)]
+    parent, child = track(*small, *midstream(ts=60.0))
+    assert child.rekeyed_from is None
+
+
+def test_wire_evidence_flags_intermediate_and_fragments():
+    n = one(*full_handshake()[:2],
+            msg(exchange=IKE_INTERMEDIATE, message_id=1, spi_r=SPI_R, fragment=(1, 2), frame=3, ts=1.02),
+            msg(exchange=IKE_INTERMEDIATE, message_id=1, spi_r=SPI_R, fragment=(2, 2), frame=4, ts=1.03))
+    assert n.intermediate_seen and n.fragments_seen and not n.midstream
