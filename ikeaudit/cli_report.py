@@ -10,9 +10,11 @@ from pathlib import Path
 
 import click
 
-from ikeaudit.cli import EXIT_FINDINGS, InputError, _audit, _parse_private_ke, exit_code
-from ikeaudit.cli_keys import keys_option, load_keys
-from ikeaudit.classify import SEVERITIES, KeCatalog
+from ikeaudit.classify import KeCatalog
+from ikeaudit.cli_common import (
+    EXIT_FINDINGS, InputError, exit_code, fail_on_option, keys_option, load_keys, parse_private_ke,
+    private_ke_option, rekey_window_option, run_audit,
+)
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
 from ikeaudit.policy import (
     DEFAULT_POLICY,
@@ -53,13 +55,12 @@ def _generated_at() -> str:
               help=f"Policy preset ({', '.join(PRESETS)}) or a TOML policy file.")
 @click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
               help="Judge dated policy rules as of this day (default: today, UTC).")
-@click.option("--fail-on", type=click.Choice(["none", *SEVERITIES]), default="none", show_default=True,
-              help="Exit with 1 when a finding or policy verdict of this severity or worse is found.")
-@click.option("--private-ke", "private_ke", multiple=True, metavar="ID=NAME[:pq|classical]",
-              help="Name a private-use KE method id (see `ikeaudit scan --help`).")
+@fail_on_option
+@private_ke_option
 @keys_option
+@rekey_window_option
 def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: datetime | None,
-           fail_on: str, private_ke: tuple[str, ...], key_files: tuple[str, ...]) -> None:
+           fail_on: str, private_ke: tuple[str, ...], key_files: tuple[str, ...], rekey_window: float) -> None:
     """Write the compliance report for CAPTURES into a folder: report.html (self-contained,
     plots embedded), report.md, report.json, negotiations and messages as CSV and Parquet,
     a CycloneDX CBOM (cbom.json) and the plots as PNG.
@@ -69,13 +70,13 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
       ikeaudit report pcaps/ -o reports/
       ikeaudit report span/*.pcapng --policy cnsa2 --fail-on high -o /srv/audit/today
     """
-    catalog = KeCatalog(_parse_private_ke(private_ke))
+    catalog = KeCatalog(parse_private_ke(private_ke))
     try:
         policy = load_policy(policy_name)
     except PolicyError as exc:
         raise InputError(str(exc)) from None
     day = as_of.date() if as_of else datetime.now(timezone.utc).date()
-    audits = _audit(captures, catalog, keys=load_keys(key_files))
+    audits = run_audit(captures, catalog, keys=load_keys(key_files), rekey_window=rekey_window)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
