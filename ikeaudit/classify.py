@@ -51,6 +51,16 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 # Classification.confidence
 VERIFIED = "verified"  # decrypted KE payloads confirm every chosen method
 NEGOTIATED = "negotiated"  # only the clear proposal and message sizes support it
+UNCONFIRMED = "unconfirmed"  # a KE/ADDKE was chosen but the exchange carrying it was never captured
+CONTRADICTED = "contradicted"  # messages too small for the chosen KE, or decrypted KE differs
+INFERRED = "inferred"  # no chosen proposal seen: the class rests on inferences
+# Only these may ever pass a policy rule.
+PASSABLE_CONFIDENCE = frozenset({VERIFIED, NEGOTIATED})
+
+# Classification.observation
+OBSERVED = "observed"
+INFERRED_OBSERVATION = "inferred"
+NOT_OBSERVABLE = "not-observable"
 # Classes that rest on a chosen proposal, and so can be verified or merely negotiated.
 JUDGED_BY_PROPOSAL = frozenset({"hybrid-pq", "pq-only", "classical", "classical-pq-offered"})
 
@@ -69,16 +79,32 @@ class Classification:
     basis: str  # "IKE_SA_INIT", "inherited from parent IKE SA", "none"
     ke_method: int | None
     addke: tuple[tuple[int, int], ...]  # (transform type, method id) of chosen ADDKEs, NONE left out
-    pq_offered_by_initiator: bool
+    pq_offered_by_initiator: bool | None  # None: the initiator's IKE_SA_INIT request was not seen
     mlkem_parameter_set: str | None  # strongest ML-KEM in the chosen proposal, e.g. "ML-KEM-768"
     nist_category: int | None
     classical_strength_bits: int | None
     offered_ke_methods: tuple[int, ...]  # every KE method id the initiator offered, in order
-    ppk: str  # "none", "offered", "negotiated"
+    # RFC 8784 PPK: "none"; "requested" (USE_PPK / USE_PPK_INT seen, use not confirmed);
+    # "negotiated" (decrypted PPK_IDENTITY accepted in IKE_AUTH, or PPK_IDENTITY_KEY in
+    # IKE_INTERMEDIATE); "not-used" (NO_PPK_AUTH fallback taken, or the responder did not
+    # confirm it once decrypted). Only "negotiated" takes a tunnel out of exposure.
+    ppk: str
     error: str | None  # the error notify of a failed negotiation
     evidence: tuple[str, ...]
     findings: tuple[Finding, ...]
-    confidence: str | None = None  # VERIFIED or NEGOTIATED; None for classes without a chosen proposal
+    # VERIFIED, NEGOTIATED, UNCONFIRMED, CONTRADICTED or INFERRED (see the constants);
+    # None when there is no chosen proposal and nothing was inferred. Only VERIFIED and
+    # NEGOTIATED may ever pass a policy.
+    confidence: str | None = None
+    # How the class was reached: OBSERVED (the exchange that decided the key exchange was
+    # captured), INFERRED_OBSERVATION (from the SA's own traffic: each step in
+    # `inferences`), NOT_OBSERVABLE (nothing to go on: class unknown, unassessed).
+    observation: str = "observed"
+    inferences: tuple[str, ...] = ()  # each a sentence naming what was inferred from what
+    # IKE_SA_INIT_FULL_TRANSCRIPT_AUTH (draft-ietf-ipsecme-ikev2-downgrade-prevention) in
+    # IKE_SA_INIT: "both", "initiator-only", "responder-only", "neither"; None when the
+    # IKE_SA_INIT exchange was not seen.
+    downgrade_prevention: str | None = None
 
     @property
     def addke_methods(self) -> tuple[int, ...]:

@@ -369,15 +369,28 @@ class Negotiation:
     vendor_ids: tuple[bytes, ...]
     moved_to_4500: bool
     anomalies: tuple[Anomaly, ...]
-    established: bool  # an IKE_AUTH response was seen, or the SA was met already in use
+    # True only on evidence of a successful IKE_AUTH; `established_basis` says which:
+    # "observed" a decrypted IKE_AUTH response with an AUTH payload and no error notify;
+    # "inferred" without keys, later exchanges under the SA's SPIs after IKE_AUTH
+    # (CREATE_CHILD_SA, INFORMATIONAL; ESP is judged by the exposure stage, not here);
+    # "none" not established (an IKE_AUTH response alone may be AUTHENTICATION_FAILED or
+    # an EAP round).
+    established: bool
     rekeyed_from: tuple[str, str] | None = None  # parent's (spi_i, spi_r)
     rekey_evidence: str | None = None
     ikev1_exchanges: tuple[int, ...] = ()
     # What decryption showed (empty without a key table):
-    rekey_linked_by: str | None = None  # "spis" (decrypted rekey proposal) or "addresses-and-time"
+    # "spis" (decrypted rekey proposal), "addresses-time-and-size" (inferred: same peers,
+    # within the tracker's rekey window, message sizes that agree) or None
+    rekey_linked_by: str | None = None
     child_exchanges: tuple[ChildExchange, ...] = ()
     child_sa_offered: tuple[Proposal, ...] = ()  # IKE_AUTH request's SA payload
     child_sa_chosen: Proposal | None = None  # IKE_AUTH response's
     identifications: tuple[Identification, ...] = ()  # from IKE_AUTH, initiator's first
     auth_methods: tuple[tuple[bool, int], ...] = ()  # (from initiator, AUTH method) per AUTH payload
     ppk_notifies: tuple[tuple[int, int], ...] = ()  # (exchange, notify type) of decrypted PPK notifies
+    established_basis: str = "none"  # "observed", "inferred" or "none" (see `established`)
+    # What the wire shows even when the notifies that negotiated it were not captured:
+    intermediate_seen: bool = False  # an IKE_INTERMEDIATE exchange was on the wire
+    fragments_seen: bool = False  # SKF (IKE fragment) payloads were on the wire
+    midstream: bool = False  # the SA was met without its IKE_SA_INIT (in either direction)
