@@ -26,6 +26,7 @@ from ikeaudit.policy import (
     load_policy,
     worst,
 )
+from ikeaudit.policy.rules import rekey_exchanges
 from ikeaudit.report import cbom, html, markdown, views
 from ikeaudit.report.machine import render_json
 
@@ -94,9 +95,11 @@ def _write(out: Path, audits, catalog: KeCatalog, policy, day: date, fail_on: st
 
     verdicts = {}
     verdicts_fail = False
+    rekeys = rekey_exchanges(audits)
     for a in audits:
         for item in a.negotiations:
-            judged = evaluate(policy, item, day, catalog)
+            judged = evaluate(policy, item, day, catalog,
+                              rekey=rekeys.get((item.negotiation.spi_i, item.negotiation.spi_r)))
             top = worst(judged)
             verdicts[id(item)] = ([v.as_dict() for v in judged], top.outcome if top else None)
             verdicts_fail |= fails_on(judged, fail_on)

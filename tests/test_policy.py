@@ -64,12 +64,18 @@ MATRIX = {
     ("hybrid-required", "h01"): {"hybrid-key-exchange": P},
     ("hybrid-required", "h02"): {"hybrid-key-exchange": P},
     ("hybrid-required", "p02"): {"hybrid-key-exchange": P},
-    # cnsa2: ML-KEM-1024, AES-256, SHA-384 or stronger for PRF and INTEG
-    ("cnsa2", "c01"): {"negotiation": F, "ml-kem-1024": F, "aes-256": P, "prf-sha384": F, "integ-sha384": F},
-    ("cnsa2", "c02"): {"negotiation": F, "ml-kem-1024": F, "aes-256": P, "prf-sha384": F, "integ-sha384": F},
-    ("cnsa2", "h01"): {"negotiation": P, "ml-kem-1024": F, "aes-256": P, "prf-sha384": F, "integ-sha384": F},
-    ("cnsa2", "h02"): {"negotiation": P, "ml-kem-1024": P, "aes-256": P, "prf-sha384": P, "integ-sha384": P},
-    ("cnsa2", "p02"): {"negotiation": P, "ml-kem-1024": P, "aes-256": P, "prf-sha384": F, "integ-sha384": F},
+    # cnsa2: ML-KEM-1024; a classical part only ECDH P-384 (group 20) or MODP >= 3072 (RFC 9206),
+    # none needed beside ML-KEM-1024; AES-256, SHA-384 or stronger for PRF and INTEG
+    ("cnsa2", "c01"): {"negotiation": F, "ml-kem-1024": F, "classical-part": F, "aes-256": P, "prf-sha384": F,
+                       "integ-sha384": F},
+    ("cnsa2", "c02"): {"negotiation": F, "ml-kem-1024": F, "classical-part": F, "aes-256": P, "prf-sha384": F,
+                       "integ-sha384": F},
+    ("cnsa2", "h01"): {"negotiation": P, "ml-kem-1024": F, "classical-part": F, "aes-256": P, "prf-sha384": F,
+                       "integ-sha384": F},
+    ("cnsa2", "h02"): {"negotiation": P, "ml-kem-1024": P, "classical-part": P, "aes-256": P, "prf-sha384": P,
+                       "integ-sha384": P},
+    ("cnsa2", "p02"): {"negotiation": P, "ml-kem-1024": P, "classical-part": P, "aes-256": P, "prf-sha384": F,
+                       "integ-sha384": F},
     # nist-ir-8547 in 2026: every classical group here is still allowed
     ("nist-ir-8547", "c01"): {"negotiation": NA, "classical-sunset": P},
     ("nist-ir-8547", "c02"): {"negotiation": NA, "classical-sunset": P},
@@ -126,7 +132,8 @@ def test_cnsa2_h01_fails_on_ml_kem_768_and_sha256_with_evidence():
 
 def test_cnsa2_aead_needs_no_integ():
     got = outcomes("cnsa2", "h04", BEFORE_2026)  # AES-GCM-16/256 + PRF SHA-384 + ML-KEM-768
-    assert got == {"negotiation": P, "ml-kem-1024": F, "aes-256": P, "prf-sha384": P, "integ-sha384": NA}
+    assert got == {"negotiation": P, "ml-kem-1024": F, "classical-part": F, "aes-256": P, "prf-sha384": P,
+                   "integ-sha384": NA}
 
 
 @pytest.mark.parametrize("as_of,severity", [
@@ -379,7 +386,7 @@ BAD_POLICIES = [
     ('name = "x"\n[[rules]]\nid = "r"\nkind = "pq-key-exchange"\nparameter_sets = ["Kyber768"]\n',
      "'parameter set' is 'Kyber768'"),
     ('name = "x"\n[[rules]]\nid = "r"\nkind = "pq-key-exchange"\nmin_nist_category = 7\n', "between 1 and 5"),
-    ('name = "x"\n[[rules]]\nid = "r"\nkind = "classical-key-exchange"\n', "needs 'min_bits' or 'min_strength_bits'"),
+    ('name = "x"\n[[rules]]\nid = "r"\nkind = "classical-key-exchange"\n', "needs 'min_bits', 'min_strength_bits' or 'methods'"),
     ('name = "x"\n[[rules]]\nid = "r"\nkind = "classical-key-exchange"\nmin_bits = { DSA = 2048 }\n',
      "'family' is 'DSA'"),
     ('name = "x"\n[[milestones]]\nafter = "2030-12-31"\nlabel = "l"\n' + GOOD_RULE,

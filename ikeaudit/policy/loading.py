@@ -20,6 +20,8 @@ Top level::
     description = "..."           # optional
     severity = "high"             # severity of a fail (default "high")
     warn_severity = "medium"      # severity of a warn (default "medium")
+    reference = "RFC 9206 sec. 4" # optional: the section of the primary document the rule implements
+    checked = 2026-11-27          # optional: the day that reference was last checked
     [[rules.milestones]]          # optional: replaces the policy's milestones for this rule
 
 Severities are ``info``, ``low``, ``medium``, ``high``, ``critical`` (the CLI's
@@ -34,7 +36,11 @@ Rule kinds and their own keys:
     outcome; classes left out keep ``DEFAULT_OUTCOMES`` (hybrid-pq and pq-only pass,
     classical ones and ikev1 fail, failed not-applicable, incomplete and unknown warn:
     what cannot be verified never passes). ``[rules.severities]`` maps a class to the
-    severity of its fail or warn. ``ppk_outcome`` (default ``"warn"``): the outcome of a
+    severity of its fail or warn. ``[rules.confidence_outcomes]`` maps a confidence that
+    cannot pass (``unconfirmed``, ``contradicted``, ``inferred``, ``none``) to ``warn``
+    or ``fail`` (defaults in ``DEFAULT_CONFIDENCE_OUTCOMES``: contradicted fails, the
+    others warn); ``unassessed_outcome`` (``warn`` or ``fail``, default ``warn``) is the
+    least outcome of a negotiation whose handshake was not observable. ``ppk_outcome`` (default ``"warn"``): the outcome of a
     classical negotiation that negotiated an RFC 8784 post-quantum preshared key, whose
     strength the capture cannot show; ``""`` leaves such negotiations to ``outcomes``.
 ``pq-key-exchange``
@@ -48,7 +54,9 @@ Rule kinds and their own keys:
     (``MODP``, ``ECP``, ``ECX``, ``brainpool``, ``GOST``) to its least modulus or curve
     size in bits; a family left out fails. ``min_strength_bits`` asks a least security
     strength (NIST SP 800-57). ``when_absent`` (default ``"not-applicable"``): the
-    outcome when no classical method was chosen (pure ML-KEM).
+    outcome when no classical method was chosen (pure ML-KEM). ``methods`` (list of KE
+    method names as in ``ikeaudit.iana``, e.g. ``"384-bit random ECP"``) narrows the
+    allowed methods to exactly those, whatever their family's ``min_bits``.
 ``encryption``
     ``algorithms``: ENCR names from ``ikeaudit.iana.ENCRYPTION_ALGORITHMS`` (e.g.
     ``"AES-GCM-16"``); ``min_key_bits``: least key length.
@@ -65,10 +73,17 @@ Rule kinds and their own keys:
     ``deprecated_after`` the rule passes, then warns, and after ``disallowed_after``
     fails. A negotiation whose key exchange includes ML-KEM passes.
 
+Fail closed: whatever its kind, no rule passes a negotiation whose classification
+confidence is not ``verified`` or ``negotiated`` (``unconfirmed``, ``contradicted``,
+``inferred`` or none): such a pass becomes a warn (the classification rule: the
+outcome its ``confidence_outcomes`` give). A negotiation whose handshake was not
+observable (observation ``not-observable``) is unassessed and never better than the
+classification rule's ``unassessed_outcome``.
+
 A rule that has nothing to look at (no chosen proposal: a failed, incomplete or
 unknown negotiation, or IKEv1) says not-applicable and leaves the verdict on those to
-the ``classification`` rule. A symmetric rule over a rekeyed IKE SA, whose proposal
-travels encrypted, warns: it cannot verify.
+the ``classification`` rule. A rekeyed IKE SA is judged by its decrypted CREATE_CHILD_SA
+proposal; without keys that proposal is not visible and a symmetric rule warns.
 
 Every problem in a policy file (TOML syntax, an unknown key, a wrong type, an unknown
 name) raises `PolicyError` with one line naming the file and the problem.
@@ -108,6 +123,14 @@ DEFAULT_OUTCOMES: Mapping[str, str] = {
 CLASSICAL_ONLY_CLASSES = (CLASSICAL, CLASSICAL_PQ_OFFERED, IKEV1)
 PQ_CLASSES = (HYBRID_PQ, PQ_ONLY)
 CLASSICAL_FAMILIES = ("MODP", "ECP", "ECX", "brainpool", "GOST")
+# Classification.confidence values that can never pass ("none": no confidence at all),
+# and what the classification rule makes of a pass that rests on them.
+DEFAULT_CONFIDENCE_OUTCOMES: Mapping[str, str] = {
+    "unconfirmed": WARN,  # chosen, but the exchange that carries it was never captured
+    "contradicted": FAIL,  # the wire contradicts the chosen key exchange
+    "inferred": WARN,  # no chosen proposal seen: the class rests on named inferences
+    "none": WARN,
+}
 
 RULE_KINDS = ("classification", "pq-key-exchange", "classical-key-exchange", "encryption", "prf",
               "integrity", "classical-sunset")
@@ -144,10 +167,14 @@ class Rule:
     severity: str = "high"  # of a fail
     warn_severity: str = "medium"  # of a warn
     milestones: tuple[Milestone, ...] = ()
+    reference: str = ""  # section of the primary document the rule implements
+    checked: date | None = None  # when that reference was last checked
     # classification
     outcomes: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_OUTCOMES))
     severities: Mapping[str, str] = field(default_factory=dict)
     ppk_outcome: str | None = WARN
+    confidence_outcomes: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CONFIDENCE_OUTCOMES))
+    unassessed_outcome: str = WARN
     # pq-key-exchange
     parameter_sets: tuple[str, ...] = ()
     min_nist_category: int | None = None
@@ -155,6 +182,7 @@ class Rule:
     min_bits: Mapping[str, int] | None = None
     min_strength_bits: int | None = None
     when_absent: str = NOT_APPLICABLE
+    methods: tuple[str, ...] = ()
     # encryption / prf / integrity
     algorithms: tuple[str, ...] = ()
     min_key_bits: int | None = None
@@ -202,11 +230,13 @@ def parse_policy(text: str, origin: str = "<policy>") -> Policy:
 
 class _Parser:
     TOP_KEYS = {"name", "description", "source", "milestones", "rules"}
-    COMMON_RULE_KEYS = {"id", "kind", "description", "severity", "warn_severity", "milestones"}
+    COMMON_RULE_KEYS = {"id", "kind", "description", "severity", "warn_severity", "milestones", "reference",
+                        "checked"}
     KIND_KEYS = {
-        "classification": {"outcomes", "severities", "ppk_outcome"},
+        "classification": {"outcomes", "severities", "ppk_outcome", "confidence_outcomes",
+                           "unassessed_outcome"},
         "pq-key-exchange": {"parameter_sets", "min_nist_category"},
-        "classical-key-exchange": {"min_bits", "min_strength_bits", "when_absent"},
+        "classical-key-exchange": {"min_bits", "min_strength_bits", "when_absent", "methods"},
         "encryption": {"algorithms", "min_key_bits"},
         "prf": {"algorithms"},
         "integrity": {"algorithms"},
@@ -308,6 +338,8 @@ class _Parser:
             warn_severity=self.choice(self.get(data, "warn_severity", str, where, default="medium"),
                                       SEVERITIES, "warn_severity", where),
             milestones=self.milestones(data, where) if "milestones" in data else policy_milestones,
+            reference=self.get(data, "reference", str, where, default=""),
+            checked=self.get(data, "checked", date, where),
         )
         return Rule(**common, **getattr(self, "kind_" + kind.replace("-", "_"))(data, where))
 
@@ -327,7 +359,17 @@ class _Parser:
         ppk = self.get(data, "ppk_outcome", str, where, default=WARN)
         if ppk:
             self.choice(ppk, OUTCOMES, "ppk_outcome", where)
-        return dict(outcomes=outcomes, severities=severities, ppk_outcome=ppk or None)
+        confidence = dict(DEFAULT_CONFIDENCE_OUTCOMES)
+        for value, outcome in self.get(data, "confidence_outcomes", dict, where, default={}).items():
+            self.choice(value, DEFAULT_CONFIDENCE_OUTCOMES, "confidence", f"{where} confidence_outcomes")
+            if not isinstance(outcome, str):
+                raise self.fail(f"{where} confidence_outcomes", f"{value!r} must be a string")
+            # Fail closed: a confidence that cannot pass cannot be made to pass either.
+            confidence[value] = self.choice(outcome, (WARN, FAIL), value, f"{where} confidence_outcomes")
+        unassessed = self.choice(self.get(data, "unassessed_outcome", str, where, default=WARN), (WARN, FAIL),
+                                 "unassessed_outcome", where)
+        return dict(outcomes=outcomes, severities=severities, ppk_outcome=ppk or None,
+                    confidence_outcomes=confidence, unassessed_outcome=unassessed)
 
     def kind_pq_key_exchange(self, data: dict, where: str) -> dict:
         sets = self.string_list(data, "parameter_sets", where)
@@ -347,11 +389,16 @@ class _Parser:
                 if isinstance(bits, bool) or not isinstance(bits, int) or bits <= 0:
                     raise self.fail(f"{where} min_bits", f"{family!r} must be a positive integer")
         strength = self.get(data, "min_strength_bits", int, where)
-        if min_bits is None and strength is None:
-            raise self.fail(where, "a classical-key-exchange rule needs 'min_bits' or 'min_strength_bits'")
+        methods = self.string_list(data, "methods", where)
+        known = sorted(m.name for m in iana.KE_METHODS.values() if m.is_classical)
+        for name in methods:
+            self.choice(name, known, "method", where)
+        if min_bits is None and strength is None and not methods:
+            raise self.fail(where, "a classical-key-exchange rule needs 'min_bits', 'min_strength_bits' or "
+                                   "'methods'")
         when_absent = self.choice(self.get(data, "when_absent", str, where, default=NOT_APPLICABLE),
                                   OUTCOMES, "when_absent", where)
-        return dict(min_bits=min_bits, min_strength_bits=strength, when_absent=when_absent)
+        return dict(min_bits=min_bits, min_strength_bits=strength, when_absent=when_absent, methods=methods)
 
     def kind_encryption(self, data: dict, where: str) -> dict:
         key_bits = self.get(data, "min_key_bits", int, where)

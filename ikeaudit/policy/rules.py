@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Iterable
 
 from ikeaudit import iana
 from ikeaudit.classify import (
-    CLASSICAL, CLASSICAL_PQ_OFFERED, FAILED, HYBRID_PQ, IKEV1, INCOMPLETE, PQ_ONLY, SEVERITIES,
-    Classification, KeCatalog,
+    CLASSICAL, CLASSICAL_PQ_OFFERED, FAILED, HYBRID_PQ, IKEV1, INCOMPLETE, NOT_OBSERVABLE, PASSABLE_CONFIDENCE,
+    PQ_ONLY, SEVERITIES, Classification, KeCatalog,
 )
 from ikeaudit.iana import KeMethod
 from ikeaudit.policy.loading import (
     CLASSICAL_ONLY_CLASSES, DEFAULT_OUTCOMES, FAIL, NOT_APPLICABLE, PASS, PQ_CLASSES, WARN, Policy, Rule,
     SunsetStep,
 )
-from ikeaudit.records import Negotiation
+from ikeaudit.records import ChildExchange, Negotiation, Proposal
 
 if TYPE_CHECKING:  # only for annotations: the engine duck-types AuditedNegotiation
     from ikeaudit.pipeline import AuditedNegotiation
@@ -45,7 +45,8 @@ class Verdict:
     spi_i: str
     spi_r: str
     classification: str  # so that pq-only passes can be reported apart from hybrid ones
-    frame: int | None = None  # first frame of the IKE_SA_INIT response that chose the proposal
+    frame: int | None = None  # first frame of the message that chose the proposal
+    reference: str = ""  # the rule's section of its primary document, and when it was checked
 
     @property
     def is_finding(self) -> bool:
@@ -57,7 +58,7 @@ class Verdict:
             "severity": self.severity, "detail": self.detail, "evidence": list(self.evidence),
             "date_context": self.date_context, "as_of": self.as_of.isoformat(),
             "capture": self.capture, "spi_i": self.spi_i, "spi_r": self.spi_r,
-            "classification": self.classification, "frame": self.frame,
+            "classification": self.classification, "frame": self.frame, "reference": self.reference,
         }
 
 
@@ -73,6 +74,7 @@ class _Facts:
     methods: tuple[tuple[str, KeMethod], ...]  # (slot, method): KE first, then ADDKE1..7
     origin: str  # where the chosen proposal was read
     frame: int | None
+    proposal: Proposal | None  # the chosen IKE proposal: IKE_SA_INIT's, or the decrypted rekey's
 
     @property
     def pq(self) -> list[tuple[str, KeMethod]]:
@@ -87,14 +89,18 @@ class _Facts:
         return [(s, m) for s, m in self.methods if m.kind not in ("pq", "classical")]
 
 
-def _facts(n: Negotiation, c: Classification, catalog: KeCatalog) -> _Facts:
+def _facts(n: Negotiation, c: Classification, catalog: KeCatalog, rekey: ChildExchange | None) -> _Facts:
     methods: list[tuple[str, KeMethod]] = []
     if c.ke_method is not None:
         methods.append(("KE", catalog.method(c.ke_method)))
     methods.extend((iana.addke_slot(t), catalog.method(m)) for t, m in c.addke)
     frame = None
     responses = [m for m in n.messages if m.exchange == iana.IKE_SA_INIT and m.response]
-    if c.basis == "IKE_SA_INIT" and responses:
+    proposal = n.chosen
+    if proposal is None and rekey is not None and rekey.chosen is not None:
+        proposal, frame = rekey.chosen, rekey.frame
+        origin = f"chosen in the parent IKE SA's decrypted CREATE_CHILD_SA that rekeyed it (frame {frame})"
+    elif c.basis == "IKE_SA_INIT" and responses:
         frame = responses[-1].first_frame
         origin = (f"chosen in the IKE_SA_INIT response (frame {frame})" if methods else
                   f"the IKE_SA_INIT response (frame {frame}) chose no proposal"
@@ -104,7 +110,18 @@ def _facts(n: Negotiation, c: Classification, catalog: KeCatalog) -> _Facts:
                   "(the rekey's own proposal is encrypted)")
     else:
         origin = "no chosen proposal captured"
-    return _Facts(n, c, tuple(methods), origin, frame)
+    return _Facts(n, c, tuple(methods), origin, frame, proposal)
+
+
+def rekey_exchanges(audits: Iterable) -> dict[tuple[str, str], ChildExchange]:
+    """The decrypted CREATE_CHILD_SA that rekeyed an IKE SA, by the new SA's (SPIi, SPIr):
+    where a rekeyed SA's own proposal is read (it travels inside its parent's SA)."""
+    out = {}
+    for item in audited_negotiations(audits):
+        for x in item.negotiation.child_exchanges:
+            if iana.PROTOCOL_IDS.get(x.protocol) == "IKE" and x.new_spis and x.chosen is not None:
+                out[tuple(x.new_spis)] = x
+    return out
 
 
 def describe_method(slot: str, m: KeMethod) -> str:
@@ -122,11 +139,13 @@ def describe_method(slot: str, m: KeMethod) -> str:
 
 
 def evaluate(policy: Policy, audited: "AuditedNegotiation", as_of: date | None = None,
-             catalog: KeCatalog | None = None) -> list[Verdict]:
+             catalog: KeCatalog | None = None, *, rekey: ChildExchange | None = None) -> list[Verdict]:
     """One verdict per rule of the policy for one audited negotiation (anything with
-    ``negotiation`` and ``classification`` attributes). as_of defaults to today (UTC)."""
+    ``negotiation`` and ``classification`` attributes). as_of defaults to today (UTC).
+    rekey: the decrypted CREATE_CHILD_SA that created this IKE SA (`rekey_exchanges`),
+    whose proposal the rules read when the SA has no IKE_SA_INIT of its own."""
     as_of = as_of or datetime.now(timezone.utc).date()
-    facts = _facts(audited.negotiation, audited.classification, catalog or KeCatalog())
+    facts = _facts(audited.negotiation, audited.classification, catalog or KeCatalog(), rekey)
     return [_evaluate_rule(policy, rule, facts, as_of) for rule in policy.rules]
 
 
@@ -134,12 +153,44 @@ def evaluate_all(policy: Policy, audits: Iterable, as_of: date | None = None,
                  catalog: KeCatalog | None = None) -> list[Verdict]:
     """Verdicts for every negotiation of CaptureAudits or AuditedNegotiations, in order."""
     as_of = as_of or datetime.now(timezone.utc).date()
-    return [v for item in audited_negotiations(audits) for v in evaluate(policy, item, as_of, catalog)]
+    items = audited_negotiations(audits)
+    rekeys = rekey_exchanges(items)
+    return [v for item in items
+            for v in evaluate(policy, item, as_of, catalog,
+                              rekey=rekeys.get((item.negotiation.spi_i, item.negotiation.spi_r)))]
+
+
+def _fail_closed(rule: Rule, f: _Facts, outcome: str, detail: str) -> tuple[str, str]:
+    """No pass on what the capture does not prove: a confidence other than verified or
+    negotiated never passes, and an unassessed negotiation is never better than the
+    classification rule's unassessed_outcome."""
+    c = f.c
+    if c.observation == NOT_OBSERVABLE and rule.kind == "classification" \
+            and _OUTCOME_RANK[outcome] < _OUTCOME_RANK[rule.unassessed_outcome]:
+        return rule.unassessed_outcome, detail + "; unassessed: the exchange that decided the key exchange " \
+            "was not captured and nothing else shows it"
+    if outcome != PASS or c.confidence in PASSABLE_CONFIDENCE:
+        return outcome, detail
+    confidence = c.confidence or "none"
+    capped = rule.confidence_outcomes.get(confidence, WARN) if rule.kind == "classification" else WARN
+    return capped, detail + f"; not passed: {_CONFIDENCE_SENTENCE.get(confidence, confidence)}"
+
+
+_CONFIDENCE_SENTENCE = {
+    "unconfirmed": "confidence unconfirmed, the exchange that carries the chosen key exchange was never "
+                   "captured",
+    "contradicted": "confidence contradicted, the messages on the wire contradict the chosen key exchange",
+    "inferred": "confidence inferred, no chosen proposal was captured and the class rests on inferences",
+    "none": "no confidence, no chosen proposal was captured",
+}
 
 
 def _evaluate_rule(policy: Policy, rule: Rule, f: _Facts, as_of: date) -> Verdict:
     judge = _JUDGES[rule.kind]
     outcome, detail, evidence, severity, context = judge(rule, f, as_of)
+    outcome, detail = _fail_closed(rule, f, outcome, detail)
+    if f.c.inferences:
+        evidence = [*evidence, *(f"inferred: {i}" for i in f.c.inferences)]
     if outcome == FAIL:
         severity = severity or _milestone_severity(rule, as_of) or rule.severity
     elif outcome == WARN:
@@ -149,7 +200,13 @@ def _evaluate_rule(policy: Policy, rule: Rule, f: _Facts, as_of: date) -> Verdic
     return Verdict(policy=policy.name, rule=rule.id, outcome=outcome, severity=severity, detail=detail,
                    evidence=tuple(evidence), date_context=context or _milestone_context(rule, as_of),
                    as_of=as_of, capture=f.n.capture, spi_i=f.n.spi_i, spi_r=f.n.spi_r,
-                   classification=f.c.name, frame=f.frame)
+                   classification=f.c.name, frame=f.frame, reference=_reference(rule))
+
+
+def _reference(rule: Rule) -> str:
+    if not rule.reference:
+        return ""
+    return rule.reference + (f" (checked {rule.checked.isoformat()})" if rule.checked else "")
 
 
 def _milestone_severity(rule: Rule, as_of: date) -> str | None:
@@ -185,8 +242,8 @@ def _judge_classification(rule: Rule, f: _Facts, as_of: date):
     detail = _class_sentence(f)
     if c.name in CLASSICAL_ONLY_CLASSES and c.ppk == "negotiated" and rule.ppk_outcome:
         outcome = rule.ppk_outcome
-        detail += ("; an RFC 8784 post-quantum preshared key was negotiated (USE_PPK): its strength "
-                   "cannot be verified from the capture")
+        detail += ("; an RFC 8784 post-quantum preshared key was used (PPK_IDENTITY accepted, seen "
+                   "decrypted): its strength cannot be verified from the capture")
     if outcome == NOT_APPLICABLE and c.name in CLASSICAL_ONLY_CLASSES + PQ_CLASSES:
         detail += " (left to the policy's other rules)"
     evidence = _method_evidence(f) + [e for e in c.evidence if e.startswith(("initiator offered", "INVALID_KE"))]
@@ -217,8 +274,8 @@ def _class_sentence(f: _Facts) -> str:
         slot, m = f.unverifiable[0]
         return (f"cannot verify: the chosen {slot} {m.name} ({m.id}) is {m.kind}, not known to be "
                 "post-quantum or classical")
-    if c.basis == "none":
-        return "cannot verify: no IKE_SA_INIT was captured for this IKE SA"
+    if c.observation == NOT_OBSERVABLE or c.basis == "none":
+        return "cannot verify: the handshake of this IKE SA (its IKE_SA_INIT) was not captured"
     return "cannot verify: " + (c.findings[0].detail if c.findings else "the key exchange could not be established")
 
 
@@ -283,6 +340,10 @@ def _judge_classical(rule: Rule, f: _Facts, as_of: date):
 
 
 def _classical_problem(rule: Rule, m: KeMethod) -> str | None:
+    if rule.methods:
+        if m.name not in rule.methods:
+            return f"not one of the methods the policy allows ({', '.join(rule.methods)})"
+        return None
     if rule.min_bits is not None:
         least = rule.min_bits.get(m.family)
         if least is None:
@@ -300,15 +361,17 @@ def _classical_requirement(rule: Rule) -> str:
         parts.append(", ".join(f"{fam} >= {bits} bits" for fam, bits in rule.min_bits.items()))
     if rule.min_strength_bits:
         parts.append(f"strength >= {rule.min_strength_bits} bits")
+    if rule.methods:
+        parts = [" / ".join(rule.methods)]
     return "; ".join(parts)
 
 
 def _transforms(f: _Facts, transform_type: int):
     """The chosen transforms of one type, or None when the proposal is not visible (or
     there is no chosen key exchange, which the classification rule judges)."""
-    if f.n.chosen is None or not f.methods:
+    if f.proposal is None or not f.methods:
         return None
-    return [t for t in f.n.chosen.transforms if t.type == transform_type]
+    return [t for t in f.proposal.transforms if t.type == transform_type]
 
 
 def _symmetric_unseen(f: _Facts):
