@@ -26,6 +26,7 @@ from ikeaudit.policy import (
     load_policy,
     worst,
 )
+from ikeaudit.policy.exposure import unanswered_traffic
 from ikeaudit.policy.rules import rekey_exchanges
 from ikeaudit.report import cbom, html, markdown, views
 from ikeaudit.report.machine import render_json
@@ -105,11 +106,12 @@ def _write(out: Path, audits, catalog: KeCatalog, policy, day: date, fail_on: st
             verdicts_fail |= fails_on(judged, fail_on)
     flows = [flow for a in audits for flow in a.esp_flows]
     tunnels = [t.as_dict() for t in exposure(audits, flows, catalog)]
+    unanswered = unanswered_traffic(audits, flows).as_dict()
     what_ifs = {id(item): what_if(item.negotiation, DEFAULT_MTUS) for a in audits for item in a.negotiations}
     policy_view = {"name": policy.name, "description": policy.description, "source": policy.source,
                    "origin": policy.origin, "as_of": day.isoformat()}
     document = views.report_document(audits, catalog, verdicts, tunnels, policy_view, _generated_at(),
-                                     what_ifs, list(DEFAULT_MTUS))
+                                     what_ifs, list(DEFAULT_MTUS), unanswered)
     files = []
     figures = []
     for stem, builder, caption in FIGURES:

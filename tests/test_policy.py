@@ -483,10 +483,18 @@ def test_exposure_attributes_esp_to_the_ike_sa_in_force():
         EspFlow("192.0.2.1", "192.0.2.2", "00000004", False, 1, d01.last_seen + 6, d01.last_seen + 9, 3, 300),
         EspFlow("198.51.100.1", "192.0.2.2", "00000005", False, 1, d01.last_seen + 1, d01.last_seen + 2, 99, 9900),  # other pair
     ]
-    [t] = exposure([item("h01"), item("d01")], esp=flows)
-    assert (t.esp_packets, t.esp_bytes) == (10, 1000)
+    tunnels = {t.peers: t for t in exposure([item("h01"), item("d01")], esp=flows)}
+    t = tunnels["192.0.2.1", "192.0.2.2"]
+    assert (t.status, t.esp_packets, t.esp_bytes) == ("exposed", 10, 1000)  # flows 3 and 4, under d01
+    assert (t.esp_packets_unassessed, t.esp_bytes_unassessed) == (10, 1000)  # flow 1, under no captured SA
+    assert (t.esp_packets_total, t.esp_bytes_total) == (25, 2500)
+    # ESP alone makes a tunnel; with no IKE SA captured for it, it is unassessed, never safe
+    other = tunnels["192.0.2.2", "198.51.100.1"]
+    assert (other.status, other.observation, other.negotiations) == ("unassessed", "unassessed", 0)
+    assert (other.esp_packets, other.esp_packets_unassessed) == (0, 99)
+    assert other.reasons == ("ESP ran under no IKE SA the capture holds",)
     [t] = exposure([item("h01")], esp=[])
-    assert (t.esp_packets, t.esp_bytes) == (0, 0)
+    assert (t.esp_packets, t.esp_bytes, t.status) == (0, 0, "protected")
 
 
 def test_exposure_ranks_the_most_exposed_first():

@@ -132,7 +132,8 @@ def test_strings_from_packets_and_file_names_are_escaped(tmp_path):
     assert "<b onclick" not in html and "&lt;b onclick=x&gt;evil" in html
     markdown = (out / "report.md").read_text()
     assert "**bold**" not in markdown and r"\*\*bold\*\*" in markdown
-    assert "[a](http://x)" not in markdown and "<script>" not in markdown
+    assert "[a](http://x)" not in markdown and r"\[a\](http://x)" in markdown
+    assert not re.search(r"(?<!\\)<(script|b )", markdown) and r"\<script>" in markdown
     cell = pd.read_csv(out / "negotiations.csv", dtype=str)["vendor_ids"][0]
     assert cell == "'" + HOSTILE  # a spreadsheet shows it, never runs it
     report = json.loads((out / "report.json").read_text())

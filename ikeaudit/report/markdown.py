@@ -6,13 +6,26 @@ import re
 
 from ikeaudit.report.html import ALERT_CODES
 
-_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~])")
+# Escape only what would change the rendering (CommonMark with GFM tables): characters
+# that start inline markup anywhere, `_` where it can open or close emphasis (not inside
+# a word: PRF_HMAC_SHA2_256 stays as it is), an entity reference, and block markers at
+# the start of the text. Dates, addresses and versions keep their - and . unescaped.
+_INLINE = re.compile(r"([\\`*\[\]<|~])")
+_EMPHASIS_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+# A list item (1. or - then a space), a heading (# then a space), a quote (>), or a
+# line of = or - alone (a setext underline, or a rule); the marker's last character is
+# escaped.
+_BLOCK_START = re.compile(r"^(\s*(?:\d{1,9}(?=[.)](?:\s|$))|#{0,5}(?=#(?:\s|$))|(?=[-+>])|=*(?==\s*$)))(.)")
 
 
 def md(value) -> str:
     """Escape a string so that Markdown shows it literally (packet data stays data)."""
-    text = "" if value is None else str(value)
-    return _SPECIAL.sub(r"\\\1", text).replace("\n", " ").replace("\r", " ")
+    text = ("" if value is None else str(value)).replace("\r", " ").replace("\n", " ")
+    text = _INLINE.sub(r"\\\1", text)
+    text = _EMPHASIS_UNDERSCORE.sub(r"\\_", text)
+    text = _ENTITY.sub(r"\\&", text)
+    return _BLOCK_START.sub(r"\1\\\2", text, count=1)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
