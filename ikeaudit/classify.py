@@ -105,6 +105,10 @@ class Classification:
     # IKE_SA_INIT: "both", "initiator-only", "responder-only", "neither"; None when the
     # IKE_SA_INIT exchange was not seen.
     downgrade_prevention: str | None = None
+    # The proposal that decided this SA's key exchange and ciphers: the IKE_SA_INIT
+    # response's, or for an IKE SA rekey seen decrypted the rekey's own CREATE_CHILD_SA
+    # response. Policy reads the cipher transforms from here, not from Negotiation.chosen.
+    chosen_proposal: Proposal | None = None
 
     @property
     def addke_methods(self) -> tuple[int, ...]:
