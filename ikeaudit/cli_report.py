@@ -64,8 +64,8 @@ def _generated_at() -> str:
 def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: datetime | None,
            fail_on: str, private_ke: tuple[str, ...], key_files: tuple[str, ...], rekey_window: float) -> None:
     """Write the compliance report for CAPTURES into a folder: report.html (self-contained,
-    plots embedded), report.md, report.json, negotiations and messages as CSV and Parquet,
-    a CycloneDX CBOM (cbom.json) and the plots as PNG.
+    plots embedded), report.md, report.json, negotiations, messages and tunnels as CSV and
+    Parquet, a CycloneDX CBOM (cbom.json) and the plots as PNG.
 
     \b
     Example:
@@ -126,4 +126,5 @@ def _write(out: Path, audits, catalog: KeCatalog, policy, day: date, fail_on: st
     files += ["report.html", "report.md", "report.json", "cbom.json"]
     files += [Path(p).name for p in tables.write(tables.negotiations_frame(document), str(out / "negotiations"))]
     files += [Path(p).name for p in tables.write(tables.messages_frame(document), str(out / "messages"))]
+    files += [Path(p).name for p in tables.write(tables.tunnels_frame(document), str(out / "tunnels"))]
     return {"document": document, "files": files, "verdicts_fail": verdicts_fail}

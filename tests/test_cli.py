@@ -23,10 +23,11 @@ def test_scan_json_carries_the_documented_fields():
     result = run("scan", lab_path("h01"), "--format", "json")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == 2
     [n] = document["negotiations"]
     for key in ("capture", "classification", "ke_method", "addke_methods", "pq_offered_by_initiator",
-                "initiator", "responder", "spi_i", "spi_r", "messages"):
+                "initiator", "responder", "spi_i", "spi_r", "messages", "observation", "inferences",
+                "assessed", "established_basis", "downgrade_prevention", "midstream"):
         assert key in n
     assert n["capture"] == lab_path("h01")
     assert (n["classification"], n["ke_method"], n["addke_methods"]) == ("hybrid-pq", 31, [36])

@@ -96,15 +96,17 @@ def _facts(n: Negotiation, c: Classification, catalog: KeCatalog, rekey: ChildEx
     methods.extend((iana.addke_slot(t), catalog.method(m)) for t, m in c.addke)
     frame = None
     responses = [m for m in n.messages if m.exchange == iana.IKE_SA_INIT and m.response]
-    proposal = n.chosen
-    if proposal is None and rekey is not None and rekey.chosen is not None:
-        proposal, frame = rekey.chosen, rekey.frame
-        origin = f"chosen in the parent IKE SA's decrypted CREATE_CHILD_SA that rekeyed it (frame {frame})"
-    elif c.basis == "IKE_SA_INIT" and responses:
+    proposal = c.chosen_proposal or n.chosen
+    if c.basis == "IKE_SA_INIT" and responses:
         frame = responses[-1].first_frame
         origin = (f"chosen in the IKE_SA_INIT response (frame {frame})" if methods else
                   f"the IKE_SA_INIT response (frame {frame}) chose no proposal"
                   + (f": {c.error}" if c.error else ""))
+    elif rekey is not None and rekey.chosen is not None:
+        proposal, frame = proposal or rekey.chosen, rekey.frame
+        origin = f"chosen in the parent IKE SA's decrypted CREATE_CHILD_SA that rekeyed it (frame {frame})"
+    elif proposal is not None:
+        origin = "chosen in the decrypted CREATE_CHILD_SA that created this IKE SA"
     elif c.basis.startswith("inherited") and n.rekeyed_from:
         origin = (f"inherited from parent IKE SA {n.rekeyed_from[0]}/{n.rekeyed_from[1]} "
                   "(the rekey's own proposal is encrypted)")
