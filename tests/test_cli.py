@@ -126,3 +126,25 @@ def test_folder_skips_non_capture_files(tmp_path):
 
 def test_help_shows_an_example():
     assert "Example" in run("scan", "--help").output
+
+
+@pytest.mark.parametrize("command", [["scan"], ["mtu"], ["report", "-o", "OUT"]])
+def test_rekey_window_reaches_the_pipeline(command, monkeypatch, tmp_path):
+    import ikeaudit.cli_common as cli_common
+
+    seen = {}
+
+    def audit_captures(paths, catalog=None, *, jobs=1, prefilter=True, esp=True, progress=None, keys=None,
+                       rekey_window=300.0):
+        seen["rekey_window"] = rekey_window
+        return []
+
+    monkeypatch.setattr(cli_common, "audit_captures", audit_captures)
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in command]
+    run(*args, lab_path("c01"), "--rekey-window", "42")
+    assert seen["rekey_window"] == 42.0
+
+
+def test_rekey_window_must_not_be_negative():
+    result = run("scan", lab_path("c01"), "--rekey-window", "-1")
+    assert result.exit_code == 2 and "--rekey-window" in result.output

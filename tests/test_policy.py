@@ -504,3 +504,119 @@ def test_exposure_ranks_the_most_exposed_first():
     ppk = _with("c01", ppk="negotiated")
     [t] = exposure([ppk])
     assert (t.classical_only, t.ppk, t.score) == (0, 1, 0.0)
+
+
+# ---------------------------------------------------------------- fail closed
+
+NOT_PASSABLE = ("unconfirmed", "contradicted", "inferred", None)
+
+
+@pytest.mark.parametrize("confidence", NOT_PASSABLE)
+@pytest.mark.parametrize("policy", PRESETS)
+def test_no_preset_passes_what_the_capture_does_not_prove(policy, confidence):
+    """h02 (ECP-384 + ML-KEM-1024, AES-256, SHA-384: manifest) passes every rule of every
+    preset when negotiated; the same negotiation with a confidence that cannot pass
+    passes no rule of any preset."""
+    loaded = load_policy(policy)
+    assert all(v.outcome in (P, NA) for v in evaluate(loaded, item("h02"), BEFORE_2026))
+    unproven = _with("h02", confidence=confidence)
+    verdicts = evaluate(loaded, unproven, BEFORE_2026)
+    assert not [v for v in verdicts if v.outcome == P]
+    assert worst(verdicts).outcome in (W, F)
+    assert any("not passed" in v.detail for v in verdicts)
+
+
+def test_contradicted_fails_the_classification_rule_and_unconfirmed_warns():
+    [v] = evaluate(load_policy("hybrid-required"), _with("h02", confidence="contradicted"), BEFORE_2026)
+    assert (v.outcome, v.severity) == (F, "high")
+    [v] = evaluate(load_policy("hybrid-required"), _with("h02", confidence="unconfirmed"), BEFORE_2026)
+    assert (v.outcome, v.severity) == (W, "medium")
+    assert "never captured" in v.detail
+
+
+@pytest.mark.parametrize("policy", PRESETS)
+def test_not_observable_is_never_better_than_warn(policy):
+    unassessed = _with("h02", observation="not-observable", confidence=None, name="unknown", ke_method=None,
+                       addke=(), basis="none")
+    verdicts = evaluate(load_policy(policy), unassessed, BEFORE_2026)
+    assert worst(verdicts).outcome in (W, F)
+    assert not [v for v in verdicts if v.outcome == P]
+
+
+def test_a_policy_file_cannot_make_an_unproven_confidence_pass(tmp_path):
+    text = 'name = "x"\n[[rules]]\nid = "r"\nkind = "classification"\n[rules.confidence_outcomes]\nunconfirmed = "pass"\n'
+    with pytest.raises(PolicyError, match="'unconfirmed' is 'pass', expected one of: warn, fail"):
+        parse_policy(text, "x.toml")
+    text = 'name = "x"\n[[rules]]\nid = "r"\nkind = "classification"\n[rules.outcomes]\nunknown = "pass"\n'
+    [v] = evaluate(parse_policy(text), _with("h01", name="unknown", confidence=None, ke_method=None, addke=()),
+                   BEFORE_2026)
+    assert v.outcome == W  # even a policy that lets unknown pass cannot pass what nothing proves
+
+
+def test_cnsa2_fails_a_hybrid_whose_classical_part_is_curve25519():
+    """h01: Curve25519 + ML-KEM-768 (manifest); RFC 9206 allows ECDH P-384 or MODP >= 3072."""
+    assert RECORDS["h01"]["chosen_ke"]["id"] == 31
+    verdicts = {v.rule: v for v in evaluate(load_policy("cnsa2"), item("h01"), BEFORE_2026)}
+    assert verdicts["classical-part"].outcome == F
+    assert "Curve25519" in verdicts["classical-part"].detail
+    assert "RFC 9206" in verdicts["classical-part"].reference and "2026-11-27" in verdicts["classical-part"].reference
+    # the same ML-KEM-1024 over Curve25519 still fails the classical part
+    x25519_1024 = _with("h02", ke_method=31)
+    assert {v.rule: v.outcome for v in evaluate(load_policy("cnsa2"), x25519_1024, BEFORE_2026)}[
+        "classical-part"] == F
+
+
+def test_every_preset_rule_cites_its_source_and_the_day_it_was_checked():
+    for name in PRESETS:
+        for rule in load_policy(name).rules:
+            assert rule.reference and rule.checked == date(2026, 11, 27), (name, rule.id)
+
+
+def test_rekeyed_ike_sa_is_judged_by_its_decrypted_rekey_proposal():
+    """r01 with keys: the rekey's own CREATE_CHILD_SA chose PRF_HMAC_SHA2_256
+    (aes256-sha256-x25519-ke1_mlkem768, manifest), which cnsa2 fails rather than calling
+    it not visible."""
+    from ikeaudit.classify import KeCatalog
+    from ikeaudit.decrypt import parse_key_table
+    from ikeaudit.pipeline import audit_capture
+
+    record = RECORDS["r01"]
+    assert "sha256" in record["ike_proposals_responder"]
+    keys_file = ROOT / "pcaps" / record["keys_file"]
+    keys = parse_key_table(keys_file.read_text(), str(keys_file))
+    audits = [audit_capture(lab_path("r01"), KeCatalog(), keys=keys)]
+    verdicts = evaluate_all(load_policy("cnsa2"), audits, BEFORE_2026)
+    rekeyed = [v for v in verdicts if v.rule == "prf-sha384" and v.spi_i != audits[0].negotiations[0].negotiation.spi_i]
+    assert rekeyed and all(v.outcome == F and "PRF_HMAC_SHA2_256" in v.detail for v in rekeyed)
+    assert all("CREATE_CHILD_SA" in " ".join(v.evidence) for v in rekeyed)
+
+
+def test_only_a_confirmed_ppk_takes_a_tunnel_out_of_exposure():
+    for ppk, status in (("requested", "exposed"), ("not-used", "exposed"), ("negotiated", "protected")):
+        [t] = exposure([_with("c01", ppk=ppk)])
+        assert t.status == status, ppk
+
+
+@pytest.mark.parametrize("confidence", ["unconfirmed", "contradicted", "inferred"])
+def test_a_hybrid_the_capture_does_not_prove_is_unassessed_never_protected(confidence):
+    [t] = exposure([_with("h01", confidence=confidence)])
+    assert (t.status, t.observation, t.unassessed, t.pq_protected) == ("unassessed", "unassessed", 1, 0)
+
+
+def test_an_inferred_classical_sa_still_counts_as_exposed():
+    [t] = exposure([_with("c01", observation="inferred", confidence="inferred",
+                          inferences=("CREATE_CHILD_SA sizes exclude ML-KEM",))])
+    assert (t.status, t.observation) == ("exposed", "inferred")
+    assert "CREATE_CHILD_SA sizes exclude ML-KEM" in t.inferences
+
+
+def test_esp_after_an_sa_infers_its_establishment_and_says_so():
+    c01 = item("c01")
+    quiet = dataclasses.replace(c01, negotiation=dataclasses.replace(c01.negotiation, established=False,
+                                                                     established_basis="none"))
+    assert exposure([quiet]) == []  # established by nothing: no tunnel
+    flow = EspFlow("192.0.2.1", "192.0.2.2", "00000001", False, 1, c01.negotiation.last_seen + 1,
+                   c01.negotiation.last_seen + 2, 4, 400)
+    [t] = exposure([quiet], esp=[flow])
+    assert (t.status, t.established_by_esp, t.esp_packets, t.observation) == ("exposed", 1, 4, "inferred")
+    assert any("inferred from ESP" in i for i in t.inferences)

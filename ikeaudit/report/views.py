@@ -374,8 +374,8 @@ def _esp_phrase(packets: int, octets: int, measured: bool) -> str:
 def _unassessed_why(tunnels: list[dict]) -> str:
     reasons = Counter(r for t in tunnels for r in t["reasons"])
     if set(reasons) == {"their handshake was not captured"}:
-        return "because their handshake was not captured"
-    return "(" + "; ".join(f"{r}: {n}" for r, n in reasons.most_common()) + ")"
+        return " because their handshake was not captured"
+    return ": " + "; ".join(f"{r} ({n})" for r, n in reasons.most_common())
 
 
 def exposure_view(tunnels: list[dict], unanswered: dict | None = None) -> dict:
@@ -404,7 +404,7 @@ def exposure_view(tunnels: list[dict], unanswered: dict | None = None) -> dict:
                           f"{_esp_phrase(packets, octets, measured)} exposed to harvest-now-decrypt-later)")
             parts.append(first)
             if unassessed:
-                parts.append(f"{len(unassessed)} more could not be assessed {_unassessed_why(unassessed)}"
+                parts.append(f"{len(unassessed)} more could not be assessed{_unassessed_why(unassessed)}"
                              + (f" ({_esp_phrase(packets_u, octets_u, measured)} unassessed)" if measured else ""))
             if protected:
                 parts.append(f"{len(protected)} used ML-KEM (or a confirmed post-quantum preshared key)")
