@@ -12,7 +12,7 @@ from typing import Iterable
 
 from ikeaudit import __version__, iana
 from ikeaudit.classify import KeCatalog, describe_proposal
-from ikeaudit.mtu import FragmentationProfile, WhatIf
+from ikeaudit.mtu import FragmentationProfile, WhatIf, fragmentation_supported, intermediate_supported
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
 from ikeaudit.records import Anomaly, ChildExchange, Decryption, Identification, InnerPayloads, KeyExchange, \
     Proposal, TrackedMessage, Transform
@@ -229,16 +229,8 @@ def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
         "chosen_proposal": describe_proposal(n.chosen, catalog) if n.chosen else None,
         "chosen_transforms": ([transform_view(t, catalog) for t in n.chosen.transforms]
                               if n.chosen else None),
-        # Announced in IKE_SA_INIT, or in use on the wire (RFC 7383 and RFC 9242 use them
-        # only when both peers announced them, so a mid-stream capture shows support too).
-        "fragmentation_supported": {
-            "initiator": iana.IKEV2_FRAGMENTATION_SUPPORTED in n.initiator_notifies or n.fragments_seen,
-            "responder": iana.IKEV2_FRAGMENTATION_SUPPORTED in n.responder_notifies or n.fragments_seen,
-        },
-        "intermediate_supported": {
-            "initiator": iana.INTERMEDIATE_EXCHANGE_SUPPORTED in n.initiator_notifies or n.intermediate_seen,
-            "responder": iana.INTERMEDIATE_EXCHANGE_SUPPORTED in n.responder_notifies or n.intermediate_seen,
-        },
+        "fragmentation_supported": dict(zip(("initiator", "responder"), fragmentation_supported(n))),
+        "intermediate_supported": dict(zip(("initiator", "responder"), intermediate_supported(n))),
         "fragments_seen": n.fragments_seen,
         "intermediate_seen": n.intermediate_seen,
         "retries": [{"reason": r.reason, "frame": r.frame, "offered_ke": r.offered_ke,
