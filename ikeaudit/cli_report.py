@@ -27,7 +27,6 @@ from ikeaudit.policy import (
     worst,
 )
 from ikeaudit.policy.exposure import unanswered_traffic
-from ikeaudit.policy.rules import rekey_exchanges
 from ikeaudit.report import cbom, html, markdown, views
 from ikeaudit.report.machine import render_json
 
@@ -96,11 +95,9 @@ def _write(out: Path, audits, catalog: KeCatalog, policy, day: date, fail_on: st
 
     verdicts = {}
     verdicts_fail = False
-    rekeys = rekey_exchanges(audits)
     for a in audits:
         for item in a.negotiations:
-            judged = evaluate(policy, item, day, catalog,
-                              rekey=rekeys.get((item.negotiation.spi_i, item.negotiation.spi_r)))
+            judged = evaluate(policy, item, day, catalog)
             top = worst(judged)
             verdicts[id(item)] = ([v.as_dict() for v in judged], top.outcome if top else None)
             verdicts_fail |= fails_on(judged, fail_on)

@@ -21,7 +21,7 @@ from ikeaudit.policy.loading import (
     CLASSICAL_ONLY_CLASSES, DEFAULT_OUTCOMES, FAIL, NOT_APPLICABLE, PASS, PQ_CLASSES, WARN, Policy, Rule,
     SunsetStep,
 )
-from ikeaudit.records import ChildExchange, Negotiation, Proposal
+from ikeaudit.records import Negotiation, Proposal
 
 if TYPE_CHECKING:  # only for annotations: the engine duck-types AuditedNegotiation
     from ikeaudit.pipeline import AuditedNegotiation
@@ -89,7 +89,7 @@ class _Facts:
         return [(s, m) for s, m in self.methods if m.kind not in ("pq", "classical")]
 
 
-def _facts(n: Negotiation, c: Classification, catalog: KeCatalog, rekey: ChildExchange | None) -> _Facts:
+def _facts(n: Negotiation, c: Classification, catalog: KeCatalog) -> _Facts:
     methods: list[tuple[str, KeMethod]] = []
     if c.ke_method is not None:
         methods.append(("KE", catalog.method(c.ke_method)))
@@ -102,28 +102,14 @@ def _facts(n: Negotiation, c: Classification, catalog: KeCatalog, rekey: ChildEx
         origin = (f"chosen in the IKE_SA_INIT response (frame {frame})" if methods else
                   f"the IKE_SA_INIT response (frame {frame}) chose no proposal"
                   + (f": {c.error}" if c.error else ""))
-    elif rekey is not None and rekey.chosen is not None:
-        proposal, frame = proposal or rekey.chosen, rekey.frame
-        origin = f"chosen in the parent IKE SA's decrypted CREATE_CHILD_SA that rekeyed it (frame {frame})"
     elif proposal is not None:
-        origin = "chosen in the decrypted CREATE_CHILD_SA that created this IKE SA"
+        origin = f"chosen in the decrypted CREATE_CHILD_SA that created this IKE SA ({c.basis})"
     elif c.basis.startswith("inherited") and n.rekeyed_from:
         origin = (f"inherited from parent IKE SA {n.rekeyed_from[0]}/{n.rekeyed_from[1]} "
                   "(the rekey's own proposal is encrypted)")
     else:
         origin = "no chosen proposal captured"
     return _Facts(n, c, tuple(methods), origin, frame, proposal)
-
-
-def rekey_exchanges(audits: Iterable) -> dict[tuple[str, str], ChildExchange]:
-    """The decrypted CREATE_CHILD_SA that rekeyed an IKE SA, by the new SA's (SPIi, SPIr):
-    where a rekeyed SA's own proposal is read (it travels inside its parent's SA)."""
-    out = {}
-    for item in audited_negotiations(audits):
-        for x in item.negotiation.child_exchanges:
-            if iana.PROTOCOL_IDS.get(x.protocol) == "IKE" and x.new_spis and x.chosen is not None:
-                out[tuple(x.new_spis)] = x
-    return out
 
 
 def describe_method(slot: str, m: KeMethod) -> str:
@@ -141,13 +127,13 @@ def describe_method(slot: str, m: KeMethod) -> str:
 
 
 def evaluate(policy: Policy, audited: "AuditedNegotiation", as_of: date | None = None,
-             catalog: KeCatalog | None = None, *, rekey: ChildExchange | None = None) -> list[Verdict]:
+             catalog: KeCatalog | None = None) -> list[Verdict]:
     """One verdict per rule of the policy for one audited negotiation (anything with
     ``negotiation`` and ``classification`` attributes). as_of defaults to today (UTC).
-    rekey: the decrypted CREATE_CHILD_SA that created this IKE SA (`rekey_exchanges`),
-    whose proposal the rules read when the SA has no IKE_SA_INIT of its own."""
+    The cipher rules read the classification's chosen proposal: the IKE_SA_INIT
+    response's, or for a rekeyed IKE SA seen decrypted, its CREATE_CHILD_SA's."""
     as_of = as_of or datetime.now(timezone.utc).date()
-    facts = _facts(audited.negotiation, audited.classification, catalog or KeCatalog(), rekey)
+    facts = _facts(audited.negotiation, audited.classification, catalog or KeCatalog())
     return [_evaluate_rule(policy, rule, facts, as_of) for rule in policy.rules]
 
 
@@ -155,11 +141,7 @@ def evaluate_all(policy: Policy, audits: Iterable, as_of: date | None = None,
                  catalog: KeCatalog | None = None) -> list[Verdict]:
     """Verdicts for every negotiation of CaptureAudits or AuditedNegotiations, in order."""
     as_of = as_of or datetime.now(timezone.utc).date()
-    items = audited_negotiations(audits)
-    rekeys = rekey_exchanges(items)
-    return [v for item in items
-            for v in evaluate(policy, item, as_of, catalog,
-                              rekey=rekeys.get((item.negotiation.spi_i, item.negotiation.spi_r)))]
+    return [v for item in audited_negotiations(audits) for v in evaluate(policy, item, as_of, catalog)]
 
 
 def _fail_closed(rule: Rule, f: _Facts, outcome: str, detail: str) -> tuple[str, str]:
