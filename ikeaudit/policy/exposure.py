@@ -153,7 +153,7 @@ def sa_status(c: Classification) -> tuple[str, str]:
         how = " (inferred)" if c.observation != OBSERVED else ""
         return EXPOSED, f"classical-only key exchange{how}"
     if c.name in PQ_CLASSES:
-        if c.confidence in PASSABLE_CONFIDENCE:
+        if c.confidence in PASSABLE_CONFIDENCE and c.observation != NOT_OBSERVABLE:
             return PROTECTED, "ML-KEM key exchange"
         return UNASSESSED, {
             "unconfirmed": "ML-KEM was chosen but the exchange carrying it was not captured",
