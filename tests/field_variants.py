@@ -34,6 +34,7 @@ def exchange_type(packet) -> int | None:
 def without_exchanges(source: str | Path, target: str | Path, exchanges: set[int]) -> int:
     """Copy a capture leaving out every datagram of the given IKE exchange types; return
     how many packets were left out (none of the lab's messages are IP-fragmented)."""
+    from scapy.layers import inet, inet6, l2  # noqa: F401  (registers the link types PcapReader decodes)
     from scapy.utils import PcapReader, PcapWriter
 
     dropped = 0
