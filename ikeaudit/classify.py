@@ -19,6 +19,7 @@ from typing import Iterable, Mapping
 
 from ikeaudit import iana
 from ikeaudit.iana import KeMethod
+from ikeaudit.mtu import NO_OVERHEAD as NO_CIPHER
 from ikeaudit.mtu import plaintext_upper_bound, sk_overhead
 from ikeaudit.records import (
     AUTH_REQUESTED,
@@ -291,11 +292,67 @@ def _check_chosen_was_offered(n: Negotiation, chosen: Proposal, catalog: KeCatal
 def _choice_not_seen(n: Negotiation, catalog: KeCatalog, pq_offered: bool | None, ppk: str,
                      evidence: list[str], findings: list[Finding]) -> Classification:
     """The initiator's IKE_SA_INIT request was captured and the SA went on, but the
-    response that chose the proposal was not (a one-direction capture)."""
+    response that chose the proposal was not (a one-direction capture). The initiator's
+    own later messages still say something: the responder accepted the KE payload of its
+    last request (else INVALID_KE_PAYLOAD, RFC 7296 section 1.2), each IKE_INTERMEDIATE
+    request carries the key of one chosen ADDKE (RFC 9370), and an IKE_AUTH request with
+    message id 1 means no IKE_INTERMEDIATE ran at all."""
     later = sorted({iana.exchange_name(m.exchange) for m in n.messages if m.exchange != iana.IKE_SA_INIT})
     evidence.append("the responder's IKE_SA_INIT response was not captured: its choice is unknown "
                     f"(later exchanges seen: {', '.join(later)})")
-    return _result(UNKNOWN, "none", None, (), pq_offered, None, ppk, None, evidence, findings, _offered_methods(n))
+    result = _result(UNKNOWN, "none", None, (), pq_offered, None, ppk, None, evidence, findings, _offered_methods(n))
+    if not n.offered_ke:
+        return result
+    ke = n.offered_ke[-1]
+    primary = catalog.method(ke)
+    inferences = [f"the SA went on after IKE_SA_INIT, so the responder accepted the KE payload of the last "
+                  f"request: {catalog.describe(ke)}"]
+    requests = [m for m in n.messages if m.exchange == iana.IKE_INTERMEDIATE and not m.response and m.complete]
+    auth = [m for m in n.messages if m.exchange == iana.IKE_AUTH and not m.response]
+    overhead = NO_CIPHER
+    name = UNKNOWN
+    if primary.is_pq:
+        name = PQ_ONLY
+    elif not primary.is_classical:
+        name = UNKNOWN
+    elif requests:
+        said = [text for text in map(_intermediate_says_mlkem, requests) if text]
+        excluded = True
+        for m in requests:
+            gone, text = _excludes(m, _ke_room(m, overhead, 0), catalog)
+            inferences.append(text + " (cipher overhead not counted, so the bound is loose)")
+            excluded &= gone
+        inferences.extend(said)
+        name = HYBRID_PQ if said else CLASSICAL if excluded else UNKNOWN
+        if excluded:
+            inferences.append("no ML-KEM key fits in any IKE_INTERMEDIATE request: no post-quantum "
+                              "additional key exchange")
+    elif auth and min(m.message_id for m in auth) == 1:
+        inferences.append("the first IKE_AUTH request has message id 1: no IKE_INTERMEDIATE exchange ran, "
+                          "so no additional key exchange")
+        name = CLASSICAL
+    if name == UNKNOWN:
+        return replace(result, inferences=tuple(inferences)) if len(inferences) > 1 else result
+    if name == CLASSICAL and pq_offered:
+        name = CLASSICAL_PQ_OFFERED
+    if name in (CLASSICAL, CLASSICAL_PQ_OFFERED):
+        findings.append(Finding("medium", "classical-only", "traffic protected by classical key "
+                                "exchange alone: exposed to harvest-now-decrypt-later"))
+    _flag_methods([primary], findings)
+    return replace(_result(name, "inferred from the initiator's messages", ke, (), pq_offered, [primary], ppk,
+                           None, evidence, findings, _offered_methods(n)),
+                   observation=INFERRED_OBSERVATION, inferences=tuple(inferences))
+
+
+def _intermediate_says_mlkem(m: TrackedMessage) -> str | None:
+    """A sentence when an IKE_INTERMEDIATE request carries more key data than any
+    classical method sends (allowing the largest usual SK overhead per piece)."""
+    pieces = max(1, len(m.ike_lengths))
+    floor = m.encrypted_bytes - pieces * LARGEST_SK_OVERHEAD - KE_PAYLOAD_HEADER
+    if floor <= iana.LARGEST_CLASSICAL_KE_BYTES:
+        return None
+    return (f"IKE_INTERMEDIATE request (message id {m.message_id}) carries at least {floor} bytes of key data: "
+            f"more than any classical method ({iana.LARGEST_CLASSICAL_KE_BYTES} B, 8192-bit MODP), so an ML-KEM key")
 
 
 def describe_proposal(p: Proposal, catalog: KeCatalog) -> str:
@@ -515,6 +572,11 @@ def _own_traffic(n: Negotiation, catalog: KeCatalog) -> tuple[str, list[str]] | 
     cipher = "negotiated cipher overhead" if overhead else "cipher unknown: no overhead assumed, so the bound is loose"
     followups = [m for m in n.messages if m.exchange == iana.IKE_FOLLOWUP_KE and m.complete]
     children = [m for m in n.messages if m.exchange == iana.CREATE_CHILD_SA and m.complete]
+    intermediates = [m for m in n.messages if m.exchange == iana.IKE_INTERMEDIATE and not m.response and m.complete]
+    said = [text for text in map(_intermediate_says_mlkem, intermediates) if text]
+    if said:
+        return HYBRID_PQ, [f"{len(intermediates)} IKE_INTERMEDIATE request(s) in clear headers: additional key "
+                           "exchanges of the handshake (RFC 9370 section 2.2.1); the primary KE was not seen", *said]
     if not followups and not children:
         return None
     inferences: list[str] = []
@@ -526,13 +588,10 @@ def _own_traffic(n: Negotiation, catalog: KeCatalog) -> tuple[str, list[str]] | 
             gone, text = _excludes(m, _ke_room(m, overhead, MIN_LINK_NOTIFY), catalog)
             inferences.append(text + f" ({cipher})")
             excluded &= gone
-            floor = m.encrypted_bytes - LARGEST_SK_OVERHEAD - MIN_LINK_NOTIFY - LARGEST_LINK_TOKEN - KE_PAYLOAD_HEADER
-            if not m.response and floor > iana.LARGEST_CLASSICAL_KE_BYTES:
+            said = _followup_says_mlkem(m)
+            if said:
                 large = True
-                inferences.append(f"IKE_FOLLOWUP_KE request (message id {m.message_id}) carries at least {floor} bytes "
-                                  f"of key data (after the largest usual SK overhead and a {LARGEST_LINK_TOKEN}-byte "
-                                  f"link token): more than any classical method "
-                                  f"({iana.LARGEST_CLASSICAL_KE_BYTES} B, 8192-bit MODP), so an ML-KEM key")
+                inferences.append(said)
         if large:
             return HYBRID_PQ, inferences
         if excluded:
@@ -551,6 +610,20 @@ def _own_traffic(n: Negotiation, catalog: KeCatalog) -> tuple[str, list[str]] | 
         return CLASSICAL, inferences
     inferences.append("its CREATE_CHILD_SA messages have room for an ML-KEM key: sizes cannot tell")
     return UNKNOWN, inferences
+
+
+def _followup_says_mlkem(m: TrackedMessage) -> str | None:
+    """A sentence when an IKE_FOLLOWUP_KE request carries more key data than any
+    classical method sends, allowing the largest usual overhead per SK/SKF payload and
+    a long link token; None otherwise."""
+    pieces = max(1, len(m.ike_lengths))
+    floor = (m.encrypted_bytes - pieces * LARGEST_SK_OVERHEAD - MIN_LINK_NOTIFY - LARGEST_LINK_TOKEN
+             - KE_PAYLOAD_HEADER)
+    if m.response or m.exchange != iana.IKE_FOLLOWUP_KE or floor <= iana.LARGEST_CLASSICAL_KE_BYTES:
+        return None
+    return (f"IKE_FOLLOWUP_KE request (message id {m.message_id}) carries at least {floor} bytes of key data "
+            f"(after the largest usual SK overhead and a {LARGEST_LINK_TOKEN}-byte link token): more than any "
+            f"classical method ({iana.LARGEST_CLASSICAL_KE_BYTES} B, 8192-bit MODP), so an ML-KEM key")
 
 
 def _inherited(n: Negotiation, catalog: KeCatalog, parent: Classification, parent_negotiation: Negotiation,
@@ -584,10 +657,20 @@ def _inherited(n: Negotiation, catalog: KeCatalog, parent: Classification, paren
             else:
                 inferences.append(f"IKE_FOLLOWUP_KE request (message id {m.message_id}) after the rekey has room for "
                                   f"the parent's {iana.addke_slot(slot)} {method.name}")
+    elif followups and parent.name == HYBRID_PQ:
+        # the parent's own class was inferred from sizes: so is the rekey's
+        said = [text for text in map(_followup_says_mlkem, followups) if text]
+        inferences.extend(said)
+        if not said:
+            name = UNKNOWN
     elif followups:
         name = UNKNOWN
         inferences.append(f"{len(followups)} IKE_FOLLOWUP_KE exchange(s) ran in the rekey although the parent chose "
                           "no additional key exchange: the rekey's proposal differs")
+    elif parent.name == HYBRID_PQ:
+        name = UNKNOWN
+        findings.append(Finding("medium", "rekey-without-followup-ke", "the parent's rekeys ran IKE_FOLLOWUP_KE but "
+                                "this one ran none: the rekeyed SA may be classical only"))
     if parent.observation == INFERRED_OBSERVATION:
         inferences.extend(f"parent: {i}" for i in parent.inferences)
     evidence.append(f"class inferred from parent IKE SA {n.rekeyed_from[0]}/{n.rekeyed_from[1]} "
