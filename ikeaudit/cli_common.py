@@ -12,7 +12,6 @@ Exit codes (all commands):
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 from collections import Counter
@@ -86,10 +85,6 @@ def output_options(renderers):
     return decorate
 
 
-def _pipeline_accepts(name: str) -> bool:
-    return name in inspect.signature(audit_captures).parameters
-
-
 def run_audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp: bool = True,
               keys: KeyTable | None = None, rekey_window: float | None = None) -> list[CaptureAudit]:
     """Audit the captures named on the command line. A progress bar (bytes read) goes to
@@ -98,7 +93,7 @@ def run_audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, e
     Input that cannot be read is an InputError; damage that was read around is one
     warning line per capture on stderr."""
     options = dict(jobs=jobs, esp=esp, keys=keys)
-    if rekey_window is not None and _pipeline_accepts("rekey_window"):
+    if rekey_window is not None:
         options["rekey_window"] = rekey_window
     try:
         paths = expand_capture_args(captures)

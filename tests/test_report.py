@@ -167,11 +167,12 @@ def report_of(tmp_path, *captures: str, policy: str = "hybrid-required", fail_on
 
 @pytest.fixture(scope="module")
 def c01_without_sa_init(tmp_path_factory):
-    from field_variants import IKE_SA_INIT, without_exchanges
+    import captures
 
-    path = tmp_path_factory.mktemp("variants") / "c01-no-sa-init.pcap"
-    assert without_exchanges(PCAPS / RECORDS["c01"]["file"], path, {IKE_SA_INIT}) == 2  # request and response
-    return str(path)
+    packets = captures.read(str(PCAPS / RECORDS["c01"]["file"]))
+    kept = captures.without_exchanges(packets, {captures.IKE_SA_INIT})
+    assert len(packets) - len(kept) == 2  # its request and response
+    return captures.write(kept, tmp_path_factory.mktemp("variants") / "c01-no-sa-init.pcap")
 
 
 def test_tunnel_without_its_ike_sa_init_is_unassessed_and_the_headline_says_so(tmp_path, c01_without_sa_init):
@@ -228,12 +229,14 @@ def test_markdown_escapes_only_what_would_render(lab_report):
 def test_h02_without_its_ike_intermediate_passes_no_preset(tmp_path, policy):
     """h02 chose ML-KEM-1024 in ADDKE1 (manifest); with its IKE_INTERMEDIATE gone the
     ML-KEM exchange was never seen: no preset may pass it."""
-    from field_variants import IKE_INTERMEDIATE, without_exchanges
+    import captures
 
     record = RECORDS["h02"]
     assert [a["name"] for a in record["chosen_additional_kes"]] == ["ML-KEM-1024"]
-    path = tmp_path / "h02-no-intermediate.pcap"
-    assert without_exchanges(PCAPS / record["file"], path, {IKE_INTERMEDIATE}) > 0
+    packets = captures.read(str(PCAPS / record["file"]))
+    kept = captures.without_exchanges(packets, {captures.IKE_INTERMEDIATE})
+    assert len(kept) < len(packets)
+    path = captures.write(kept, tmp_path / "h02-no-intermediate.pcap")
     result, document = report_of(tmp_path, str(path), policy=policy)
     assert result.exit_code == 0, result.output
     [n] = [n for n in document["negotiations"] if n["classification_basis"] == "IKE_SA_INIT"]
