@@ -7,7 +7,6 @@ the stages are the offline ones, composed by live.LiveAuditor.
 
 from __future__ import annotations
 
-import inspect
 import os
 import signal
 import sys
@@ -139,9 +138,7 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
         capture.close()
         raise LiveError(f"{write_path}: cannot write the capture: {exc.strerror or exc}") from None
     name = f"live:{interface}"
-    tracking = {"rekey_window": rekey_window} if "rekey_window" in inspect.signature(LiveAuditor).parameters \
-        else {}
-    auditor = LiveAuditor(name, catalog, idle_timeout=idle_timeout, keys=keys, **tracking)
+    auditor = LiveAuditor(name, catalog, idle_timeout=idle_timeout, keys=keys, rekey_window=rekey_window)
     output = _Output(fmt, catalog, judge)
     started = time.time()
     reporter = _Reporter(report_path, catalog, judge, interface, capture_filter, capture.linktype,

@@ -392,7 +392,7 @@ def exposure_view(tunnels: list[dict], unanswered: dict | None = None) -> dict:
         if tunnels:
             first = f"{len(exposed)} of {len(tunnels)} tunnel(s) used classical-only key exchange"
             if exposed:
-                first += (f" ({len(still)} still at their last negotiation; "
+                first += (f" ({len(still) or 'none'} still at their last negotiation; "
                           f"{_esp_phrase(packets, octets, measured)} exposed to harvest-now-decrypt-later)")
             parts.append(first)
             if unassessed:
