@@ -148,3 +148,15 @@ def test_rekey_window_reaches_the_pipeline(command, monkeypatch, tmp_path):
 def test_rekey_window_must_not_be_negative():
     result = run("scan", lab_path("c01"), "--rekey-window", "-1")
     assert result.exit_code == 2 and "--rekey-window" in result.output
+
+
+def test_scan_table_calls_a_negotiation_without_its_handshake_unassessed(tmp_path):
+    import captures
+
+    packets = captures.read(lab_path("c01"))
+    path = captures.write(captures.without_exchanges(packets, {captures.IKE_SA_INIT}), tmp_path / "c01.pcap")
+    result = run("scan", path, "--fail-on", "medium")
+    assert result.exit_code == 1
+    [row] = [line for line in result.output.splitlines() if "192.0.2.1 -> 192.0.2.2" in line]
+    assert "unassessed" in row.split()
+    assert result.output.rstrip().endswith("1 unassessed (handshake not captured)")
