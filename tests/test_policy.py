@@ -544,6 +544,17 @@ def test_not_observable_is_never_better_than_warn(policy):
     assert not [v for v in verdicts if v.outcome == P]
 
 
+@pytest.mark.parametrize("confidence,outcome", [("negotiated", W), ("contradicted", F)])
+@pytest.mark.parametrize("policy", PRESETS)
+def test_not_observable_passes_no_rule_whatever_the_confidence_says(policy, confidence, outcome):
+    """h02's methods pass every rule of every preset; marked not observable they pass
+    none, and a contradiction still fails the classification rule."""
+    unassessed = _with("h02", observation="not-observable", confidence=confidence)
+    verdicts = evaluate(load_policy(policy), unassessed, BEFORE_2026)
+    assert not [v for v in verdicts if v.outcome == P]
+    assert verdicts[0].outcome == outcome
+
+
 def test_a_policy_file_cannot_make_an_unproven_confidence_pass(tmp_path):
     text = 'name = "x"\n[[rules]]\nid = "r"\nkind = "classification"\n[rules.confidence_outcomes]\nunconfirmed = "pass"\n'
     with pytest.raises(PolicyError, match="'unconfirmed' is 'pass', expected one of: warn, fail"):

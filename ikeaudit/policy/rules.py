@@ -146,18 +146,21 @@ def evaluate_all(policy: Policy, audits: Iterable, as_of: date | None = None,
 
 def _fail_closed(rule: Rule, f: _Facts, outcome: str, detail: str) -> tuple[str, str]:
     """No pass on what the capture does not prove: a confidence other than verified or
-    negotiated never passes, and an unassessed negotiation is never better than the
-    classification rule's unassessed_outcome."""
+    negotiated never passes, and an unassessed negotiation (observation not-observable)
+    passes no rule and is never better than the classification rule's
+    unassessed_outcome."""
     c = f.c
-    if c.observation == NOT_OBSERVABLE and rule.kind == "classification" \
-            and _OUTCOME_RANK[outcome] < _OUTCOME_RANK[rule.unassessed_outcome]:
-        return rule.unassessed_outcome, detail + "; unassessed: the exchange that decided the key exchange " \
-            "was not captured and nothing else shows it"
-    if outcome != PASS or c.confidence in PASSABLE_CONFIDENCE:
-        return outcome, detail
-    confidence = c.confidence or "none"
-    capped = rule.confidence_outcomes.get(confidence, WARN) if rule.kind == "classification" else WARN
-    return capped, detail + f"; not passed: {_CONFIDENCE_SENTENCE.get(confidence, confidence)}"
+    if outcome == PASS and c.confidence not in PASSABLE_CONFIDENCE:
+        confidence = c.confidence or "none"
+        outcome = rule.confidence_outcomes.get(confidence, WARN) if rule.kind == "classification" else WARN
+        detail += f"; not passed: {_CONFIDENCE_SENTENCE.get(confidence, confidence)}"
+    if c.observation == NOT_OBSERVABLE:
+        least = rule.unassessed_outcome if rule.kind == "classification" else WARN if outcome == PASS else outcome
+        if _OUTCOME_RANK[outcome] < _OUTCOME_RANK[least]:
+            outcome = least
+            detail += "; unassessed: the exchange that decided the key exchange was not captured and nothing " \
+                      "else shows it"
+    return outcome, detail
 
 
 _CONFIDENCE_SENTENCE = {
