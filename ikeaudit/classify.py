@@ -10,6 +10,14 @@ With a key table the encrypted exchanges speak for themselves: a classification 
 `verified` when the decrypted KE payloads carry every chosen method at its size and a
 message under the final keys decrypted too, `negotiated` when only the clear proposals
 and sizes support it; decrypted KE payloads that contradict the proposal are a finding.
+
+Fail closed: every classification says how it was reached (`observation`). Without the
+exchange that decided the key exchange, the SA's own traffic may still show it (message
+sizes bound each KE payload, IKE_FOLLOWUP_KE shows an additional key exchange, a rekey
+linked by addresses, time and size): the class is then `inferred`, with each step named.
+Otherwise it is `unknown` and not observable. A chosen ADDKE whose exchange was never
+captured is `unconfirmed`; messages too small for it are `contradicted`. Only `verified`
+and `negotiated` can ever satisfy a policy.
 """
 
 from __future__ import annotations
@@ -471,7 +479,8 @@ def _unanswered(n: Negotiation, catalog: KeCatalog, pq_offered: bool, ppk: str,
     last_error = errors[-1][1] if errors else None
     error = iana.notify_name(last_error) if last_error is not None else None
     if n.state == SA_INIT_RETRY:
-        evidence.append("the responder asked for a retry and the initiator never sent one")
+        evidence.append("the responder asked for a retry and the initiator never sent one" if n.sa_init_seen else
+                        "the responder asked for a retry; the initiator's requests were not captured")
     evidence.append(f"IKE_SA_INIT answered with {error or 'no SA payload'}")
     if last_error == iana.NO_PROPOSAL_CHOSEN and pq_offered:
         findings.append(Finding("medium", "pq-refused", "the initiator offered ML-KEM and the "

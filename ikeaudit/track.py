@@ -867,6 +867,12 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
     with a handshake (its IKE_SA_INIT was lost): it is no rekey and is never linked.
     """
     _link_rekeys_by_spis(sas)
+    by_pair: dict[frozenset, list[_SaBuilder]] = {}
+    for parent in sas:
+        if not parent.ikev1_exchanges and any(b.first.exchange == iana.CREATE_CHILD_SA
+                                              for bs in parent.messages.values() for b in bs):
+            by_pair.setdefault(frozenset((parent.initiator, parent.responder)), []).append(parent)
+    requests: dict[int, list[TrackedMessage]] = {}  # id(parent) -> its CREATE_CHILD_SA requests
     for sa in sas:
         if sa.state != MIDSTREAM or sa.ikev1_exchanges or sa.rekey_linked_by == "spis":
             continue
@@ -874,14 +880,13 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
                for bs in sa.messages.values() for b in bs):
             continue
         start = sa.first.timestamp
-        pair = {sa.initiator, sa.responder}
         best: tuple[tuple, _SaBuilder, TrackedMessage, str] | None = None
-        for parent in sas:
-            if parent is sa or parent.ikev1_exchanges or {parent.initiator, parent.responder} != pair:
+        for parent in by_pair.get(frozenset((sa.initiator, sa.responder)), ()):
+            if parent is sa or parent.first.timestamp > start:
                 continue
-            if parent.first.timestamp > start:
-                continue
-            for request in reversed(_create_child_sa_requests(parent)):
+            if id(parent) not in requests:
+                requests[id(parent)] = _create_child_sa_requests(parent)
+            for request in reversed(requests[id(parent)]):
                 if not 0 <= start - request.first_timestamp <= window:
                     continue
                 fits, room = _rekey_room(parent, request)

@@ -265,6 +265,21 @@ def test_a_classical_retry_after_a_refused_pq_attempt_is_one_downgrade(tmp_path)
     assert "downgrade" not in codes(refused.classification)
 
 
+def test_a_classical_retry_after_a_hybrid_attempt_stalled_in_intermediate_is_a_downgrade(tmp_path):
+    # h01 chose ML-KEM-768 (manifest); keep its IKE_SA_INIT and the initiator's
+    # IKE_INTERMEDIATE requests only (the large answer never came back), then c01 5 s later.
+    h01 = captures.read(lab_path("h01"))
+    stalled = [p for p, h in zip(h01, captures.ike_headers(h01))
+               if h and (h[0] == IKE_SA_INIT or (h[0] == IKE_INTERMEDIATE and not h[1] & captures.FLAG_RESPONSE))]
+    c01 = captures.read(lab_path("c01"))
+    items = audited(stalled + captures.shifted(c01, float(stalled[-1].time - c01[0].time) + 5), tmp_path)
+    hybrid = next(i for i in items if i.classification.name == "hybrid-pq")
+    classical = next(i for i in items if i.classification.name == "classical")
+    assert not hybrid.negotiation.established
+    [f] = [f for f in classical.classification.findings if f.code == "downgrade"]
+    assert hybrid.negotiation.spi_i in f.detail and "never completed IKE_AUTH" in f.detail
+
+
 def test_a_classical_negotiation_hours_after_a_refused_pq_attempt_is_no_downgrade(tmp_path):
     x01, c01 = captures.read(lab_path("x01")), captures.read(lab_path("c01"))
     later = captures.shifted(c01, float(x01[-1].time - c01[0].time) + 3 * 3600)
