@@ -542,9 +542,14 @@ def _without_sa_init(n: Negotiation, catalog: KeCatalog, parent: Classification 
 # Inner payloads every CREATE_CHILD_SA request and response carries besides its KE
 # payload: a Nonce of at least 16 bytes (RFC 7296 section 3.9).
 MIN_NONCE_PAYLOAD = 4 + 16
-# An IKE_FOLLOWUP_KE message carries the ADDITIONAL_KEY_EXCHANGE notify (8 bytes and a
-# link token) besides its KE payload (RFC 9370 section 2.2.2).
+# An IKE_FOLLOWUP_KE request carries the ADDITIONAL_KEY_EXCHANGE notify (8 bytes and a
+# link token) besides its KE payload (RFC 9370 section 2.2.2); the response carries one
+# only when another exchange follows, so a bound on it counts none.
 MIN_LINK_NOTIFY = 8
+
+
+def _followup_others(m: TrackedMessage) -> int:
+    return 0 if m.response else MIN_LINK_NOTIFY
 # To call a KE payload larger than any classical one from outside, allow the largest
 # usual SK overhead (16-byte IV, 32-byte ICV, a block of padding and its length byte)
 # and a link token of up to 64 bytes: what is left is a floor on the key data.
@@ -594,7 +599,7 @@ def _own_traffic(n: Negotiation, catalog: KeCatalog) -> tuple[str, list[str]] | 
                           "headers: additional key exchanges ran in this SA's rekeys (RFC 9370 section 2.2.2)")
         excluded, large = True, False
         for m in followups:
-            gone, text = _excludes(m, _ke_room(m, overhead, MIN_LINK_NOTIFY), catalog)
+            gone, text = _excludes(m, _ke_room(m, overhead, _followup_others(m)), catalog)
             inferences.append(text + f" ({cipher})")
             excluded &= gone
             said = _followup_says_mlkem(m)
@@ -621,6 +626,10 @@ def _own_traffic(n: Negotiation, catalog: KeCatalog) -> tuple[str, list[str]] | 
     return UNKNOWN, inferences
 
 
+def _role(m: TrackedMessage) -> str:
+    return f"{iana.exchange_name(m.exchange)} {'response' if m.response else 'request'} (message id {m.message_id})"
+
+
 def _followup_says_mlkem(m: TrackedMessage) -> str | None:
     """A sentence when an IKE_FOLLOWUP_KE request carries more key data than any
     classical method sends, allowing the largest usual overhead per SK/SKF payload and
@@ -643,11 +652,14 @@ def _inherited(n: Negotiation, catalog: KeCatalog, parent: Classification, paren
     if parent.name not in JUDGED_BY_PROPOSAL and parent.observation != INFERRED_OBSERVATION:
         return None
     inferences = [f"rekey of IKE SA {n.rekeyed_from[0]}/{n.rekeyed_from[1]} ({n.rekey_evidence})"]
-    requests = [m for m in parent_negotiation.messages if m.exchange == iana.CREATE_CHILD_SA and not m.response
-                and m.first_timestamp <= n.first_seen]
-    start = requests[-1].first_timestamp if requests else n.first_seen
-    followups = [m for m in parent_negotiation.messages if m.exchange == iana.IKE_FOLLOWUP_KE and not m.response
-                 and start <= m.first_timestamp <= n.first_seen]
+    rekeys = [m for m in parent_negotiation.messages if m.exchange == iana.CREATE_CHILD_SA
+              and m.first_timestamp <= n.first_seen]
+    start = rekeys[-1].first_timestamp if rekeys else n.first_seen
+    # each IKE_FOLLOWUP_KE by its request, or by its response in a one-direction capture
+    after = [m for m in parent_negotiation.messages if m.exchange == iana.IKE_FOLLOWUP_KE
+             and start <= m.first_timestamp <= n.first_seen]
+    asked = {m.message_id for m in after if not m.response}
+    followups = [m for m in after if not m.response or m.message_id not in asked]
     overhead = sk_overhead(parent_negotiation.chosen)
     name = parent.name
     if parent.addke:
@@ -658,14 +670,15 @@ def _inherited(n: Negotiation, catalog: KeCatalog, parent: Classification, paren
                                     f"{len(followups)} IKE_FOLLOWUP_KE exchange(s): the rekeyed SA may be classical only"))
         for (slot, method_id), m in zip(parent.addke, followups):
             method = catalog.method(method_id)
-            room = _ke_room(m, overhead, MIN_LINK_NOTIFY)
-            if method.initiator_bytes is not None and room < method.initiator_bytes:
+            room = _ke_room(m, overhead, _followup_others(m))
+            key_bytes = method.responder_bytes if m.response else method.initiator_bytes
+            if key_bytes is not None and room < key_bytes:
                 name = UNKNOWN
-                inferences.append(f"IKE_FOLLOWUP_KE request (message id {m.message_id}) has room for at most {room} bytes "
-                                  f"of key data: too small for the parent's {iana.addke_slot(slot)} {method.name}")
+                inferences.append(f"{_role(m)} has room for at most {room} bytes of key data: too small for the "
+                                  f"parent's {iana.addke_slot(slot)} {method.name}")
             else:
-                inferences.append(f"IKE_FOLLOWUP_KE request (message id {m.message_id}) after the rekey has room for "
-                                  f"the parent's {iana.addke_slot(slot)} {method.name}")
+                inferences.append(f"{_role(m)} after the rekey has room for the parent's "
+                                  f"{iana.addke_slot(slot)} {method.name}")
     elif followups and parent.name == HYBRID_PQ:
         # the parent's own class was inferred from sizes: so is the rekey's
         said = [text for text in map(_followup_says_mlkem, followups) if text]
@@ -756,7 +769,8 @@ def _with_observation(n: Negotiation, c: Classification) -> Classification:
         how = ("its class is inferred: " + "; ".join(c.inferences) if c.observation == INFERRED_OBSERVATION
                else "nothing in the capture shows its key exchange: it cannot be assessed")
         findings.append(Finding("medium", "handshake-not-captured",
-                                f"the exchange that decided this IKE SA's key exchange was not captured; {how}"))
+                                "the exchange that decided this IKE SA's key exchange was not captured "
+                                f"(or only encrypted, without keys); {how}"))
     elif c.name == UNKNOWN and c.basis == "none" and n.sa_init_seen:
         # initiator-only: the offer was seen, the choice was not
         c = replace(c, observation=NOT_OBSERVABLE)

@@ -201,6 +201,21 @@ def expected_class(record: dict) -> str:
     return record["expected_classification"]
 
 
+def test_a_responder_only_rekey_is_linked_and_inferred_from_the_responses(tmp_path):
+    # r01's IKE SA rekey chose Curve25519 + ADDKE1 ML-KEM-768 (manifest create_child_sa,
+    # proto IKE), each rekey with its IKE_FOLLOWUP_KE: the responses alone must carry
+    # the 1,088-byte ciphertext, so their sizes agree with the parent's choice.
+    assert any(x["proto"] == "IKE" and x["addke"] == ["ADDKE1=36(ML-KEM-768)"]
+               for x in RECORDS["r01"]["create_child_sa"])
+    packets = captures.one_direction(captures.read(lab_path("r01")), from_initiator=False)
+    items = audited(packets, tmp_path)
+    [rekeyed] = [i for i in items if i.negotiation.midstream]
+    assert rekeyed.negotiation.rekey_linked_by == "addresses-time-and-size"
+    c = rekeyed.classification
+    assert (c.name, c.observation, c.confidence) == ("hybrid-pq", "inferred", "inferred")
+    assert not any("too small" in i for i in c.inferences)
+
+
 # --- ADDKE slots by transform type (issue 13)
 
 
