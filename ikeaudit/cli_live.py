@@ -1,6 +1,6 @@
 """`ikeaudit live`: audit the IKE negotiations crossing a network interface as they happen.
 
-Registered on the `ikeaudit` group at the end of cli.py. The command only parses
+Registered on the `ikeaudit` group by cli.py. The command only parses
 options, opens the capture and the outputs, and formats what ikeaudit.live hands it:
 the stages are the offline ones, composed by live.LiveAuditor.
 """
@@ -15,7 +15,7 @@ import time
 import click
 
 from ikeaudit.classify import KeCatalog
-from ikeaudit.cli_keys import keys_option, load_keys
+from ikeaudit.cli_common import EXIT_OK, EXIT_USAGE, keys_option, load_keys, parse_private_ke, rekey_window_option
 from ikeaudit.live import (
     CaptureStats,
     LiveAuditor,
@@ -30,7 +30,6 @@ from ikeaudit.live import (
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
 from ikeaudit.report import machine, text, views
 
-EXIT_OK, EXIT_USAGE = 0, 2
 REPORT_NAME = "live-report.json"
 PROG = "ikeaudit live"
 # Streaming rows cannot be measured first: fixed widths that fit IPv4 peers and the
@@ -101,10 +100,11 @@ def _status_line(status: LiveStatus) -> str:
 @click.option("--private-ke", "private_ke", multiple=True, metavar="ID=NAME[:pq|classical]",
               help="Name a private-use KE method id, as for 'ikeaudit scan'.")
 @keys_option
+@rekey_window_option
 def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None, count: int | None,
          write_path: str | None, fmt: str, report_every: float | None, output_dir: str | None,
          status_every: float, idle_timeout: float, buffer_mib: int, policy_name: str | None,
-         private_ke: tuple[str, ...], key_files: tuple[str, ...]) -> None:  # fmt: skip
+         private_ke: tuple[str, ...], key_files: tuple[str, ...], rekey_window: float) -> None:  # fmt: skip
     """Audit the IKE negotiations on a network interface as they happen: each one is
     printed (or emitted as a JSON line) when its handshake completes, fails or goes
     idle. Ctrl-C or SIGTERM stops the capture, reports what was in flight, writes the
@@ -121,11 +121,9 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
       sudo ikeaudit live -i eth1 --bpf 'host 192.0.2.1' --write span.pcap \\
            --report-every 300 -o /srv/ikeaudit
     """
-    from ikeaudit.cli import _parse_private_ke  # here: cli.py imports this module at its end
-
     if report_every is not None and output_dir is None:
         raise click.UsageError("--report-every needs -o DIR, the folder to write the report to")
-    catalog = KeCatalog(_parse_private_ke(private_ke))
+    catalog = KeCatalog(parse_private_ke(private_ke))
     keys = load_keys(key_files)
     judge = _Judge(policy_name, catalog)
     report_path = _prepare_output_dir(output_dir)
@@ -140,7 +138,7 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
         capture.close()
         raise LiveError(f"{write_path}: cannot write the capture: {exc.strerror or exc}") from None
     name = f"live:{interface}"
-    auditor = LiveAuditor(name, catalog, idle_timeout=idle_timeout, keys=keys)
+    auditor = LiveAuditor(name, catalog, idle_timeout=idle_timeout, keys=keys, rekey_window=rekey_window)
     output = _Output(fmt, catalog, judge)
     started = time.time()
     reporter = _Reporter(report_path, catalog, judge, interface, capture_filter, capture.linktype,

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import click
 
-from ikeaudit.cli import EXIT_FINDINGS, InputError, _audit, _parse_private_ke, exit_code
-from ikeaudit.cli_keys import keys_option, load_keys
-from ikeaudit.classify import SEVERITIES, KeCatalog
+from ikeaudit.classify import KeCatalog
+from ikeaudit.cli_common import (
+    EXIT_FINDINGS, InputError, exit_code, fail_on_option, keys_option, load_keys, parse_private_ke,
+    private_ke_option, rekey_window_option, run_audit,
+)
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
 from ikeaudit.policy import (
     DEFAULT_POLICY,
@@ -24,6 +26,7 @@ from ikeaudit.policy import (
     load_policy,
     worst,
 )
+from ikeaudit.policy.exposure import unanswered_traffic
 from ikeaudit.report import cbom, html, markdown, views
 from ikeaudit.report.machine import render_json
 
@@ -53,29 +56,28 @@ def _generated_at() -> str:
               help=f"Policy preset ({', '.join(PRESETS)}) or a TOML policy file.")
 @click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
               help="Judge dated policy rules as of this day (default: today, UTC).")
-@click.option("--fail-on", type=click.Choice(["none", *SEVERITIES]), default="none", show_default=True,
-              help="Exit with 1 when a finding or policy verdict of this severity or worse is found.")
-@click.option("--private-ke", "private_ke", multiple=True, metavar="ID=NAME[:pq|classical]",
-              help="Name a private-use KE method id (see `ikeaudit scan --help`).")
+@fail_on_option
+@private_ke_option
 @keys_option
+@rekey_window_option
 def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: datetime | None,
-           fail_on: str, private_ke: tuple[str, ...], key_files: tuple[str, ...]) -> None:
+           fail_on: str, private_ke: tuple[str, ...], key_files: tuple[str, ...], rekey_window: float) -> None:
     """Write the compliance report for CAPTURES into a folder: report.html (self-contained,
-    plots embedded), report.md, report.json, negotiations and messages as CSV and Parquet,
-    a CycloneDX CBOM (cbom.json) and the plots as PNG.
+    plots embedded), report.md, report.json, negotiations, messages and tunnels as CSV and
+    Parquet, a CycloneDX CBOM (cbom.json) and the plots as PNG.
 
     \b
     Example:
       ikeaudit report pcaps/ -o reports/
       ikeaudit report span/*.pcapng --policy cnsa2 --fail-on high -o /srv/audit/today
     """
-    catalog = KeCatalog(_parse_private_ke(private_ke))
+    catalog = KeCatalog(parse_private_ke(private_ke))
     try:
         policy = load_policy(policy_name)
     except PolicyError as exc:
         raise InputError(str(exc)) from None
     day = as_of.date() if as_of else datetime.now(timezone.utc).date()
-    audits = _audit(captures, catalog, keys=load_keys(key_files))
+    audits = run_audit(captures, catalog, keys=load_keys(key_files), rekey_window=rekey_window)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -101,11 +103,12 @@ def _write(out: Path, audits, catalog: KeCatalog, policy, day: date, fail_on: st
             verdicts_fail |= fails_on(judged, fail_on)
     flows = [flow for a in audits for flow in a.esp_flows]
     tunnels = [t.as_dict() for t in exposure(audits, flows, catalog)]
+    unanswered = unanswered_traffic(audits, flows).as_dict()
     what_ifs = {id(item): what_if(item.negotiation, DEFAULT_MTUS) for a in audits for item in a.negotiations}
     policy_view = {"name": policy.name, "description": policy.description, "source": policy.source,
                    "origin": policy.origin, "as_of": day.isoformat()}
     document = views.report_document(audits, catalog, verdicts, tunnels, policy_view, _generated_at(),
-                                     what_ifs, list(DEFAULT_MTUS))
+                                     what_ifs, list(DEFAULT_MTUS), unanswered)
     files = []
     figures = []
     for stem, builder, caption in FIGURES:
@@ -120,4 +123,5 @@ def _write(out: Path, audits, catalog: KeCatalog, policy, day: date, fail_on: st
     files += ["report.html", "report.md", "report.json", "cbom.json"]
     files += [Path(p).name for p in tables.write(tables.negotiations_frame(document), str(out / "negotiations"))]
     files += [Path(p).name for p in tables.write(tables.messages_frame(document), str(out / "messages"))]
+    files += [Path(p).name for p in tables.write(tables.tunnels_frame(document), str(out / "tunnels"))]
     return {"document": document, "files": files, "verdicts_fail": verdicts_fail}

@@ -46,7 +46,7 @@ from ikeaudit.extract import Extractor
 from ikeaudit.mtu import profile
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
 from ikeaudit.records import Anomaly, Frame, Negotiation
-from ikeaudit.track import Tracker
+from ikeaudit.track import REKEY_WINDOW_S, Tracker
 
 __all__ = [
     "CaptureStats", "LiveAuditor", "LiveCapture", "LiveCaptureError", "LiveSession",
@@ -75,7 +75,8 @@ class LiveAuditor:
     """
 
     def __init__(self, capture: str, catalog: KeCatalog | None = None, *,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, keys: KeyTable | None = None) -> None:  # fmt: skip
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, keys: KeyTable | None = None,
+                 rekey_window: float = REKEY_WINDOW_S) -> None:  # fmt: skip
         self.capture = capture
         self.keys = keys
         self._reassembly = InnerReassembly() if keys is not None else None
@@ -85,7 +86,7 @@ class LiveAuditor:
         self.late: list[AuditedNegotiation] = []  # set by finish(): never drained
         self.capture_stats: Counter[str] = Counter()
         self._extractor = Extractor()
-        self._tracker = Tracker(capture)
+        self._tracker = Tracker(capture, rekey_window=rekey_window)
         self._anomalies: list[Anomaly] = []
         self._emitted_ids: set[tuple] = set()
         self._by_pair: dict[tuple[str, str], Negotiation] = {}  # parents for rekey inheritance

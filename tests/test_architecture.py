@@ -74,3 +74,31 @@ def test_decryption_is_a_helper_of_dissection_not_a_stage():
         assert not any(name.startswith("cryptography") for name in imports_of(path)), path
     for stage in ("extract", "track", "classify"):
         assert "ikeaudit.decrypt" not in imports_of(PACKAGE / f"{stage}.py")
+
+
+COMMANDS = ("cli", "cli_report", "cli_live")
+
+
+@pytest.mark.parametrize("module", ["cli_common", "cli_keys", *COMMANDS])
+def test_no_command_module_is_imported_back(module):
+    """cli.py registers the other commands; no helper and no other command imports a
+    command module, so each one imports alone (no cycle through cli.py)."""
+    allowed = {"ikeaudit.cli_report", "ikeaudit.cli_live"} if module == "cli" else set()
+    assert not (imports_of(PACKAGE / f"{module}.py") & {f"ikeaudit.{c}" for c in COMMANDS}) - allowed
+
+
+@pytest.mark.parametrize("module", ["ikeaudit.cli_report", "ikeaudit.cli_live", "ikeaudit.cli_common",
+                                    "ikeaudit.policy.loading", "ikeaudit.policy.rules",
+                                    "ikeaudit.policy.exposure"])
+def test_each_module_imports_alone(module):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_policy_modules_do_not_touch_packets_or_renderers():
+    for path in (PACKAGE / "policy").glob("*.py"):
+        assert not imports_of(path) & {f"ikeaudit.{s}" for s in ("sources", "extract", "dissect", "track",
+                                                                  "layers", "report")}, path

@@ -23,10 +23,11 @@ def test_scan_json_carries_the_documented_fields():
     result = run("scan", lab_path("h01"), "--format", "json")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == 2
     [n] = document["negotiations"]
     for key in ("capture", "classification", "ke_method", "addke_methods", "pq_offered_by_initiator",
-                "initiator", "responder", "spi_i", "spi_r", "messages"):
+                "initiator", "responder", "spi_i", "spi_r", "messages", "observation", "inferences",
+                "assessed", "established_basis", "downgrade_prevention", "midstream"):
         assert key in n
     assert n["capture"] == lab_path("h01")
     assert (n["classification"], n["ke_method"], n["addke_methods"]) == ("hybrid-pq", 31, [36])
@@ -125,3 +126,37 @@ def test_folder_skips_non_capture_files(tmp_path):
 
 def test_help_shows_an_example():
     assert "Example" in run("scan", "--help").output
+
+
+@pytest.mark.parametrize("command", [["scan"], ["mtu"], ["report", "-o", "OUT"]])
+def test_rekey_window_reaches_the_pipeline(command, monkeypatch, tmp_path):
+    import ikeaudit.cli_common as cli_common
+
+    seen = {}
+
+    def audit_captures(paths, catalog=None, *, jobs=1, prefilter=True, esp=True, progress=None, keys=None,
+                       rekey_window=300.0):
+        seen["rekey_window"] = rekey_window
+        return []
+
+    monkeypatch.setattr(cli_common, "audit_captures", audit_captures)
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in command]
+    run(*args, lab_path("c01"), "--rekey-window", "42")
+    assert seen["rekey_window"] == 42.0
+
+
+def test_rekey_window_must_not_be_negative():
+    result = run("scan", lab_path("c01"), "--rekey-window", "-1")
+    assert result.exit_code == 2 and "--rekey-window" in result.output
+
+
+def test_scan_table_calls_a_negotiation_without_its_handshake_unassessed(tmp_path):
+    import captures
+
+    packets = captures.read(lab_path("c01"))
+    path = captures.write(captures.without_exchanges(packets, {captures.IKE_SA_INIT}), tmp_path / "c01.pcap")
+    result = run("scan", path, "--fail-on", "medium")
+    assert result.exit_code == 1
+    [row] = [line for line in result.output.splitlines() if "192.0.2.1 -> 192.0.2.2" in line]
+    assert "unassessed" in row.split()
+    assert result.output.rstrip().endswith("1 unassessed (handshake not captured)")

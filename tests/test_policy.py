@@ -64,12 +64,18 @@ MATRIX = {
     ("hybrid-required", "h01"): {"hybrid-key-exchange": P},
     ("hybrid-required", "h02"): {"hybrid-key-exchange": P},
     ("hybrid-required", "p02"): {"hybrid-key-exchange": P},
-    # cnsa2: ML-KEM-1024, AES-256, SHA-384 or stronger for PRF and INTEG
-    ("cnsa2", "c01"): {"negotiation": F, "ml-kem-1024": F, "aes-256": P, "prf-sha384": F, "integ-sha384": F},
-    ("cnsa2", "c02"): {"negotiation": F, "ml-kem-1024": F, "aes-256": P, "prf-sha384": F, "integ-sha384": F},
-    ("cnsa2", "h01"): {"negotiation": P, "ml-kem-1024": F, "aes-256": P, "prf-sha384": F, "integ-sha384": F},
-    ("cnsa2", "h02"): {"negotiation": P, "ml-kem-1024": P, "aes-256": P, "prf-sha384": P, "integ-sha384": P},
-    ("cnsa2", "p02"): {"negotiation": P, "ml-kem-1024": P, "aes-256": P, "prf-sha384": F, "integ-sha384": F},
+    # cnsa2: ML-KEM-1024; a classical part only ECDH P-384 (group 20) or MODP >= 3072 (RFC 9206),
+    # none needed beside ML-KEM-1024; AES-256, SHA-384 or stronger for PRF and INTEG
+    ("cnsa2", "c01"): {"negotiation": F, "ml-kem-1024": F, "classical-part": F, "aes-256": P, "prf-sha384": F,
+                       "integ-sha384": F},
+    ("cnsa2", "c02"): {"negotiation": F, "ml-kem-1024": F, "classical-part": F, "aes-256": P, "prf-sha384": F,
+                       "integ-sha384": F},
+    ("cnsa2", "h01"): {"negotiation": P, "ml-kem-1024": F, "classical-part": F, "aes-256": P, "prf-sha384": F,
+                       "integ-sha384": F},
+    ("cnsa2", "h02"): {"negotiation": P, "ml-kem-1024": P, "classical-part": P, "aes-256": P, "prf-sha384": P,
+                       "integ-sha384": P},
+    ("cnsa2", "p02"): {"negotiation": P, "ml-kem-1024": P, "classical-part": P, "aes-256": P, "prf-sha384": F,
+                       "integ-sha384": F},
     # nist-ir-8547 in 2026: every classical group here is still allowed
     ("nist-ir-8547", "c01"): {"negotiation": NA, "classical-sunset": P},
     ("nist-ir-8547", "c02"): {"negotiation": NA, "classical-sunset": P},
@@ -126,7 +132,8 @@ def test_cnsa2_h01_fails_on_ml_kem_768_and_sha256_with_evidence():
 
 def test_cnsa2_aead_needs_no_integ():
     got = outcomes("cnsa2", "h04", BEFORE_2026)  # AES-GCM-16/256 + PRF SHA-384 + ML-KEM-768
-    assert got == {"negotiation": P, "ml-kem-1024": F, "aes-256": P, "prf-sha384": P, "integ-sha384": NA}
+    assert got == {"negotiation": P, "ml-kem-1024": F, "classical-part": F, "aes-256": P, "prf-sha384": P,
+                   "integ-sha384": NA}
 
 
 @pytest.mark.parametrize("as_of,severity", [
@@ -256,7 +263,8 @@ def test_as_of_defaults_to_today():
 def test_evaluate_all_walks_capture_audits():
     verdicts = evaluate_all(load_policy("hybrid-required"), [audit(lab_path("r01")), audit(lab_path("c01"))],
                             BEFORE_2026)
-    assert [(v.classification, v.outcome) for v in verdicts] == [("hybrid-pq", P), ("hybrid-pq", P),
+    # r01's rekeyed SA, without keys, is hybrid only by inference: it warns, never passes
+    assert [(v.classification, v.outcome) for v in verdicts] == [("hybrid-pq", P), ("hybrid-pq", W),
                                                                  ("classical", F)]
 
 
@@ -379,7 +387,7 @@ BAD_POLICIES = [
     ('name = "x"\n[[rules]]\nid = "r"\nkind = "pq-key-exchange"\nparameter_sets = ["Kyber768"]\n',
      "'parameter set' is 'Kyber768'"),
     ('name = "x"\n[[rules]]\nid = "r"\nkind = "pq-key-exchange"\nmin_nist_category = 7\n', "between 1 and 5"),
-    ('name = "x"\n[[rules]]\nid = "r"\nkind = "classical-key-exchange"\n', "needs 'min_bits' or 'min_strength_bits'"),
+    ('name = "x"\n[[rules]]\nid = "r"\nkind = "classical-key-exchange"\n', "needs 'min_bits', 'min_strength_bits' or 'methods'"),
     ('name = "x"\n[[rules]]\nid = "r"\nkind = "classical-key-exchange"\nmin_bits = { DSA = 2048 }\n',
      "'family' is 'DSA'"),
     ('name = "x"\n[[milestones]]\nafter = "2030-12-31"\nlabel = "l"\n' + GOOD_RULE,
@@ -476,10 +484,18 @@ def test_exposure_attributes_esp_to_the_ike_sa_in_force():
         EspFlow("192.0.2.1", "192.0.2.2", "00000004", False, 1, d01.last_seen + 6, d01.last_seen + 9, 3, 300),
         EspFlow("198.51.100.1", "192.0.2.2", "00000005", False, 1, d01.last_seen + 1, d01.last_seen + 2, 99, 9900),  # other pair
     ]
-    [t] = exposure([item("h01"), item("d01")], esp=flows)
-    assert (t.esp_packets, t.esp_bytes) == (10, 1000)
+    tunnels = {t.peers: t for t in exposure([item("h01"), item("d01")], esp=flows)}
+    t = tunnels["192.0.2.1", "192.0.2.2"]
+    assert (t.status, t.esp_packets, t.esp_bytes) == ("exposed", 10, 1000)  # flows 3 and 4, under d01
+    assert (t.esp_packets_unassessed, t.esp_bytes_unassessed) == (10, 1000)  # flow 1, under no captured SA
+    assert (t.esp_packets_total, t.esp_bytes_total) == (25, 2500)
+    # ESP alone makes a tunnel; with no IKE SA captured for it, it is unassessed, never safe
+    other = tunnels["192.0.2.2", "198.51.100.1"]
+    assert (other.status, other.observation, other.negotiations) == ("unassessed", "unassessed", 0)
+    assert (other.esp_packets, other.esp_packets_unassessed) == (0, 99)
+    assert other.reasons == ("ESP ran under no IKE SA the capture holds",)
     [t] = exposure([item("h01")], esp=[])
-    assert (t.esp_packets, t.esp_bytes) == (0, 0)
+    assert (t.esp_packets, t.esp_bytes, t.status) == (0, 0, "protected")
 
 
 def test_exposure_ranks_the_most_exposed_first():
@@ -489,3 +505,130 @@ def test_exposure_ranks_the_most_exposed_first():
     ppk = _with("c01", ppk="negotiated")
     [t] = exposure([ppk])
     assert (t.classical_only, t.ppk, t.score) == (0, 1, 0.0)
+
+
+# ---------------------------------------------------------------- fail closed
+
+NOT_PASSABLE = ("unconfirmed", "contradicted", "inferred", None)
+
+
+@pytest.mark.parametrize("confidence", NOT_PASSABLE)
+@pytest.mark.parametrize("policy", PRESETS)
+def test_no_preset_passes_what_the_capture_does_not_prove(policy, confidence):
+    """h02 (ECP-384 + ML-KEM-1024, AES-256, SHA-384: manifest) passes every rule of every
+    preset when negotiated; the same negotiation with a confidence that cannot pass
+    passes no rule of any preset."""
+    loaded = load_policy(policy)
+    assert all(v.outcome in (P, NA) for v in evaluate(loaded, item("h02"), BEFORE_2026))
+    unproven = _with("h02", confidence=confidence)
+    verdicts = evaluate(loaded, unproven, BEFORE_2026)
+    assert not [v for v in verdicts if v.outcome == P]
+    assert worst(verdicts).outcome in (W, F)
+    assert any("not passed" in v.detail for v in verdicts)
+
+
+def test_contradicted_fails_the_classification_rule_and_unconfirmed_warns():
+    [v] = evaluate(load_policy("hybrid-required"), _with("h02", confidence="contradicted"), BEFORE_2026)
+    assert (v.outcome, v.severity) == (F, "high")
+    [v] = evaluate(load_policy("hybrid-required"), _with("h02", confidence="unconfirmed"), BEFORE_2026)
+    assert (v.outcome, v.severity) == (W, "medium")
+    assert "never captured" in v.detail
+
+
+@pytest.mark.parametrize("policy", PRESETS)
+def test_not_observable_is_never_better_than_warn(policy):
+    unassessed = _with("h02", observation="not-observable", confidence=None, name="unknown", ke_method=None,
+                       addke=(), basis="none")
+    verdicts = evaluate(load_policy(policy), unassessed, BEFORE_2026)
+    assert worst(verdicts).outcome in (W, F)
+    assert not [v for v in verdicts if v.outcome == P]
+
+
+@pytest.mark.parametrize("confidence,outcome", [("negotiated", W), ("contradicted", F)])
+@pytest.mark.parametrize("policy", PRESETS)
+def test_not_observable_passes_no_rule_whatever_the_confidence_says(policy, confidence, outcome):
+    """h02's methods pass every rule of every preset; marked not observable they pass
+    none, and a contradiction still fails the classification rule."""
+    unassessed = _with("h02", observation="not-observable", confidence=confidence)
+    verdicts = evaluate(load_policy(policy), unassessed, BEFORE_2026)
+    assert not [v for v in verdicts if v.outcome == P]
+    assert verdicts[0].outcome == outcome
+
+
+def test_a_policy_file_cannot_make_an_unproven_confidence_pass(tmp_path):
+    text = 'name = "x"\n[[rules]]\nid = "r"\nkind = "classification"\n[rules.confidence_outcomes]\nunconfirmed = "pass"\n'
+    with pytest.raises(PolicyError, match="'unconfirmed' is 'pass', expected one of: warn, fail"):
+        parse_policy(text, "x.toml")
+    text = 'name = "x"\n[[rules]]\nid = "r"\nkind = "classification"\n[rules.outcomes]\nunknown = "pass"\n'
+    [v] = evaluate(parse_policy(text), _with("h01", name="unknown", confidence=None, ke_method=None, addke=()),
+                   BEFORE_2026)
+    assert v.outcome == W  # even a policy that lets unknown pass cannot pass what nothing proves
+
+
+def test_cnsa2_fails_a_hybrid_whose_classical_part_is_curve25519():
+    """h01: Curve25519 + ML-KEM-768 (manifest); RFC 9206 allows ECDH P-384 or MODP >= 3072."""
+    assert RECORDS["h01"]["chosen_ke"]["id"] == 31
+    verdicts = {v.rule: v for v in evaluate(load_policy("cnsa2"), item("h01"), BEFORE_2026)}
+    assert verdicts["classical-part"].outcome == F
+    assert "Curve25519" in verdicts["classical-part"].detail
+    assert "RFC 9206" in verdicts["classical-part"].reference and "2026-11-27" in verdicts["classical-part"].reference
+    # the same ML-KEM-1024 over Curve25519 still fails the classical part
+    x25519_1024 = _with("h02", ke_method=31)
+    assert {v.rule: v.outcome for v in evaluate(load_policy("cnsa2"), x25519_1024, BEFORE_2026)}[
+        "classical-part"] == F
+
+
+def test_every_preset_rule_cites_its_source_and_the_day_it_was_checked():
+    for name in PRESETS:
+        for rule in load_policy(name).rules:
+            assert rule.reference and rule.checked == date(2026, 11, 27), (name, rule.id)
+
+
+def test_rekeyed_ike_sa_is_judged_by_its_decrypted_rekey_proposal():
+    """r01 with keys: the rekey's own CREATE_CHILD_SA chose PRF_HMAC_SHA2_256
+    (aes256-sha256-x25519-ke1_mlkem768, manifest), which cnsa2 fails rather than calling
+    it not visible."""
+    from ikeaudit.classify import KeCatalog
+    from ikeaudit.decrypt import parse_key_table
+    from ikeaudit.pipeline import audit_capture
+
+    record = RECORDS["r01"]
+    assert "sha256" in record["ike_proposals_responder"]
+    keys_file = ROOT / "pcaps" / record["keys_file"]
+    keys = parse_key_table(keys_file.read_text(), str(keys_file))
+    audits = [audit_capture(lab_path("r01"), KeCatalog(), keys=keys)]
+    verdicts = evaluate_all(load_policy("cnsa2"), audits, BEFORE_2026)
+    rekeyed = [v for v in verdicts if v.rule == "prf-sha384" and v.spi_i != audits[0].negotiations[0].negotiation.spi_i]
+    assert rekeyed and all(v.outcome == F and "PRF_HMAC_SHA2_256" in v.detail for v in rekeyed)
+    assert all("CREATE_CHILD_SA" in " ".join(v.evidence) for v in rekeyed)
+
+
+def test_only_a_confirmed_ppk_takes_a_tunnel_out_of_exposure():
+    for ppk, status in (("requested", "exposed"), ("not-used", "exposed"), ("negotiated", "protected")):
+        [t] = exposure([_with("c01", ppk=ppk)])
+        assert t.status == status, ppk
+
+
+@pytest.mark.parametrize("confidence", ["unconfirmed", "contradicted", "inferred"])
+def test_a_hybrid_the_capture_does_not_prove_is_unassessed_never_protected(confidence):
+    [t] = exposure([_with("h01", confidence=confidence)])
+    assert (t.status, t.observation, t.unassessed, t.pq_protected) == ("unassessed", "unassessed", 1, 0)
+
+
+def test_an_inferred_classical_sa_still_counts_as_exposed():
+    [t] = exposure([_with("c01", observation="inferred", confidence="inferred",
+                          inferences=("CREATE_CHILD_SA sizes exclude ML-KEM",))])
+    assert (t.status, t.observation) == ("exposed", "inferred")
+    assert "CREATE_CHILD_SA sizes exclude ML-KEM" in t.inferences
+
+
+def test_esp_after_an_sa_infers_its_establishment_and_says_so():
+    c01 = item("c01")
+    quiet = dataclasses.replace(c01, negotiation=dataclasses.replace(c01.negotiation, established=False,
+                                                                     established_basis="none"))
+    assert exposure([quiet]) == []  # established by nothing: no tunnel
+    flow = EspFlow("192.0.2.1", "192.0.2.2", "00000001", False, 1, c01.negotiation.last_seen + 1,
+                   c01.negotiation.last_seen + 2, 4, 400)
+    [t] = exposure([quiet], esp=[flow])
+    assert (t.status, t.established_by_esp, t.esp_packets, t.observation) == ("exposed", 1, 4, "inferred")
+    assert any("inferred from ESP" in i for i in t.inferences)

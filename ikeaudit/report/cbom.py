@@ -18,7 +18,11 @@ What goes where:
   ``nistQuantumSecurityLevel`` 1/3/5, classical groups as ``key-agree`` with level 0;
 * every (initiator, responder) pair is a ``service`` whose endpoints are the
   responder's IKE ports (UDP 500, and 4500 after NAT-T or MOBIKE moved there), with
-  its negotiations by class as properties;
+  its negotiations by class and by observation (``observed``, ``inferred``,
+  ``unassessed``) as properties, and the status of the tunnel it belongs to
+  (``ikeaudit:tunnel:status`` exposed/unassessed/protected, ``ikeaudit:tunnel:observation``);
+  a tunnel seen only as ESP (no IKE negotiation captured) is a service of its own, so an
+  unassessed tunnel is listed, never left out;
 * ``dependencies``: service -> protocol assets it negotiated -> algorithm assets.
 
 Output is deterministic: bom-refs are derived from content, lists are sorted, and the
@@ -77,15 +81,17 @@ def render(document: dict, *, serial_number: str | None = None, timestamp: str |
     """The scan document as CBOM JSON text."""
     bom = build_cbom(document["negotiations"], serial_number=serial_number, timestamp=timestamp,
                      captures=[c["path"] for c in document.get("captures", [])],
-                     tool_version=document.get("tool", {}).get("version", __version__))
+                     tool_version=document.get("tool", {}).get("version", __version__),
+                     tunnels=document.get("tunnels", ()))
     return json.dumps(bom, indent=2, ensure_ascii=False) + "\n"
 
 
 def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None,
                timestamp: str | None = None, captures: Iterable[str] = (),
-               tool_version: str = __version__) -> dict:
+               tool_version: str = __version__, tunnels: Iterable[dict] = ()) -> dict:
     """The CBOM as a JSON-ready dict. serial_number: "urn:uuid:..." (default: derived from
-    the content, so equal input gives an equal BOM); timestamp: ISO 8601 (default: none)."""
+    the content, so equal input gives an equal BOM); timestamp: ISO 8601 (default: none);
+    tunnels: the report document's tunnels, whose status each service carries."""
     negotiations = list(negotiations)
     components: dict[str, dict] = {}
     depends: dict[str, set[str]] = {}
@@ -95,6 +101,7 @@ def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None
         service_ref = _service(n, services)
         if protocol is not None:
             depends.setdefault(service_ref, set()).add(protocol)
+    _tunnel_status(services, tunnels)
     for ref in services:
         depends.setdefault(ref, set())
     captures = list(dict.fromkeys([*captures, *(n["capture"] for n in negotiations)]))
@@ -316,6 +323,7 @@ def _service(n: dict, services: dict) -> str:
     if service is None:
         service = services[ref] = {"ref": ref, "initiator": n["initiator"], "responder": n["responder"],
                                    "endpoints": set(), "classes": Counter(), "captures": [],
+                                   "observations": Counter(), "tunnel": [],
                                    "first_seen": n["first_seen"], "last_seen": n["last_seen"]}
     scheme = "tcp" if n.get("transport") == "tcp" else "udp"
     host = _uri_host(n["responder"])
@@ -323,11 +331,39 @@ def _service(n: dict, services: dict) -> str:
     if n.get("moved_to_4500"):
         service["endpoints"].add(f"{scheme}://{host}:{iana.NAT_T_PORT}")
     service["classes"][n["classification"]] += 1
+    observation = n.get("observation") or "observed"
+    service["observations"]["unassessed" if observation == "not-observable" else observation] += 1
     if n["capture"] not in service["captures"]:
         service["captures"].append(n["capture"])
     service["first_seen"] = min(service["first_seen"], n["first_seen"])
     service["last_seen"] = max(service["last_seen"], n["last_seen"])
     return ref
+
+
+def _tunnel_status(services: dict, tunnels: Iterable[dict]) -> None:
+    """Give each service its tunnel's status; a tunnel without any IKE negotiation (ESP
+    alone) becomes a service of its own."""
+    by_peers: dict[tuple[str, ...], list[dict]] = {}
+    for service in services.values():
+        by_peers.setdefault(tuple(sorted((service["initiator"], service["responder"]))), []).append(service)
+    for t in tunnels:
+        status = [_prop("tunnel:status", t["status"]), _prop("tunnel:observation", t["observation"])]
+        status += [_prop("tunnel:reason", r) for r in t.get("reasons", [])]
+        if t.get("esp_packets_total") is not None:
+            status += [_prop("tunnel:esp_packets", t["esp_packets_total"]),
+                       _prop("tunnel:esp_packets_unassessed", t["esp_packets_unassessed"])]
+        matched = by_peers.get(tuple(t["peers"]))
+        if not matched:
+            a, b = t["peers"]
+            ref = f"service/esp/{a}/{b}"
+            matched = [services.setdefault(ref, {
+                "ref": ref, "initiator": a, "responder": b, "endpoints": set(), "classes": Counter(),
+                "captures": list(t.get("captures", [])), "observations": Counter(), "tunnel": [],
+                "first_seen": t["first_seen"], "last_seen": t["last_seen"],
+                "name": f"ESP between {a} and {b}",
+                "description": f"ESP between {a} and {b} with no IKE negotiation captured: unassessed"})]
+        for service in matched:
+            service["tunnel"] = status
 
 
 def _uri_host(address: str) -> str:
@@ -347,11 +383,15 @@ def _finish_service(s: dict) -> dict:
                   _prop("first_seen", s["first_seen"]), _prop("last_seen", s["last_seen"]),
                   _prop("negotiations", sum(s["classes"].values()))]
     properties += [_prop(f"classification:{name}", count) for name, count in sorted(s["classes"].items())]
+    properties += [_prop(f"observation:{name}", count) for name, count in sorted(s["observations"].items())]
+    properties += s["tunnel"]
     properties += [_prop("capture", c) for c in s["captures"]]
-    return {
+    service = {
         "bom-ref": s["ref"],
-        "name": f"IKE responder {s['responder']}",
-        "description": f"IKE negotiations from {s['initiator']} to {s['responder']}",
-        "endpoints": sorted(s["endpoints"]),
+        "name": s.get("name", f"IKE responder {s['responder']}"),
+        "description": s.get("description", f"IKE negotiations from {s['initiator']} to {s['responder']}"),
         "properties": properties,
     }
+    if s["endpoints"]:
+        service["endpoints"] = sorted(s["endpoints"])
+    return service

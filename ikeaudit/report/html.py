@@ -83,13 +83,16 @@ def _tunnels(document: dict) -> str:
     rows = []
     for t in document["tunnels"]:
         by_class = ", ".join(f"{_e(k)} {_e(v)}" for k, v in t["by_class"].items())
+        status = _e(t["status"]) + "".join(f"<br><small>{_e(r)}</small>" for r in t["reasons"])
         rows.append([_e(t["rank"]), f"<code>{_e(t['peers'][0])}</code><br>↔ <code>{_e(t['peers'][1])}</code>",
-                     _time(t["first_seen"]), _time(t["last_seen"]), by_class, _e(t["downgrades"]),
-                     "yes" if t["exposed"] else "no", _count(t["esp_packets_exposed"]),
-                     _count(t["esp_bytes_exposed"])])
-    return _table(["rank", "peers", "first seen", "last seen", "negotiations", "downgrades",
-                   "exposed", "ESP packets while classical", "ESP bytes while classical"],
-                  rows, numeric={0, 5, 7, 8})
+                     status, _e(t["observation"]), _time(t["first_seen"]), _time(t["last_seen"]), by_class,
+                     _e(t["downgrades"]), _e(t["downgrade_prevention"] or "not seen"),
+                     _count(t["esp_packets_exposed"]), _count(t["esp_bytes_exposed"]),
+                     _count(t["esp_packets_unassessed"])])
+    return _table(["rank", "peers", "status", "observation", "first seen", "last seen", "negotiations",
+                   "downgrades", "downgrade prevention", "ESP packets exposed", "ESP bytes exposed",
+                   "ESP packets unassessed"],
+                  rows, numeric={0, 7, 9, 10, 11})
 
 
 def _negotiations(document: dict) -> str:
@@ -115,14 +118,20 @@ def _details(document: dict) -> str:
         findings = "".join(f"<li><b>{_e(f['severity'])}</b> {_e(f['code'])}: {_e(f['detail'])}</li>"
                            for f in n["findings"])
         verdicts = "".join(f'<li class="out-{_e(v["outcome"])}"><b>{_e(v["outcome"])}</b> {_e(v["rule"])}: '
-                           f"{_e(v['detail'])}</li>" for v in n.get("verdicts", []))
+                           f"{_e(v['detail'])}" + (f" <small>[{_e(v['reference'])}]</small>" if v.get("reference")
+                                                   else "") + "</li>" for v in n.get("verdicts", []))
+        inferred = "".join(f"<li>{_e(i)}</li>" for i in n.get("inferences", []))
         vendor = ", ".join(f"<code>{_e(v)}</code>" + (f" ({_e(t)})" if t else "")
                            for v, t in zip(n["vendor_ids"], n["vendor_id_texts"]))
         parts.append(
             f"<details><summary><code>{_e(n['spi_i'])}/{_e(n['spi_r'])}</code> {_cls(n['classification'])} "
             f"{_e(n['initiator'])} → {_e(n['responder'])}</summary>"
             f"<p>Chosen: {_e(n['chosen_proposal'] or '-')}</p>"
-            f"<p>Evidence:</p><ul class=\"evidence\">{items}</ul>"
+            f"<p>Observation: {_e(n.get('observation') or '-')}; established: "
+            f"{_e(n.get('established_basis') or '-')}; downgrade prevention: "
+            f"{_e(n.get('downgrade_prevention') or 'not seen')}</p>"
+            + (f"<p>Inferred:</p><ul class=\"evidence\">{inferred}</ul>" if inferred else "")
+            + f"<p>Evidence:</p><ul class=\"evidence\">{items}</ul>"
             + (f"<p>Findings:</p><ul class=\"evidence\">{findings}</ul>" if findings else "")
             + (f"<p>Policy:</p><ul class=\"evidence\">{verdicts}</ul>" if verdicts else "")
             + (f"<p>Vendor IDs: {vendor}</p>" if vendor else "")
@@ -131,13 +140,14 @@ def _details(document: dict) -> str:
 
 
 ALERT_CODES = ("downgrade", "rekey-without-followup-ke", "evidence-mismatch", "decrypted-ke-mismatch",
-               "fragmentation-black-hole")
+               "fragmentation-black-hole", "chosen-not-offered", "addke-not-captured")
 
 
 def _alerts(document: dict) -> str:
     rows = [[_time(n["first_seen"]), f"<code>{_e(n['initiator'])}</code><br>→ <code>{_e(n['responder'])}</code>",
              f"<code>{_e(n['spi_i'])}</code>", _e(f["code"]), _e(f["detail"])]
             for n in document["negotiations"] for f in n["findings"] if f["code"] in ALERT_CODES]
+    rows += [["-", "-", "-", _e(f["code"]), _e(f["detail"])] for f in document.get("findings", [])]
     if not rows:
         return "<p>No downgrade, evidence mismatch or fragmentation black hole.</p>"
     return _table(["time (UTC)", "initiator → responder", "SPIi", "alert", "detail"], rows)
@@ -152,7 +162,9 @@ def _anomalies(document: dict) -> str:
 
 
 def render(document: dict, figures: list[tuple[bytes, str]]) -> str:
-    headline_class = "headline ok" if not document["exposure"]["exposed_tunnels"] else "headline"
+    exposure = document["exposure"]
+    headline_class = "headline ok" if not exposure["exposed_tunnels"] and not exposure.get("unassessed_tunnels") \
+        else "headline"
     policy = document["policy"]
     return "".join([
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',

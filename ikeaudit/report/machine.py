@@ -14,6 +14,7 @@ CSV_COLUMNS = [
     "established", "exchanges", "largest_message_bytes", "ike_fragmented_messages",
     "ip_fragmented_messages", "retransmissions", "vendor_ids", "findings", "anomalies",
     "confidence", "decrypted_messages", "undecryptable_messages",
+    "observation", "assessed", "established_basis", "downgrade_prevention", "inferences",
 ]
 # Cells that a spreadsheet would run as a formula (CWE-1236) get a leading quote.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -82,6 +83,7 @@ def csv_row(n: dict) -> dict:
         "exchanges": " ".join(f"{k}={v}" for k, v in n["exchanges"].items()),
         "vendor_ids": " ".join(text or raw for raw, text in zip(n["vendor_ids"], n["vendor_id_texts"])),
         "findings": "; ".join(f"{f['severity']}:{f['code']}" for f in n["findings"]),
+        "inferences": " | ".join(n.get("inferences", [])),
         "anomalies": len(n["anomalies"]),
         "decrypted_messages": n["decryption"]["decrypted_messages"] if n["decryption"] else None,
         "undecryptable_messages": n["decryption"]["undecryptable_messages"] if n["decryption"] else None,

@@ -6,13 +6,31 @@ import re
 
 from ikeaudit.report.html import ALERT_CODES
 
-_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~])")
+# Escape only what would change the rendering (CommonMark with GFM tables): characters
+# that start inline markup anywhere, `_` where it can open or close emphasis (not inside
+# a word: PRF_HMAC_SHA2_256 stays as it is), an entity reference, and block markers at
+# the start of the text. Dates, addresses and versions keep their - and . unescaped.
+_INLINE = re.compile(r"([\\`*\[\]<|~])")
+_EMPHASIS_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+# A list item (1. or - then a space), a heading (# then a space), a quote (>), or a
+# line of = or - alone (a setext underline, or a rule); the marker's last character is
+# escaped.
+_BLOCK_START = re.compile(r"^(\s*(?:\d{1,9}(?=[.)](?:\s|$))|#{0,5}(?=#(?:\s|$))|(?=[-+>])|=*(?==\s*$)))(.)")
 
 
 def md(value) -> str:
     """Escape a string so that Markdown shows it literally (packet data stays data)."""
-    text = "" if value is None else str(value)
-    return _SPECIAL.sub(r"\\\1", text).replace("\n", " ").replace("\r", " ")
+    text = ("" if value is None else str(value)).replace("\r", " ").replace("\n", " ")
+    text = _INLINE.sub(r"\\\1", text)
+    text = _EMPHASIS_UNDERSCORE.sub(r"\\_", text)
+    text = _ENTITY.sub(r"\\&", text)
+    return _BLOCK_START.sub(r"\1\\\2", text, count=1)
+
+
+def _cell(value) -> str:
+    """A table cell; "-" (which a cell shows as it is) when there is nothing."""
+    return md(value) if value else "-"
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -30,22 +48,28 @@ def render(document: dict, figure_files: list[tuple[str, str]]) -> str:
     alerts = [f"- {md(n['first_seen'][:19])} {md(n['initiator'])} → {md(n['responder'])} `{n['spi_i']}` "
               f"**{md(f['code'])}**: {md(f['detail'])}"
               for n in document["negotiations"] for f in n["findings"] if f["code"] in ALERT_CODES]
+    alerts += [f"- **{md(f['code'])}** ({md(f['severity'])}): {md(f['detail'])}" for f in document.get("findings", [])]
     lines += alerts or ["None: no downgrade, evidence mismatch or fragmentation black hole."]
     lines += ["", "## Tunnels by exposure", "",
              md(document["exposure"]["method"]), ""]
-    lines += _table(["rank", "peers", "first seen", "last seen", "negotiations", "downgrades", "exposed",
-                     "ESP packets while classical", "ESP bytes while classical"],
-                    [[md(t["rank"]), f"{md(t['peers'][0])} ↔ {md(t['peers'][1])}", md(t["first_seen"]),
-                      md(t["last_seen"]), md(", ".join(f"{k} {v}" for k, v in t["by_class"].items())),
-                      md(t["downgrades"]), "yes" if t["exposed"] else "no",
-                      md(t["esp_packets_exposed"]), md(t["esp_bytes_exposed"])] for t in document["tunnels"]])
+    lines += _table(["rank", "peers", "status", "observation", "first seen", "last seen", "negotiations",
+                     "downgrades", "downgrade prevention", "ESP packets exposed", "ESP bytes exposed",
+                     "ESP packets unassessed"],
+                    [[md(t["rank"]), f"{md(t['peers'][0])} ↔ {md(t['peers'][1])}",
+                      md(t["status"]) + "".join(f" ({md(r)})" for r in t["reasons"]), md(t["observation"]),
+                      md(t["first_seen"]), md(t["last_seen"]),
+                      md(", ".join(f"{k} {v}" for k, v in t["by_class"].items())),
+                      md(t["downgrades"]), md(t["downgrade_prevention"] or "not seen"),
+                      md(t["esp_packets_exposed"]), md(t["esp_bytes_exposed"]), md(t["esp_packets_unassessed"])]
+                     for t in document["tunnels"]])
     lines += ["", "## Negotiations", ""]
-    lines += _table(["time (UTC)", "initiator → responder", "SPIi", "class", "confidence", "KE", "ADDKEs",
-                     "policy"],
+    lines += _table(["time (UTC)", "initiator → responder", "SPIi", "class", "confidence", "observation", "KE",
+                     "ADDKEs", "policy"],
                     [[md(n["first_seen"][:19]), f"{md(n['initiator'])} → {md(n['responder'])}", md(n["spi_i"]),
-                      md(n["classification"]), md(n.get("confidence") or "-"), md(n["ke"]["name"] if n["ke"] else "-"),
-                      md(", ".join(f"{a['slot']}={a['name']}" for a in n["addke"]) or "-"),
-                      md(n.get("policy_outcome") or "-")] for n in document["negotiations"]])
+                      md(n["classification"]), _cell(n.get("confidence")), _cell(n.get("observation")),
+                      _cell(n["ke"]["name"] if n["ke"] else None),
+                      _cell(", ".join(f"{a['slot']}={a['name']}" for a in n["addke"])),
+                      _cell(n.get("policy_outcome"))] for n in document["negotiations"]])
     vendors = sorted({t for n in document["negotiations"] for t in n["vendor_id_texts"] if t})
     if vendors:
         lines += ["", "## Vendor IDs in clear text", ""] + [f"- {md(v)}" for v in vendors]

@@ -130,12 +130,15 @@ def exposure(document: dict):
     tunnels = document["tunnels"][:15]
     fig, ax = plt.subplots(figsize=(9, max(2.4, 0.45 * len(tunnels) + 1)), layout="constrained")
     labels = [f"{t['peers'][0]} ↔ {t['peers'][1]}" for t in tunnels]
-    exposed = [t["by_class"].get("classical", 0) + t["by_class"].get("classical-pq-offered", 0) for t in tunnels]
-    protected = [t["by_class"].get("hybrid-pq", 0) + t["by_class"].get("pq-only", 0) for t in tunnels]
-    ax.barh(labels, exposed, color="#b2182b", label="classical only")
-    ax.barh(labels, protected, left=exposed, color="#1b7837", label="ML-KEM")
+    exposed = [t["classical_only"] for t in tunnels]
+    unassessed = [t["unassessed"] for t in tunnels]
+    protected = [t["pq_protected"] + t["ppk"] for t in tunnels]
+    ax.barh(labels, exposed, color="#b2182b", label="classical only (IKEv1 included)")
+    ax.barh(labels, unassessed, left=exposed, color="#636363", label="unassessed")
+    ax.barh(labels, protected, left=[a + b for a, b in zip(exposed, unassessed)], color="#1b7837",
+            label="ML-KEM (or confirmed PPK)")
     ax.invert_yaxis()
-    ax.set_xlabel("negotiations")
+    ax.set_xlabel("IKE SAs")
     ax.set_title("Tunnels (peer pairs) by key exchange, most exposed first")
     ax.legend(fontsize=8)
     return fig

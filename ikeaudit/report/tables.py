@@ -16,6 +16,27 @@ def negotiations_frame(document: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+TUNNEL_COLUMNS = [
+    "rank", "peers", "status", "observation", "reasons", "first_seen", "last_seen", "negotiations",
+    "established", "established_by_esp", "classical_only", "pq_protected", "unassessed", "ppk", "downgrades",
+    "downgrade_prevention", "latest_class", "esp_packets_exposed", "esp_bytes_exposed", "esp_packets_unassessed",
+    "esp_bytes_unassessed", "esp_packets_total", "esp_bytes_total", "score", "inferences",
+]
+
+
+def tunnels_frame(document: dict) -> pd.DataFrame:
+    """One row per tunnel, unassessed ones included: status and observation say how far
+    the capture shows its protection."""
+    rows = []
+    for t in document.get("tunnels", []):
+        row = {k: t.get(k) for k in TUNNEL_COLUMNS}
+        row["peers"] = " ".join(t["peers"])
+        row["reasons"] = "; ".join(t.get("reasons", []))
+        row["inferences"] = " | ".join(t.get("inferences", []))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=TUNNEL_COLUMNS)
+
+
 def messages_frame(document: dict) -> pd.DataFrame:
     rows = []
     for n in document["negotiations"]:

@@ -31,8 +31,14 @@ def row(n: dict) -> list[str]:
     endpoints = f"{n['initiator']} -> {n['responder']}"
     addke = ", ".join(f"{a['slot']}={_ke(a)}" for a in n["addke"]) or "-"
     return [n["first_seen"][:23].replace("T", " "), endpoints, f"{n['spi_i']}/{n['spi_r']}",
-            SHORT_CLASS.get(n["classification"], n["classification"]), n.get("confidence") or "-",
+            SHORT_CLASS.get(n["classification"], n["classification"]), _confidence(n),
             _ke(n["ke"]), addke, _exchanges(n), _sizes(n), _decrypted(n)]
+
+
+def _confidence(n: dict) -> str:
+    if n.get("observation") == "not-observable":
+        return "unassessed"
+    return n.get("confidence") or "-"
 
 
 def _decrypted(n: dict) -> str:
@@ -72,6 +78,8 @@ def render(document: dict) -> str:
         parts.append("")
     summary = document["summary"]
     classes = ", ".join(f"{k} {v}" for k, v in summary["by_classification"].items()) or "none"
+    unassessed = summary.get("by_observation", {}).get("not-observable", 0)
     parts.append(f"{summary['negotiations']} negotiation(s), {summary['ike_sas_established']} IKE SA(s) "
-                 f"established: {classes}")
+                 f"established: {classes}"
+                 + (f"; {unassessed} unassessed (handshake not captured)" if unassessed else ""))
     return "\n".join(parts)

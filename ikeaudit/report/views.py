@@ -17,7 +17,11 @@ from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
 from ikeaudit.records import Anomaly, ChildExchange, Decryption, Identification, InnerPayloads, KeyExchange, \
     Proposal, TrackedMessage, Transform
 
-SCHEMA_VERSION = 1
+# 2: fail closed (issue 12): `established` only on evidence of a successful IKE_AUTH
+# (`established_basis`), `ppk` requested/negotiated/not-used, `pq_offered_by_initiator`
+# null when the request was not seen, `observation`/`inferences`, new `confidence`
+# values, tunnel `status`/`observation`, `exposure.unassessed_*` and `exposure.unanswered`.
+SCHEMA_VERSION = 2
 
 
 def iso_time(epoch: float) -> str:
@@ -188,6 +192,9 @@ def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
         "classification": c.name,
         "classification_basis": c.basis,
         "confidence": c.confidence,
+        "observation": c.observation,
+        "inferences": list(c.inferences),
+        "assessed": c.observation != "not-observable",
         "ke_method": c.ke_method,
         "addke_methods": list(c.addke_methods),
         "pq_offered_by_initiator": c.pq_offered_by_initiator,
@@ -214,6 +221,9 @@ def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
         "first_frame": n.first_frame,
         "state": n.state,
         "established": n.established,
+        "established_basis": n.established_basis,
+        "midstream": n.midstream,
+        "downgrade_prevention": c.downgrade_prevention,
         "offered_proposals": [describe_proposal(p, catalog) for p in n.offered],
         "offered_ke_payloads": list(n.offered_ke),
         "chosen_proposal": describe_proposal(n.chosen, catalog) if n.chosen else None,
@@ -221,6 +231,8 @@ def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
                               if n.chosen else None),
         "fragmentation_supported": dict(zip(("initiator", "responder"), fragmentation_supported(n))),
         "intermediate_supported": dict(zip(("initiator", "responder"), intermediate_supported(n))),
+        "fragments_seen": n.fragments_seen,
+        "intermediate_seen": n.intermediate_seen,
         "retries": [{"reason": r.reason, "frame": r.frame, "offered_ke": r.offered_ke,
                      "requested_ke": r.requested_ke, "new_spi_i": r.new_spi_i} for r in n.retries],
         "error_notifies": [{"exchange": iana.exchange_name(x), "notify": iana.notify_name(t)}
@@ -286,6 +298,7 @@ def summary_view(negotiations: list[dict]) -> dict:
         "ike_sas_established": sum(1 for n in negotiations if n["established"] and n["ike_version"] == 2),
         "by_classification": dict(sorted(classes.items())),
         "by_confidence": dict(sorted(Counter(n["confidence"] for n in negotiations if n["confidence"]).items())),
+        "by_observation": dict(sorted(Counter(n["observation"] for n in negotiations).items())),
     }
 
 
@@ -313,11 +326,16 @@ def mtu_document(audits: Iterable[CaptureAudit], catalog: KeCatalog, what_ifs: d
 
 CLASSICAL_ONLY = ("classical", "classical-pq-offered", "ikev1")
 EXPOSURE_METHOD = (
-    "A tunnel is a pair of peer addresses, whoever initiated. ESP is attributed by address "
-    "pair and time: an ESP flow (one SPI, one direction) belongs to the most recent IKE SA "
-    "between the same peers established before its first packet, because Child SA SPIs travel "
-    "encrypted; it counts as exposed when that IKE SA used classical key exchange only. "
-    "Tunnels are ranked by exposure score (classical-only negotiations, downgrades, traffic).")
+    "A tunnel is a pair of peer addresses, whoever initiated, with an established IKE SA (seen, "
+    "or inferred from later exchanges or from ESP after it) or ESP between them; negotiations that "
+    "formed no tunnel (unanswered requests, scans, floods, failed handshakes) are counted apart. "
+    "An IKE SA is exposed when its key exchange was classical only (IKEv1 always), unless an RFC 8784 "
+    "PPK was confirmed used; protected when ML-KEM was seen negotiated or verified; otherwise "
+    "unassessed, which never counts as protected. ESP is attributed by address pair and time: a "
+    "flow (one SPI, one direction) belongs to the most recent IKE SA between the same peers that "
+    "began before its first packet, because Child SA SPIs travel encrypted; a flow under no captured "
+    "IKE SA is unassessed. Tunnels are ranked by exposure score (classical-only negotiations, "
+    "downgrades, unassessed SAs, traffic).")
 
 
 def _bytes(count: int | None) -> str:
@@ -334,38 +352,77 @@ def tunnel_view(rank: int, tunnel: dict) -> dict:
     return {
         **tunnel,
         "rank": rank,
-        "exposed": tunnel["classical_only"] > 0,
+        "exposed": tunnel["status"] == "exposed",
         "still_classical": tunnel["latest_class"] in CLASSICAL_ONLY,
         "esp_packets_exposed": tunnel["esp_packets"],
         "esp_bytes_exposed": tunnel["esp_bytes"],
     }
 
 
-def exposure_view(tunnels: list[dict]) -> dict:
-    exposed = [t for t in tunnels if t["exposed"]]
-    still = [t for t in tunnels if t["still_classical"]]
-    measured = [t for t in exposed if t["esp_packets"] is not None]
-    packets = sum(t["esp_packets"] for t in measured)
-    octets = sum(t["esp_bytes"] for t in measured)
-    if not tunnels:
+def _esp_phrase(packets: int, octets: int, measured: bool) -> str:
+    return f"{packets} ESP packets, {_bytes(octets)}" if measured else "ESP not measured"
+
+
+def _unassessed_why(tunnels: list[dict]) -> str:
+    reasons = Counter(r for t in tunnels for r in t["reasons"])
+    if set(reasons) == {"their handshake was not captured"}:
+        return " because their handshake was not captured"
+    return ": " + "; ".join(f"{r} ({n})" for r, n in reasons.most_common())
+
+
+def exposure_view(tunnels: list[dict], unanswered: dict | None = None) -> dict:
+    """The headline figures. unanswered: `UnansweredTraffic.as_dict()` of the
+    negotiations that formed no tunnel."""
+    unanswered = unanswered or {"negotiations": 0, "pairs": 0, "findings": []}
+    exposed = [t for t in tunnels if t["status"] == "exposed"]
+    unassessed = [t for t in tunnels if t["status"] == "unassessed"]
+    protected = [t for t in tunnels if t["status"] == "protected"]
+    still = [t for t in exposed if t["still_classical"]]
+    measured = any(t["esp_packets"] is not None for t in tunnels)
+
+    def total(key: str, group: list[dict]) -> int:
+        return sum(t[key] or 0 for t in group)
+
+    packets, octets = total("esp_packets", exposed), total("esp_bytes", exposed)
+    packets_u, octets_u = total("esp_packets_unassessed", tunnels), total("esp_bytes_unassessed", tunnels)
+    parts = []
+    if not tunnels and not unanswered["negotiations"]:
         headline = "No IKE negotiation was found in the capture(s)."
-    elif not exposed:
-        headline = (f"None of {len(tunnels)} tunnel(s) used classical-only key exchange: every "
-                    "negotiation seen used ML-KEM or did not complete.")
     else:
-        headline = (f"{len(exposed)} of {len(tunnels)} tunnel(s) protected traffic with classical key "
-                    f"exchange alone ({len(still)} still do at their last negotiation): "
-                    f"{packets} ESP packets, {_bytes(octets)}, exposed to harvest-now-decrypt-later.")
+        if tunnels:
+            first = f"{len(exposed)} of {len(tunnels)} tunnel(s) used classical-only key exchange"
+            if exposed:
+                first += (f" ({len(still) or 'none'} still at their last negotiation; "
+                          f"{_esp_phrase(packets, octets, measured)} exposed to harvest-now-decrypt-later)")
+            parts.append(first)
+            if unassessed:
+                parts.append(f"{len(unassessed)} more could not be assessed{_unassessed_why(unassessed)}"
+                             + (f" ({_esp_phrase(packets_u, octets_u, measured)} unassessed)" if measured else ""))
+            if protected:
+                parts.append(f"{len(protected)} used ML-KEM (or a confirmed post-quantum preshared key)")
+        else:
+            parts.append("no tunnel was seen (no established IKE SA, no ESP)")
+        if unanswered["negotiations"]:
+            parts.append(f"{unanswered['negotiations']} negotiation(s) between {unanswered['pairs']} peer pair(s) "
+                         "formed no tunnel (unanswered requests, failed handshakes, scans or floods) and are "
+                         "counted apart")
+        headline = "; ".join(parts) + "."
+        headline = headline[0].upper() + headline[1:]
     return {"headline": headline, "method": EXPOSURE_METHOD, "tunnels": len(tunnels),
             "exposed_tunnels": len(exposed), "still_classical_tunnels": len(still),
-            "esp_packets_exposed": packets, "esp_bytes_exposed": octets}
+            "unassessed_tunnels": len(unassessed), "protected_tunnels": len(protected),
+            "esp_packets_exposed": packets, "esp_bytes_exposed": octets,
+            "esp_packets_unassessed": packets_u, "esp_bytes_unassessed": octets_u,
+            "unanswered": unanswered}
 
 
 def report_document(audits: list[CaptureAudit], catalog: KeCatalog,
                     verdicts: dict[int, tuple[list[dict], str | None]], tunnels: list[dict], policy: dict,
-                    generated_at: str, what_ifs: dict[int, list[WhatIf]], mtus: list[int]) -> dict:
+                    generated_at: str, what_ifs: dict[int, list[WhatIf]], mtus: list[int],
+                    unanswered: dict | None = None) -> dict:
     """Everything the report renderers show. verdicts (each negotiation's verdicts and
-    its worst outcome) and what_ifs are keyed by id() of the AuditedNegotiation."""
+    its worst outcome) and what_ifs are keyed by id() of the AuditedNegotiation;
+    unanswered is `UnansweredTraffic.as_dict()`, whose findings become the document's."""
     negotiations = []
     for a in audits:
         for item in a.negotiations:
@@ -383,7 +440,8 @@ def report_document(audits: list[CaptureAudit], catalog: KeCatalog,
         "fragment_size": None,
         "captures": [capture_view(a) for a in audits],
         "summary": summary_view(negotiations),
-        "exposure": exposure_view(ranked),
+        "exposure": exposure_view(ranked, unanswered),
+        "findings": list((unanswered or {}).get("findings", [])),
         "tunnels": ranked,
         "negotiations": negotiations,
     }
