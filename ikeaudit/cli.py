@@ -73,6 +73,13 @@ def output_options(func):
     return func
 
 
+def rotated_option(func):
+    return click.option("--rotated", is_flag=True,
+                        help="The captures are one capture cut by a rotation, whatever their names: track "
+                             "them as one, in time order. Without it, files are joined only when their names "
+                             "are those of a tcpdump -C/-W/-G or dumpcap -b rotation.")(func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ikeaudit")
 def main() -> None:
@@ -85,17 +92,19 @@ def main() -> None:
               help="Work in N processes: N capture files read at once (a single file is read in "
                    "one while another dissects); the output is the same as with 1.")
 @keys_option
+@rotated_option
 @output_options
-def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: str,
+def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], rotated: bool, fmt: str,
          private_ke: tuple[str, ...], fail_on: str) -> None:
     """Find and classify every IKE negotiation in CAPTURES (files, folders or globs;
     pcap or pcapng, gzip-compressed too).
 
     Only frames that can carry IKE are decoded: libpcap's BPF filter drops the rest in C
-    (without libpcap every frame is decoded in Python, with the same result). Captures
-    given together are read as one when they follow each other in time, so an IKE SA
-    split by a capture rotation is one negotiation. A progress bar shows on stderr when
-    it is a terminal and the scan is long.
+    (without libpcap every frame is decoded in Python, with the same result). Frames are
+    put back in time order within a bounded window. Captures given together are read as
+    one only when their names show a rotation (tcpdump -C/-W/-G, dumpcap -b) or with
+    --rotated, so an IKE SA split by the rotation is one negotiation. A progress bar
+    shows on stderr when it is a terminal and the scan is long.
 
     \b
     Example:
@@ -104,7 +113,7 @@ def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: 
       ikeaudit scan lab.pcap --keys lab.keys
     """
     catalog = KeCatalog(_parse_private_ke(private_ke))
-    audits = _audit(captures, catalog, jobs=jobs, esp=False, keys=load_keys(key_files))
+    audits = _audit(captures, catalog, jobs=jobs, esp=False, keys=load_keys(key_files), rotated=rotated)
     document = views.scan_document(audits, catalog)
     if fmt == "json":  # written a negotiation at a time: a flood makes a large document
         for piece in machine.iter_json(document):
@@ -115,7 +124,7 @@ def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: 
 
 
 def _audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp: bool = True,
-           keys: KeyTable | None = None) -> list[CaptureAudit]:
+           keys: KeyTable | None = None, rotated: bool = False) -> list[CaptureAudit]:
     """Audit the captures named on the command line. A progress bar (bytes read) goes to
     stderr when it is a terminal, from one second into the scan on, so that short scans
     stay quiet; never to stdout. esp=False skips native ESP, for commands not showing it."""
@@ -126,7 +135,7 @@ def _audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp:
         if not paths:
             click.echo(f"warning: no capture file in {', '.join(captures)}", err=True)
         if not paths or not sys.stderr.isatty():
-            audits = audit_captures(paths, catalog, jobs=jobs, esp=esp, keys=keys)
+            audits = audit_captures(paths, catalog, jobs=jobs, esp=esp, keys=keys, rotated=rotated)
         else:
             from tqdm import tqdm
 
@@ -134,7 +143,8 @@ def _audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp:
             total = sum(os.path.getsize(path) for path in paths)
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, delay=1.0,
                       leave=False, dynamic_ncols=True, desc="scanning") as bar:  # fmt: skip
-                audits = audit_captures(paths, catalog, jobs=jobs, esp=esp, progress=bar.update, keys=keys)
+                audits = audit_captures(paths, catalog, jobs=jobs, esp=esp, progress=bar.update, keys=keys,
+                                        rotated=rotated)
     except CaptureError as exc:
         raise InputError(str(exc)) from None
     for audit in audits:
@@ -180,9 +190,10 @@ def _check_mtu(ctx, param, values):
               help="Work in N processes: N capture files read at once (a single file is read in "
                    "one while another dissects); the output is the same as with 1.")
 @keys_option
+@rotated_option
 @output_options
 def mtu(captures: tuple[str, ...], mtus: tuple[int, ...], fragment_size: int | None,
-        plot_prefix: str | None, jobs: int, key_files: tuple[str, ...], fmt: str,
+        plot_prefix: str | None, jobs: int, key_files: tuple[str, ...], rotated: bool, fmt: str,
         private_ke: tuple[str, ...], fail_on: str) -> None:
     """Show what each negotiation's message sizes do on the wire: IP and IKE
     fragmentation observed, and what-if figures for path MTUs over IPv4 and IPv6 on
@@ -194,7 +205,7 @@ def mtu(captures: tuple[str, ...], mtus: tuple[int, ...], fragment_size: int | N
       ikeaudit mtu vpn.pcapng --mtu 1500 --mtu 1400 --mtu 1280 --plot reports/sizes
     """
     catalog = KeCatalog(_parse_private_ke(private_ke))
-    audits = _audit(captures, catalog, jobs=jobs, esp=False, keys=load_keys(key_files))
+    audits = _audit(captures, catalog, jobs=jobs, esp=False, keys=load_keys(key_files), rotated=rotated)
     chosen_mtus = list(mtus or DEFAULT_MTUS)
     rows = {id(item): what_if(item.negotiation, chosen_mtus, fragment_size=fragment_size)
             for a in audits for item in a.negotiations}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ikeaudit.cli import EXIT_FINDINGS, InputError, _audit, _parse_private_ke, exit_code
+from ikeaudit.cli import EXIT_FINDINGS, InputError, _audit, _parse_private_ke, exit_code, rotated_option
 from ikeaudit.cli_keys import keys_option, load_keys
 from ikeaudit.classify import SEVERITIES, KeCatalog
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
@@ -58,8 +58,9 @@ def _generated_at() -> str:
 @click.option("--private-ke", "private_ke", multiple=True, metavar="ID=NAME[:pq|classical]",
               help="Name a private-use KE method id (see `ikeaudit scan --help`).")
 @keys_option
+@rotated_option
 def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: datetime | None,
-           fail_on: str, private_ke: tuple[str, ...], key_files: tuple[str, ...]) -> None:
+           fail_on: str, private_ke: tuple[str, ...], key_files: tuple[str, ...], rotated: bool) -> None:
     """Write the compliance report for CAPTURES into a folder: report.html (self-contained,
     plots embedded), report.md, report.json, negotiations and messages as CSV and Parquet,
     a CycloneDX CBOM (cbom.json) and the plots as PNG.
@@ -75,7 +76,7 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
     except PolicyError as exc:
         raise InputError(str(exc)) from None
     day = as_of.date() if as_of else datetime.now(timezone.utc).date()
-    audits = _audit(captures, catalog, keys=load_keys(key_files))
+    audits = _audit(captures, catalog, keys=load_keys(key_files), rotated=rotated)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
