@@ -1104,8 +1104,8 @@ def _gzip_holds_capture(path: str) -> bool:
 # order before extraction, within a window bounded in frames and bytes (memory stays
 # flat); a frame older than one already handed on cannot be put back and is counted.
 
-REORDER_FRAMES = 20_000  # frames held back at most: far more than interfaces or queues drift apart
-REORDER_BYTES = 32 << 20  # and their captured bytes at most
+REORDER_FRAMES = 4096  # frames held back at most: far more than interfaces or queues drift apart
+REORDER_BYTES = 8 << 20  # and their captured bytes at most
 MAX_LATE_LISTED = 1000  # late frames remembered by number, to name what they may have split
 
 
