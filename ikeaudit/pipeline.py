@@ -83,7 +83,9 @@ def scan_filter(*, esp: bool = True) -> tuple[str, ...]:
 
 def audit_frames(capture: str, items: Iterable[Frame | Anomaly],
                  catalog: KeCatalog | None = None, keys: KeyTable | None = None) -> CaptureAudit:
-    """Audit frames from anywhere (a test, a live interface): every frame is decoded."""
+    """Audit frames from anywhere (a test, a live interface): every frame is decoded,
+    after the reorder window (which holds up to sources.REORDER_FRAMES frames back until
+    the items end: a live caller that must not wait feeds the stages itself)."""
     tracker = Tracker(capture)
     parsed = _Parsed(capture)
     _extract(items, parsed, tracker.feed, keys)
@@ -94,7 +96,7 @@ def audit_frames(capture: str, items: Iterable[Frame | Anomaly],
 
 def audit_capture(path: str, catalog: KeCatalog | None = None, *, prefilter: bool = True,
                   esp: bool = True, progress: Progress | None = None,
-                  keys: KeyTable | None = None) -> CaptureAudit:  # fmt: skip
+                  keys: KeyTable | None = None) -> CaptureAudit:
     """Audit one capture file. Raises sources.CaptureError for a file that is not a capture."""
     return audit_captures([path], catalog, prefilter=prefilter, esp=esp, progress=progress, keys=keys)[0]
 
