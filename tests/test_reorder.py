@@ -167,9 +167,10 @@ def test_ndpi_out_of_order_capture_equals_its_time_sorted_copy(reading_path, job
 
 
 @needs_ndpi
-def test_ndpi_beyond_a_small_window_is_reported_with_what_it_may_have_split(monkeypatch):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ndpi_beyond_a_small_window_is_reported_with_what_it_may_have_split(monkeypatch, jobs):
     monkeypatch.setattr(sources, "REORDER_FRAMES", 50)
-    audit = audit_captures([str(NDPI)])[0]
+    audit = audit_captures([str(NDPI)], jobs=jobs)[0]
     order = [a for a in audit.anomalies if a.kind == "order"]
     assert audit.stats["late_frames"] > 0 and len(order) == 1
     assert f"{audit.stats['late_frames']} frame(s)" in order[0].detail
@@ -211,7 +212,8 @@ def test_lab_capture_shuffled_in_a_small_window_gives_the_plain_negotiations(tmp
         assert mixed["captures"][0]["stats"]["late_frames"] == 0
 
 
-def test_a_request_moved_beyond_the_window_splits_and_says_so(tmp_path, monkeypatch):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_request_moved_beyond_the_window_splits_and_says_so(tmp_path, monkeypatch, jobs):
     """h01's IKE_SA_INIT request (frame 7) written after the rest of the file: within the
     window the plain negotiation; with a window of 4 frames it comes too late, is counted,
     and the negotiations it is in say they may be split."""
@@ -221,10 +223,11 @@ def test_a_request_moved_beyond_the_window_splits_and_says_so(tmp_path, monkeypa
     target.write_bytes(header + b"".join(records[i] for i in order))
     mapping = {position: index + 1 for position, index in enumerate(order, start=1)}
     plain = document(audit_captures([lab_path("h01")]))
-    assert without_paths(renumbered(document(audit_captures([str(target)])), mapping)) == without_paths(plain)
+    assert without_paths(renumbered(document(audit_captures([str(target)], jobs=jobs)), mapping)) == \
+        without_paths(plain)
 
     monkeypatch.setattr(sources, "REORDER_FRAMES", 4)
-    audit = audit_captures([str(target)])[0]
+    audit = audit_captures([str(target)], jobs=jobs)[0]
     moved = len(records)  # its number in the new file
     assert audit.stats["late_frames"] == 1
     assert [a.frame for a in audit.anomalies if a.kind == "order"] == [moved]
