@@ -7,6 +7,9 @@ record at a time, so memory stays flat however large the file is.
 
 `open_capture` reads the same way but can drop frames that cannot be IKE before they
 cost anything in Python, with libpcap's BPF filter in C (see "prefiltered reading").
+`TimeOrder` puts what either yields back in time order within a bounded window (see
+"time order"), and `rotations` tells from file names which files one capture
+rotation wrote (see "rotations").
 
 Mistakes of the caller (no such file, a directory, not a capture at all) raise
 CaptureError before anything is yielded. Damage inside a capture is not an error
