@@ -186,11 +186,12 @@ def phases(path: str) -> dict:
 
 
 def rotate(path: Path, parts: int, frames: int) -> list[Path]:
-    """Cut a little-endian pcap into `parts` files, as tcpdump -C would."""
-    folder = OUT / f"{path.stem}-rotated-{parts}"
+    """Cut a little-endian pcap into `parts` files, named as `tcpdump -C -W 1000` names
+    them (the names are what tells ikeaudit they are one rotation)."""
+    folder = OUT / f"{path.stem}-rotated-{parts}-ring"
     done = folder / ".complete"
     if done.exists():
-        return sorted(folder.glob("*.pcap"))
+        return sorted(folder.glob(f"{path.stem}.pcap[0-9]*"))
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     per_file = -(-frames // parts)
@@ -198,7 +199,7 @@ def rotate(path: Path, parts: int, frames: int) -> list[Path]:
     with open(path, "rb") as source:
         header = source.read(24)
         for index in range(parts):
-            target = folder / f"part{index:03d}.pcap"
+            target = folder / f"{path.stem}.pcap{index:03d}"
             outputs.append(target)
             with open(target, "wb") as sink:
                 sink.write(header)

@@ -18,7 +18,7 @@ from ikeaudit import __version__
 from ikeaudit.classify import KeCatalog
 from ikeaudit.cli_common import (
     EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, InputError, exit_code, input_warning, keys_option, load_keys,
-    output_options, parse_private_ke, rekey_window_option, run_audit,
+    output_options, parse_private_ke, rekey_window_option, rotated_option, run_audit,
 )
 from ikeaudit.cli_live import live
 from ikeaudit.cli_report import report
@@ -49,9 +49,10 @@ def main() -> None:
                    "one while another dissects); the output is the same as with 1.")
 @keys_option
 @rekey_window_option
+@rotated_option
 @output_options(RENDERERS)
 def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: str,
-         private_ke: tuple[str, ...], fail_on: str, rekey_window: float) -> None:
+         private_ke: tuple[str, ...], fail_on: str, rekey_window: float, rotated: bool) -> None:
     """Find and classify every IKE negotiation in CAPTURES (files, folders or globs;
     pcap or pcapng, gzip-compressed too).
 
@@ -69,7 +70,7 @@ def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: 
     """
     catalog = KeCatalog(parse_private_ke(private_ke))
     audits = run_audit(captures, catalog, jobs=jobs, esp=False, keys=load_keys(key_files),
-                       rekey_window=rekey_window)
+                       rekey_window=rekey_window, rotated=rotated)
     document = views.scan_document(audits, catalog)
     if fmt == "json":  # written a negotiation at a time: a flood makes a large document
         for piece in machine.iter_json(document):
@@ -101,10 +102,11 @@ def _check_mtu(ctx, param, values):
                    "one while another dissects); the output is the same as with 1.")
 @keys_option
 @rekey_window_option
+@rotated_option
 @output_options(RENDERERS)
 def mtu(captures: tuple[str, ...], mtus: tuple[int, ...], fragment_size: int | None,
         plot_prefix: str | None, jobs: int, key_files: tuple[str, ...], fmt: str,
-        private_ke: tuple[str, ...], fail_on: str, rekey_window: float) -> None:
+        private_ke: tuple[str, ...], fail_on: str, rekey_window: float, rotated: bool) -> None:
     """Show what each negotiation's message sizes do on the wire: IP and IKE
     fragmentation observed, and what-if figures for path MTUs over IPv4 and IPv6 on
     UDP 500 and 4500.
@@ -116,7 +118,7 @@ def mtu(captures: tuple[str, ...], mtus: tuple[int, ...], fragment_size: int | N
     """
     catalog = KeCatalog(parse_private_ke(private_ke))
     audits = run_audit(captures, catalog, jobs=jobs, esp=False, keys=load_keys(key_files),
-                       rekey_window=rekey_window)
+                       rekey_window=rekey_window, rotated=rotated)
     chosen_mtus = list(mtus or DEFAULT_MTUS)
     rows = {id(item): what_if(item.negotiation, chosen_mtus, fragment_size=fragment_size)
             for a in audits for item in a.negotiations}

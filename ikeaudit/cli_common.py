@@ -66,6 +66,13 @@ def fail_on_option(func):
                              "is found.")(func)
 
 
+def rotated_option(func):
+    return click.option("--rotated", is_flag=True,
+                        help="The captures are one capture cut by a rotation, whatever their names: track "
+                             "them as one, in time order. Without it, files are joined only when their names "
+                             "are those of a tcpdump -C/-W/-G or dumpcap -b rotation.")(func)
+
+
 def rekey_window_option(func):
     return click.option(
         "--rekey-window", "rekey_window", type=click.FloatRange(min=0.0), default=DEFAULT_REKEY_WINDOW,
@@ -86,13 +93,14 @@ def output_options(renderers):
 
 
 def run_audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp: bool = True,
-              keys: KeyTable | None = None, rekey_window: float | None = None) -> list[CaptureAudit]:
+              keys: KeyTable | None = None, rekey_window: float | None = None,
+              rotated: bool = False) -> list[CaptureAudit]:
     """Audit the captures named on the command line. A progress bar (bytes read) goes to
     stderr when it is a terminal, from one second into the scan on, so that short scans
     stay quiet; never to stdout. esp=False skips native ESP, for commands not showing it.
     Input that cannot be read is an InputError; damage that was read around is one
     warning line per capture on stderr."""
-    options = dict(jobs=jobs, esp=esp, keys=keys)
+    options = dict(jobs=jobs, esp=esp, keys=keys, rotated=rotated)
     if rekey_window is not None:
         options["rekey_window"] = rekey_window
     try:

@@ -13,7 +13,7 @@ import click
 from ikeaudit.classify import KeCatalog
 from ikeaudit.cli_common import (
     EXIT_FINDINGS, InputError, exit_code, fail_on_option, keys_option, load_keys, parse_private_ke,
-    private_ke_option, rekey_window_option, run_audit,
+    private_ke_option, rekey_window_option, rotated_option, run_audit,
 )
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
 from ikeaudit.policy import (
@@ -60,8 +60,10 @@ def _generated_at() -> str:
 @private_ke_option
 @keys_option
 @rekey_window_option
+@rotated_option
 def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: datetime | None,
-           fail_on: str, private_ke: tuple[str, ...], key_files: tuple[str, ...], rekey_window: float) -> None:
+           fail_on: str, private_ke: tuple[str, ...], key_files: tuple[str, ...], rekey_window: float,
+           rotated: bool) -> None:
     """Write the compliance report for CAPTURES into a folder: report.html (self-contained,
     plots embedded), report.md, report.json, negotiations, messages and tunnels as CSV and
     Parquet, a CycloneDX CBOM (cbom.json) and the plots as PNG.
@@ -77,7 +79,8 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
     except PolicyError as exc:
         raise InputError(str(exc)) from None
     day = as_of.date() if as_of else datetime.now(timezone.utc).date()
-    audits = run_audit(captures, catalog, keys=load_keys(key_files), rekey_window=rekey_window)
+    audits = run_audit(captures, catalog, keys=load_keys(key_files), rekey_window=rekey_window,
+                       rotated=rotated)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

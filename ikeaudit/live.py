@@ -91,12 +91,20 @@ class LiveAuditor:
         self._emitted_ids: set[tuple] = set()
         self._by_pair: dict[tuple[str, str], Negotiation] = {}  # parents for rekey inheritance
         self._result: CaptureAudit | None = None
+        # Frames go on as they come (no reorder window, which would hold them back): one
+        # older than the newest is counted as late, as the offline window counts them.
+        self._newest = float("-inf")
+        self._late_frames = 0
 
     # -- feeding -----------------------------------------------------------------------
     def feed(self, item: Frame | Anomaly) -> None:
         if isinstance(item, Anomaly):
             self._anomalies.append(item)
             return
+        if item.timestamp < self._newest:
+            self._late_frames += 1
+        else:
+            self._newest = item.timestamp
         for out in self._extractor.feed(item):
             if isinstance(out, Anomaly):
                 self._anomalies.append(out)
@@ -149,6 +157,8 @@ class LiveAuditor:
     def stats(self) -> Counter[str]:
         stats: Counter[str] = Counter(self._extractor.stats)
         stats["malformed_ike"] += self._tracker.malformed_count
+        stats["late_frames"] += self._late_frames
+        stats["reordered_frames"] += 0  # none: live holds no window
         stats.update(self.capture_stats)
         return stats
 

@@ -9,10 +9,16 @@ Offline, a capture is read through the BPF prefilter (`scan_filter()`, run in C 
 libpcap in `sources.open_capture`; without libpcap every frame is decoded in Python):
 only frames that can carry IKE reach extraction, with their real frame numbers.
 
+Every capture's frames pass through a bounded reorder window (`sources.TimeOrder`)
+before extraction, on both paths, so that IP reassembly and tracking see them in time
+order whatever the file order.
+
 Several captures given together are audited as `audit_captures` describes: each file
 is read, extracted and dissected on its own (in parallel processes with jobs > 1), and
-the dissected records are then tracked file after file in time order, so that an IKE
-SA that a capture rotation (tcpdump -C/-G) split across files is one negotiation.
+the dissected records of the files of one rotation (tcpdump -C/-W/-G, dumpcap -b, known
+by their names, or all files with rotated=True) are then tracked file after file in
+time order, so that an IKE SA split across them is one negotiation; every other file is
+tracked alone.
 
 With a key table (`keys`), dissection opens the encrypted payloads of each file, and
 SKF fragments are joined after decryption within each file.
@@ -35,7 +41,7 @@ from ikeaudit.extract import Extractor
 from ikeaudit.mtu import FragmentationProfile, profile
 from ikeaudit.records import (Anomaly, EspFlow, Frame, IkeDatagram, Ikev1Message, IkeMessage, Malformed,
                               Negotiation)
-from ikeaudit.sources import Capture, iter_capture, open_capture
+from ikeaudit.sources import Capture, TimeOrder, iter_capture, open_capture, rotations
 from ikeaudit.track import REKEY_WINDOW_S, Tracker
 
 # Anomaly and Malformed records listed per kind and capture; past that a flood of bad
@@ -78,11 +84,13 @@ def scan_filter(*, esp: bool = True) -> tuple[str, ...]:
 def audit_frames(capture: str, items: Iterable[Frame | Anomaly],
                  catalog: KeCatalog | None = None, keys: KeyTable | None = None, *,
                  rekey_window: float = REKEY_WINDOW_S) -> CaptureAudit:
-    """Audit frames from anywhere (a test, a live interface): every frame is decoded."""
+    """Audit frames from anywhere (a test, a live interface): every frame is decoded,
+    after the reorder window (which holds up to sources.REORDER_FRAMES frames back until
+    the items end: a live caller that must not wait feeds the stages itself)."""
     tracker = Tracker(capture, rekey_window=rekey_window)
     parsed = _Parsed(capture)
     _extract(items, parsed, tracker.feed, keys)
-    negotiations = tracker.finish()
+    negotiations = [_late_marked(n, parsed.late_frames) for n in tracker.finish()]
     parsed.anomalies.extend(tracker.anomalies())
     return _audit(parsed, _audited(negotiations, catalog))
 
@@ -96,8 +104,8 @@ def audit_capture(path: str, catalog: KeCatalog | None = None, *, prefilter: boo
 
 
 def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jobs: int = 1,
-                   prefilter: bool = True, esp: bool = True,
-                   progress: Progress | None = None, keys: KeyTable | None = None,
+                   prefilter: bool = True, esp: bool = True, progress: Progress | None = None,
+                   keys: KeyTable | None = None, rotated: bool = False,
                    rekey_window: float = REKEY_WINDOW_S) -> list[CaptureAudit]:
     """Audit captures given together; one CaptureAudit per path, in the order given.
 
@@ -108,13 +116,14 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
     native ESP out too: faster on span captures, but `esp_flows` then lists ESP-in-UDP
     only (and stats count no native ESP); scan and mtu, which do not report ESP, use it.
 
-    Files are tracked in the order of their first frame's time. A file whose first frame
-    comes at or after the last IKE message of a group of files continues that group (the
-    latest such group): its records go to the same tracker, so an IKE SA split by a
-    capture rotation comes out as one negotiation, listed under the file of its first
-    message and with that file as its `capture`. Files that overlap in time (two taps,
-    a file given twice) stay apart. IP fragments and IKE-over-TCP streams are not joined
-    across files.
+    Each file is tracked alone, and gives exactly the negotiations it gives scanned
+    alone, unless its name shows it is part of a rotation (`sources.rotations`: tcpdump
+    -C/-W/-G, dumpcap -b), or rotated=True says all the files are one. The files of a
+    rotation are tracked in the order of their first frame's time, with one tracker as
+    long as each next file starts at or after the last IKE message before it (files
+    that overlap in time stay apart), so an IKE SA split by the rotation comes out as one
+    negotiation, listed under the file of its first message and with that file as its
+    `capture`. IP fragments and IKE-over-TCP streams are not joined across files.
 
     jobs > 1 reads, extracts and dissects that many files at once in worker processes
     (a single file: one process reads and extracts while this one dissects); tracking
@@ -122,37 +131,38 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
     Raises sources.CaptureError, before any work, for a path that is not a capture.
     """
     paths = list(paths)
-    starts = {path: _first_timestamp(path) for path in paths}  # raises CaptureError
-    order = sorted(range(len(paths)), key=lambda i: (starts[paths[i]] is None, starts[paths[i]] or 0.0, i))
+    starts = [_first_timestamp(path) for path in paths]  # raises CaptureError
+    if rotated:
+        runs = [sorted(range(len(paths)), key=lambda i: (starts[i] is None, starts[i] or 0.0, i))] if paths else []
+    else:
+        runs = rotations(paths, starts)
+    order = [index for run in runs for index in run]
     expressions = scan_filter(esp=esp) if prefilter else ()
-    chains: list[_Chain] = []
-    parsed: dict[str, _Parsed] = {}
+    parsed: dict[int, _Parsed] = {}
+    by_file: dict[int, list[AuditedNegotiation]] = {i: [] for i in range(len(paths))}
     workers = _parallel(paths, order, expressions, jobs, progress, keys) if jobs > 1 and len(paths) > 1 else None
     try:
-        for index in order:
-            path = paths[index]
-            chain = _chain_for(chains, starts[path], rekey_window)
-            sink = chain.feed(index)
-            if workers is None:
-                read = _read_alongside if jobs > 1 else _read
-                parsed[path] = read(path, expressions, progress, sink, keys)
-            else:
-                parsed[path] = result = next(workers)
-                for record in result.records:
-                    sink(record)
-                result.records = []
-            chain.last = max(chain.last, parsed[path].last_ike)
+        for run in runs:
+            chain = _Chain(rekey_window)
+            for index in run:
+                if chain.files and not chain.continued_by(starts[index]):
+                    chain.finish(paths, parsed, by_file, catalog)
+                    chain = _Chain(rekey_window)
+                sink = chain.feed(index)
+                if workers is None:
+                    read = _read_alongside if jobs > 1 else _read
+                    parsed[index] = read(paths[index], expressions, progress, sink, keys)
+                else:
+                    parsed[index] = result = next(workers)
+                    for record in result.records:
+                        sink(record)
+                    result.records = []
+                chain.last = max(chain.last, parsed[index].last_ike)
+            chain.finish(paths, parsed, by_file, catalog)
     finally:
         if workers is not None:
             workers.close()
-    by_file: dict[int, list[AuditedNegotiation]] = {i: [] for i in range(len(paths))}
-    for chain in chains:
-        if chain.files:  # what the tracker could not keep, told under the chain's first file
-            parsed[paths[chain.files[0]]].anomalies.extend(chain.tracker.anomalies())
-        for item in _audited(chain.tracker.finish(), catalog):
-            index = chain.file_of(item.negotiation)
-            by_file[index].append(replace(item, negotiation=replace(item.negotiation, capture=paths[index])))
-    return [_audit(parsed[path], by_file[i]) for i, path in enumerate(paths)]
+    return [_audit(parsed[i], by_file[i]) for i in range(len(paths))]
 
 
 # ---------------------------------------------------------------------------- per file
@@ -168,6 +178,7 @@ class _Parsed:
     esp_flows: list[EspFlow] = field(default_factory=list)
     stats: Counter = field(default_factory=Counter)
     last_ike: float = -math.inf  # time of its last IKE record
+    late_frames: frozenset[int] = frozenset()  # frames that came later than the reorder window
     records: list[Dissected] = field(default_factory=list)  # when read in a worker process
     listed: Counter = field(default_factory=Counter)  # kind -> anomalies listed
     unlisted: Counter = field(default_factory=Counter)  # kind -> anomalies past MAX_LISTED
@@ -195,7 +206,8 @@ def _datagrams(items: Iterable[Frame | Anomaly], parsed: _Parsed) -> Iterator[Ik
     ESP flows into parsed."""
     extractor = Extractor()
     note = parsed.note
-    for item in items:
+    order = TimeOrder()
+    for item in order(items):
         if isinstance(item, Anomaly):
             note(item)
             continue
@@ -207,6 +219,12 @@ def _datagrams(items: Iterable[Frame | Anomaly], parsed: _Parsed) -> Iterator[Ik
     for anomaly in extractor.flush():
         note(anomaly)
     parsed.stats.update(extractor.stats)
+    parsed.stats["late_frames"] += order.late  # listed even when none
+    parsed.stats["reordered_frames"] += order.reordered
+    late = order.anomaly()
+    if late is not None:
+        note(late)
+        parsed.late_frames = frozenset(order.late_frames)
     parsed.esp_flows = extractor.esp_flows()
 
 
@@ -359,7 +377,7 @@ def _audit(parsed: _Parsed, negotiations: list[AuditedNegotiation]) -> CaptureAu
 
 
 class _Chain:
-    """Files that follow each other in time, tracked as one capture."""
+    """Files of one rotation that follow each other in time, tracked as one capture."""
 
     def __init__(self, rekey_window: float = REKEY_WINDOW_S) -> None:
         self.tracker = Tracker("", rekey_window=rekey_window)
@@ -369,6 +387,10 @@ class _Chain:
         # single long capture): a negotiation not found here began in the first file.
         self._first_file: dict[tuple[int, float], int] = {}
         self.files: list[int] = []  # in the order tracked
+
+    def continued_by(self, start: float | None) -> bool:
+        """Whether a file whose first frame came at `start` goes on where this one stops."""
+        return start is not None and start >= self.last
 
     def feed(self, index: int) -> Callable[[Dissected], None]:
         self.files.append(index)
@@ -386,14 +408,29 @@ class _Chain:
         """The file of the negotiation's first message."""
         return self._first_file.get((negotiation.first_frame, negotiation.first_seen), self.files[0])
 
+    def finish(self, paths: list[str], parsed: dict[int, _Parsed], by_file: dict[int, list[AuditedNegotiation]],
+               catalog: KeCatalog | None) -> None:  # fmt: skip
+        """Classify the chain's negotiations into by_file, each under the file of its first message."""
+        if not self.files:
+            return
+        # What the tracker could not keep, told under the chain's first file.
+        parsed[self.files[0]].anomalies.extend(self.tracker.anomalies())
+        negotiations = self.tracker.finish()
+        files = [self.file_of(n) for n in negotiations]
+        negotiations = [_late_marked(n, parsed[i].late_frames) for n, i in zip(negotiations, files)]
+        for item, index in zip(_audited(negotiations, catalog), files):
+            by_file[index].append(replace(item, negotiation=replace(item.negotiation, capture=paths[index])))
 
-def _chain_for(chains: list[_Chain], start: float | None, rekey_window: float = REKEY_WINDOW_S) -> _Chain:
-    if start is not None:
-        later = [c for c in chains if c.last <= start]
-        if later:
-            return max(reversed(later), key=lambda c: c.last)  # the latest; among equals the newest
-    chains.append(_Chain(rekey_window))
-    return chains[-1]
+
+def _late_marked(negotiation: Negotiation, late: frozenset[int]) -> Negotiation:
+    """A negotiation holding a frame that came later than the reorder window, told so: it
+    may be one half of a negotiation the disorder split."""
+    frames = sorted(f for m in negotiation.messages for f in m.frames if f in late) if late else ()
+    if not frames:
+        return negotiation
+    return replace(negotiation, anomalies=(*negotiation.anomalies, Anomaly(
+        "order", f"frame {frames[0]} of this negotiation came later than the reorder window allows and was "
+                 "tracked out of time order: the negotiation may be one half of a split one", frames[0])))
 
 
 # ---------------------------------------------------------------------------- worker processes

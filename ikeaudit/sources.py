@@ -7,6 +7,9 @@ record at a time, so memory stays flat however large the file is.
 
 `open_capture` reads the same way but can drop frames that cannot be IKE before they
 cost anything in Python, with libpcap's BPF filter in C (see "prefiltered reading").
+`TimeOrder` puts what either yields back in time order within a bounded window (see
+"time order"), and `rotations` tells from file names which files one capture
+rotation wrote (see "rotations").
 
 Mistakes of the caller (no such file, a directory, not a capture at all) raise
 CaptureError before anything is yielded. Damage inside a capture is not an error
@@ -21,19 +24,24 @@ import ctypes
 import ctypes.util
 import glob
 import gzip
+import heapq
 import itertools
 import io
+import math
 import os
+import re
 import stat
 import struct
 import sys
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ikeaudit.records import Anomaly, Frame
 
-__all__ = ["Capture", "CaptureError", "expand_capture_args", "iter_capture", "libpcap_version", "open_capture"]
+__all__ = ["Capture", "CaptureError", "TimeOrder", "expand_capture_args", "iter_capture", "libpcap_version",
+           "open_capture", "rotations"]
 
 # Wireshark and libpcap refuse larger packets for every link type we decode; a
 # larger length in a file is damage, and trusting it would mean allocating it.
@@ -1089,3 +1097,213 @@ def _gzip_holds_capture(path: str) -> bool:
             return file.read(4) in _CAPTURE_MAGICS
     except (OSError, EOFError, zlib.error):
         return True  # a damaged compressed capture must be reported, not skipped
+
+
+# ---------------------------------------------------------------------------- time order
+#
+# Captures merged from several interfaces or capture queues (mergecap -a, multi-queue
+# NICs, two taps) are not in time order, and an IKE response read before its request
+# makes the tracker start a second, headless negotiation. So frames are put back in time
+# order before extraction, within a window bounded in frames and bytes (memory stays
+# flat); a frame older than one already handed on cannot be put back and is counted.
+
+REORDER_FRAMES = 4096  # frames held back at most: far more than interfaces or queues drift apart
+REORDER_BYTES = 8 << 20  # and their captured bytes at most
+MAX_LATE_LISTED = 1000  # late frames remembered by number, to name what they may have split
+
+
+class TimeOrder:
+    """A stage between a capture and extraction: frames (and damage records) in file
+    order in, in timestamp order out (equal timestamps keep file order), as far as a
+    window of `frames` frames and `size` bytes allows. Frame numbers stay as in the file.
+
+    late           frames that came after a later frame had been handed on, beyond the
+                   window: handed on at once, out of order
+    late_frames    the numbers of the first MAX_LATE_LISTED of them
+    first_late     (frame, its time, the frame handed on before it, that one's time)
+    reordered      frames that came behind a later one and were put back in order
+    """
+
+    def __init__(self, frames: int | None = None, size: int | None = None) -> None:
+        self.frames = REORDER_FRAMES if frames is None else frames
+        self.size = REORDER_BYTES if size is None else size
+        self.late = 0
+        self.late_frames: list[int] = []
+        self.first_late: tuple[int, float, int, float] | None = None
+        self.reordered = 0
+
+    def __call__(self, items: Iterable[Frame | Anomaly]) -> Iterator[Frame | Anomaly]:
+        heap: list[tuple[float, int, Frame | Anomaly]] = []
+        push, pushpop, pop = heapq.heappush, heapq.heappushpop, heapq.heappop
+        limit, size = self.frames, self.size
+        held = 0  # captured bytes in the window
+        newest = -math.inf
+        out_time, out_frame = -math.inf, 0  # the last frame handed on
+        for seq, item in enumerate(items):
+            if not isinstance(item, Frame):
+                # Damage stays after the frames read before it.
+                push(heap, (newest, seq, item))
+                continue
+            stamp = item.timestamp
+            if stamp < out_time:
+                self._late(item, out_frame, out_time)
+                yield item
+                continue
+            if stamp < newest:
+                self.reordered += 1
+            else:
+                newest = stamp
+            held += len(item.data)
+            if len(heap) < limit and held <= size:
+                push(heap, (stamp, seq, item))
+                continue
+            entry = pushpop(heap, (stamp, seq, item))
+            while True:
+                frame = entry[2]
+                if isinstance(frame, Frame):
+                    held -= len(frame.data)
+                    out_time, out_frame = entry[0], frame.number
+                yield frame
+                if not heap or (len(heap) <= limit and held <= size):
+                    break
+                entry = pop(heap)
+        while heap:
+            yield pop(heap)[2]
+
+    def _late(self, frame: Frame, before: int, before_time: float) -> None:
+        self.late += 1
+        if self.first_late is None:
+            self.first_late = (frame.number, frame.timestamp, before, before_time)
+        if len(self.late_frames) < MAX_LATE_LISTED:
+            self.late_frames.append(frame.number)
+
+    def anomaly(self) -> Anomaly | None:
+        """What the file's disorder beyond the window may have done, if it had any."""
+        if self.first_late is None:
+            return None
+        frame, stamp, before, before_time = self.first_late
+        return Anomaly("order", f"{self.late} frame(s) came later than the reorder window "
+                                f"({self.frames} frames, {self.size >> 20} MiB) allows and were audited out of "
+                                f"time order, the first frame {frame}, {before_time - stamp:.6f} s older than "
+                                f"frame {before} handed on before it: a negotiation with such a frame may be "
+                                "split in two (an unknown or incomplete half)", frame)
+
+
+# ---------------------------------------------------------------------------- rotations
+#
+# Files scanned together are one capture only with evidence that a capture tool cut them
+# from one stream: their names. Timestamps that touch are no evidence (two unrelated
+# captures of one lab session touch too).
+#   tcpdump -C       NAME, NAME1, NAME2, ... (the number after the whole -w name)
+#   tcpdump -C -W N  NAME0, NAME1, ... zero-padded to the width of N-1; the ring wraps to 0
+#   tcpdump -G       the -w name as a strftime pattern: same name around a start time
+#   dumpcap -b       PREFIX_NNNNN_YYYYMMDDHHMMSS.EXT (or PREFIX_YYYYMMDDHHMMSS_NNNNN.EXT)
+
+_DUMPCAP_NAME = re.compile(r"(?P<prefix>.+)_(?:(?P<n1>\d{5,})_(?P<t1>\d{14})|(?P<t2>\d{14})_(?P<n2>\d{5,}))"
+                           r"(?P<suffix>(?:\.[A-Za-z][A-Za-z0-9]*)*)")
+_COUNTED_NAME = re.compile(r"(?P<base>.*\D)(?P<number>\d+)(?P<gz>\.gz)?")
+_EPOCH_RANGE = (946_684_800, 4_102_444_800)  # %s between 2000 and 2100
+
+
+@dataclass(frozen=True)
+class _RotationName:
+    series: tuple  # what the names of one rotation share: tool, folder, the name around the numbers
+    number: int | None = None  # the file counter
+    started: str | None = None  # the start time written in the name, as YYYYMMDDHHMMSS
+    counted: bool = False  # a counter written as digits (NAME0 of -W rather than NAME)
+
+
+def rotations(paths: Sequence[str], starts: Sequence[float | None]) -> list[list[int]]:
+    """Which of the files form one capture cut by a rotation, from their names: lists of
+    indexes into paths, each in the order written (by first frame time, `starts`), every
+    file in exactly one list (alone when no name says otherwise). A run breaks where the
+    next file's number or start time does not follow."""
+    names = [_rotation_name(path) for path in paths]
+    counted_bases = {name.series for name in names if name is not None and name.series[0] == "tcpdump -C"}
+    for index, path in enumerate(paths):  # NAME itself is the first file of NAME1, NAME2, ...
+        folder, base = os.path.split(path)
+        series = ("tcpdump -C", folder, base.removesuffix(".gz"))
+        if series in counted_bases:
+            names[index] = _RotationName(series, 0)
+    groups: dict[tuple, list[int]] = {}
+    runs: list[list[int]] = []
+    for index, name in enumerate(names):
+        if name is None:
+            runs.append([index])
+        else:
+            groups.setdefault(name.series, []).append(index)
+    for members in groups.values():
+        members.sort(key=lambda i: (starts[i] is None, starts[i] or 0.0, i))
+        highest = max(names[i].number or 0 for i in members)
+        run = [members[0]]
+        for previous, index in zip(members, members[1:]):
+            if _follows(names[previous], names[index], highest):
+                run.append(index)
+            else:
+                runs.append(run)
+                run = [index]
+        runs.append(run)
+    return sorted(runs, key=lambda run: (starts[run[0]] is None, starts[run[0]] or 0.0, run[0]))
+
+
+def _follows(earlier: _RotationName, later: _RotationName, highest: int) -> bool:
+    tool = earlier.series[0]
+    if tool == "dumpcap -b":
+        return later.number == earlier.number + 1 and later.started >= earlier.started
+    if tool == "tcpdump -G":
+        return later.started > earlier.started
+    # tcpdump -C: the next number; with -W the ring goes from its last file back to 0.
+    return later.number == earlier.number + 1 or (later.number == 0 and later.counted and earlier.number == highest)
+
+
+def _rotation_name(path: str) -> _RotationName | None:
+    folder, name = os.path.split(path)
+    match = _DUMPCAP_NAME.fullmatch(name)
+    if match:
+        number = match["n1"] or match["n2"]
+        started = match["t1"] or match["t2"]
+        if _valid_time(started):
+            layout = "number-time" if match["n1"] else "time-number"
+            return _RotationName(("dumpcap -b", folder, match["prefix"], layout, match["suffix"]), int(number),
+                                 started)
+    timed = _strftime_name(folder, name)
+    if timed is not None:
+        return timed
+    match = _COUNTED_NAME.fullmatch(name)
+    if match:
+        return _RotationName(("tcpdump -C", folder, match["base"]), int(match["number"]), counted=True)
+    return None
+
+
+def _strftime_name(folder: str, name: str) -> _RotationName | None:
+    """A name holding a start time (12 or 14 digits of %Y%m%d%H%M[%S] in one or more runs,
+    or %s): the series is the rest of the name, digit runs by their width."""
+    parts = re.split(r"(\d+)", name)  # text, digits, text, ..., text
+    runs = range(1, len(parts), 2)
+    for first in runs:
+        digits, found = "", None
+        for last in range(first, len(parts), 2):
+            digits += parts[last]
+            if len(digits) in (12, 14) and _valid_time(digits.ljust(14, "0")):
+                found = last, digits.ljust(14, "0")  # to the minute; to the second if it goes on
+            if len(digits) >= 14:
+                break
+        if found is not None:
+            return _RotationName(_skeleton("tcpdump -G", folder, parts, first, found[0]), started=found[1])
+    for index in runs:
+        if len(parts[index]) == 10 and _EPOCH_RANGE[0] <= int(parts[index]) < _EPOCH_RANGE[1]:
+            started = time.strftime("%Y%m%d%H%M%S", time.gmtime(int(parts[index])))
+            return _RotationName(_skeleton("tcpdump -G", folder, parts, index, index), started=started)
+    return None
+
+
+def _skeleton(tool: str, folder: str, parts: list[str], first: int, last: int) -> tuple:
+    """The name with its time left out and its other digits kept: files of one rotation
+    differ in the time alone."""
+    return (tool, folder, tuple(parts[:first]), len("".join(parts[first:last + 1])), tuple(parts[last + 1:]))
+
+
+def _valid_time(digits: str) -> bool:
+    year, month, day = int(digits[:4]), int(digits[4:6]), int(digits[6:8])
+    hour, minute, second = int(digits[8:10]), int(digits[10:12]), int(digits[12:14])
+    return 1990 <= year < 2100 and 1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61

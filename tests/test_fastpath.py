@@ -372,10 +372,11 @@ SPLIT = 50  # r01 frames 1..50 and 51..125: the IKE SA's IKE_FOLLOWUP_KE request
 
 @pytest.fixture
 def rotated(tmp_path) -> tuple[Path, Path]:
-    """r01 as tcpdump -C would have rotated it mid-negotiation. The second file's name
-    sorts first, so the command line order is not the time order."""
+    """r01 as `tcpdump -C 1 -W 10 -w r01.pcap` would have rotated it mid-negotiation,
+    across the ring's wrap: the second file's name sorts first, so the command line order
+    is not the time order."""
     header, records = pcap_records(lab_path("r01"))
-    first, second = tmp_path / "r01-b.pcap", tmp_path / "r01-a.pcap"
+    first, second = tmp_path / "r01.pcap9", tmp_path / "r01.pcap0"
     first.write_bytes(header + b"".join(records[:SPLIT]))
     second.write_bytes(header + b"".join(records[SPLIT:]))
     return first, second

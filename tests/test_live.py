@@ -610,10 +610,14 @@ def test_bad_filter_and_missing_privilege_are_one_line_errors(veth, tmp_path):
         pytest.skip("setpriv is not installed")
     home = tempfile.mkdtemp(prefix="ikeaudit-nobody-")  # a writable HOME for libraries' caches
     os.chmod(home, 0o777)
+    # nobody keeps CAP_DAC_READ_SEARCH alone (ambient, so that it survives the exec): it
+    # reads the checkout and the interpreter wherever they sit (a clone in a 0700 folder,
+    # a Python under /root) and still has no capture privilege.
+    readable = ["--inh-caps=-all,+dac_read_search", "--ambient-caps=-all,+dac_read_search"]
     try:
         unprivileged = subprocess.run(
             veth.exec(veth.sniff_ns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                      "--inh-caps=-all", *IKEAUDIT, "live", "-i", veth.sniff_if),
+                      *readable, *IKEAUDIT, "live", "-i", veth.sniff_if),
             capture_output=True, text=True, cwd=home,
             env={**os.environ, "HOME": home, "MPLCONFIGDIR": home, "XDG_CACHE_HOME": home})  # fmt: skip
     finally:
