@@ -37,8 +37,6 @@ DAMAGED = {
     "more/tcpdump__ikev2-id-short.pcap": {1},
     # "Fuzzed SA_INIT: transform counts wrong, KE length 43690"
     "more/tcpdump__ikev2pI2-segfault.pcapng": {1},
-    # "IKE_AUTH request with message id 0"
-    "more/tcpdump__ikev2pI2.pcap": {2},
     # "Fuzzed ISAKMP, bogus IP fragments"
     "more/tcpdump__isakmp-various-oobr.pcap": {1, 2},
     # tshark too calls the second INVALID_KE_PAYLOAD response malformed; we stop at the first
