@@ -19,10 +19,13 @@ from typing import Iterable, Mapping
 
 from ikeaudit import iana
 from ikeaudit.iana import KeMethod
+from ikeaudit.mtu import plaintext_upper_bound, sk_overhead
 from ikeaudit.records import (
     AUTH_REQUESTED,
     ESTABLISHED,
     INTERMEDIATE,
+    NEW,
+    SA_INIT_FAILED,
     SA_INIT_REQUESTED,
     SA_INIT_RETRY,
     ChildExchange,
@@ -31,6 +34,7 @@ from ikeaudit.records import (
     Negotiation,
     Proposal,
     TrackedMessage,
+    Transform,
 )
 
 HYBRID_PQ = "hybrid-pq"
@@ -105,6 +109,10 @@ class Classification:
     # IKE_SA_INIT: "both", "initiator-only", "responder-only", "neither"; None when the
     # IKE_SA_INIT exchange was not seen.
     downgrade_prevention: str | None = None
+    # The proposal that decided this SA's key exchange and ciphers: the IKE_SA_INIT
+    # response's, or for an IKE SA rekey seen decrypted the rekey's own CREATE_CHILD_SA
+    # response. Policy reads the cipher transforms from here, not from Negotiation.chosen.
+    chosen_proposal: Proposal | None = None
 
     @property
     def addke_methods(self) -> tuple[int, ...]:
@@ -129,9 +137,17 @@ class KeCatalog:
         return f"{self.method(method_id).name} ({method_id})"
 
 
+# A classical negotiation this soon after a failed or refused post-quantum attempt
+# between the same peers is taken for a fallback (a downgrade an attacker can force by
+# dropping the large ML-KEM messages).
+DOWNGRADE_WINDOW_S = 120.0
+
+
 def classify_all(negotiations: Iterable[Negotiation],
                  catalog: KeCatalog | None = None) -> list[Classification]:
-    """Classify in order; a rekeyed IKE SA inherits from its parent, so parents go first."""
+    """Classify in order; a rekeyed IKE SA is judged with its parent, so parents go first.
+    Then consecutive attempts between the same peers are read together for a downgrade
+    across attempts."""
     catalog = catalog or KeCatalog()
     negotiations = list(negotiations)
     by_pair = {(n.spi_i, n.spi_r): i for i, n in enumerate(negotiations)}
@@ -146,7 +162,40 @@ def classify_all(negotiations: Iterable[Negotiation],
                                   parent_negotiation=negotiations[parent_index] if parent else None)
         return results[i]
 
-    return [resolve(i) for i in range(len(negotiations))]
+    classified = [resolve(i) for i in range(len(negotiations))]
+    return _cross_attempt_downgrades(negotiations, classified)
+
+
+def _cross_attempt_downgrades(negotiations: list[Negotiation],
+                              classified: list[Classification]) -> list[Classification]:
+    """A classical negotiation that follows, within DOWNGRADE_WINDOW_S, an attempt of the
+    same initiator to the same responder that offered ML-KEM and failed or was refused."""
+    by_peers: dict[tuple[str, str], list[int]] = {}
+    for i, n in enumerate(negotiations):
+        if n.ike_version == 2:
+            by_peers.setdefault((n.initiator, n.responder), []).append(i)
+    out = list(classified)
+    for indices in by_peers.values():
+        indices.sort(key=lambda i: (negotiations[i].first_seen, i))
+        for before, after in zip(indices, indices[1:]):
+            a, ca = negotiations[before], classified[before]
+            b, cb = negotiations[after], classified[after]
+            if cb.name != CLASSICAL or not ca.pq_offered_by_initiator:
+                continue
+            pq_failed = ca.name in (FAILED, INCOMPLETE) or (ca.name in (HYBRID_PQ, PQ_ONLY) and not a.established
+                                                           and a.state != ESTABLISHED)
+            gap = b.first_seen - a.last_seen
+            if not pq_failed or not 0 <= gap <= DOWNGRADE_WINDOW_S:
+                continue
+            what = {FAILED: f"failed ({ca.error or 'no proposal chosen'})", INCOMPLETE: "went unanswered"}.get(
+                ca.name, f"chose {ca.name} but never completed IKE_AUTH")
+            finding = Finding("high", "downgrade", f"classical retry {gap:.1f} s after a post-quantum attempt "
+                              f"between the same peers: IKE SA {a.spi_i}/{a.spi_r} (first frame {a.first_frame}) "
+                              f"offered ML-KEM and {what}; this one offered no ML-KEM")
+            out[after] = replace(cb, findings=cb.findings + (finding,),
+                                 evidence=cb.evidence + (f"follows the post-quantum attempt {a.spi_i}/{a.spi_r} "
+                                                         f"by {gap:.1f} s",))
+    return out
 
 
 def classify(n: Negotiation, catalog: KeCatalog | None = None, *,
@@ -154,25 +203,32 @@ def classify(n: Negotiation, catalog: KeCatalog | None = None, *,
              parent_negotiation: Negotiation | None = None) -> Classification:
     catalog = catalog or KeCatalog()
     result = _from_proposals(n, catalog, parent, parent_negotiation)
-    return _with_decrypted_evidence(n, result, catalog, parent_negotiation)
+    result = _with_decrypted_evidence(n, result, catalog, parent_negotiation)
+    return _with_observation(n, result)
 
 
 def _from_proposals(n: Negotiation, catalog: KeCatalog, parent: Classification | None,
                     parent_negotiation: Negotiation | None) -> Classification:
     evidence: list[str] = []
     findings: list[Finding] = []
-    pq_offered = _pq_offered(n, catalog)
+    pq_offered = _pq_offered(n, catalog) if n.sa_init_seen else None
     ppk = _ppk(n)
     if n.ike_version == 1:
         evidence.append(f"IKEv1 (ISAKMP) exchanges {sorted(set(n.ikev1_exchanges))}")
         findings.append(Finding("high", "ikev1", "IKEv1 has no post-quantum key exchange "
                                 "(RFC 9395 deprecates it)"))
         return _result(IKEV1, "none", None, (), pq_offered, None, ppk, None, evidence, findings, _offered_methods(n))
-    if not n.sa_init_seen:
+    responded = any(m.exchange == iana.IKE_SA_INIT and m.response for m in n.messages)
+    if not n.sa_init_seen and not responded:
         return _without_sa_init(n, catalog, parent, parent_negotiation, ppk)
     _note_retries(n, catalog, evidence)
-    _note_offer(n, catalog, evidence, findings)
+    if n.sa_init_seen:
+        _note_offer(n, catalog, evidence, findings)
+    else:
+        evidence.append("the initiator's IKE_SA_INIT request was not captured: what it offered is unknown")
     if n.chosen is None:
+        if not responded and n.state not in (NEW, SA_INIT_REQUESTED, SA_INIT_RETRY, SA_INIT_FAILED):
+            return _choice_not_seen(n, catalog, pq_offered, ppk, evidence, findings)
         return _unanswered(n, catalog, pq_offered, ppk, evidence, findings)
 
     chosen = n.chosen
@@ -183,10 +239,12 @@ def _from_proposals(n: Negotiation, catalog: KeCatalog, parent: Classification |
         findings.append(Finding("medium", "malformed-proposal",
                                 f"chosen proposal has {len(ke_ids)} KE transforms"))
     evidence.append("responder chose " + describe_proposal(chosen, catalog))
+    if n.sa_init_seen:
+        _check_chosen_was_offered(n, chosen, catalog, findings)
     methods = [catalog.method(m) for m in ([ke] if ke is not None else []) + [m for _, m in addke]]
-    name = _class_from_methods(ke, addke, pq_offered, catalog)
-    _check_ke_payloads(n, ke, catalog, evidence, findings)
-    _check_addke_evidence(n, addke, catalog, evidence, findings)
+    name = _class_from_methods(ke, addke, bool(pq_offered), catalog)
+    captured = _check_ke_payloads(n, ke, catalog, evidence, findings)
+    captured &= _check_addke_evidence(n, addke, catalog, evidence, findings)
     _flag_methods(methods, findings)
     if name == CLASSICAL_PQ_OFFERED:
         findings.append(Finding("high", "downgrade",
@@ -195,11 +253,49 @@ def _from_proposals(n: Negotiation, catalog: KeCatalog, parent: Classification |
     if name in (CLASSICAL, CLASSICAL_PQ_OFFERED):
         findings.append(Finding("medium", "classical-only", "traffic protected by classical key "
                                 "exchange alone: exposed to harvest-now-decrypt-later"))
-    if ppk == "negotiated":
-        evidence.append("USE_PPK in both IKE_SA_INIT messages: an RFC 8784 post-quantum preshared "
-                        "key is mixed in (not visible as a key exchange)")
-    return _result(name, "IKE_SA_INIT", ke, addke, pq_offered, methods, ppk, None,
-                   evidence, findings, _offered_methods(n))
+    result = _result(name, "IKE_SA_INIT", ke, addke, pq_offered, methods, ppk, None,
+                     evidence, findings, _offered_methods(n))
+    return replace(result, chosen_proposal=chosen, confidence=None if captured else UNCONFIRMED)
+
+
+def _check_chosen_was_offered(n: Negotiation, chosen: Proposal, catalog: KeCatalog,
+                              findings: list[Finding]) -> None:
+    """RFC 7296 section 3.3.6: the responder picks one offered proposal and one offered
+    transform of each type from it. An ADDKE slot the initiator left out may come back
+    as NONE (RFC 9370 section 2.2.1)."""
+    if not n.offered:
+        return
+
+    def key(t: Transform) -> tuple:
+        return (t.type, t.id, t.key_length)
+
+    def fits(offer: Proposal) -> bool:
+        offered = {key(t) for t in offer.transforms}
+        slots = {t.type for t in offer.transforms}
+        return all(key(t) in offered or (t.type in iana.ADDKE_TYPES and t.id == 0 and t.type not in slots)
+                   for t in chosen.transforms)
+
+    if any(fits(p) for p in n.offered):
+        return
+    anywhere = {key(t) for p in n.offered for t in p.transforms}
+    never = [t for t in chosen.transforms if key(t) not in anywhere and not (t.type in iana.ADDKE_TYPES and t.id == 0)]
+    names = ", ".join(f"{iana.TRANSFORM_TYPES.get(t.type, t.type)} "
+                      f"{catalog.describe(t.id) if t.type in iana.KE_TRANSFORM_TYPES else iana.transform_name(t.type, t.id)}"
+                      + (f"/{t.key_length}" if t.key_length else "") for t in never)
+    detail = (f"the responder chose {names}, which the initiator never offered" if never else
+              "the responder's chosen transforms do not all come from one offered proposal")
+    findings.append(Finding("high", "chosen-not-offered", detail + " (RFC 7296 section 3.3.6): a broken or "
+                            "tampered responder, or an offer this capture does not hold"))
+
+
+def _choice_not_seen(n: Negotiation, catalog: KeCatalog, pq_offered: bool | None, ppk: str,
+                     evidence: list[str], findings: list[Finding]) -> Classification:
+    """The initiator's IKE_SA_INIT request was captured and the SA went on, but the
+    response that chose the proposal was not (a one-direction capture)."""
+    later = sorted({iana.exchange_name(m.exchange) for m in n.messages if m.exchange != iana.IKE_SA_INIT})
+    evidence.append("the responder's IKE_SA_INIT response was not captured: its choice is unknown "
+                    f"(later exchanges seen: {', '.join(later)})")
+    return _result(UNKNOWN, "none", None, (), pq_offered, None, ppk, None, evidence, findings, _offered_methods(n))
 
 
 def describe_proposal(p: Proposal, catalog: KeCatalog) -> str:
@@ -217,8 +313,10 @@ def describe_proposal(p: Proposal, catalog: KeCatalog) -> str:
 
 
 def _chosen_addke(p: Proposal) -> tuple[tuple[int, int], ...]:
-    return tuple((t.type, t.id) for t in p.transforms
-                 if t.type in iana.ADDKE_TYPES and t.id != 0)
+    """The chosen ADDKEs in slot order (ADDKE1 first), whatever their order on the wire:
+    RFC 7296 leaves transform order free, RFC 9370 runs the exchanges by slot."""
+    return tuple(sorted((t.type, t.id) for t in p.transforms
+                        if t.type in iana.ADDKE_TYPES and t.id != 0))
 
 
 def _class_from_methods(ke: int | None, addke: tuple[tuple[int, int], ...], pq_offered: bool,
@@ -267,9 +365,23 @@ def _note_offer(n: Negotiation, catalog: KeCatalog, evidence: list[str],
 
 
 def _ppk(n: Negotiation) -> str:
-    i = iana.USE_PPK in n.initiator_notifies
-    r = iana.USE_PPK in n.responder_notifies
-    return "negotiated" if i and r else "offered" if i else "none"
+    """RFC 8784 decides PPK use in IKE_AUTH: the responder that used the initiator's PPK
+    returns PPK_IDENTITY in its IKE_AUTH response; without it the NO_PPK_AUTH fallback
+    was taken. RFC 9867 mixes the PPK in IKE_INTERMEDIATE (USE_PPK_INT): the responder
+    answers the initiator's PPK_IDENTITY_KEY with its own PPK notify there. Only a
+    decrypted response proves use; USE_PPK in IKE_SA_INIT only requests it."""
+    requested = any(t in (iana.USE_PPK, iana.USE_PPK_INT) for t in (*n.initiator_notifies, *n.responder_notifies))
+    answers = [m for m in n.messages if m.response and m.inner is not None
+               and m.exchange in (iana.IKE_AUTH, iana.IKE_INTERMEDIATE)]
+    for m in answers:
+        types = m.inner.notify_types()
+        if m.exchange == iana.IKE_AUTH and iana.PPK_IDENTITY in types:
+            return "negotiated"
+        if m.exchange == iana.IKE_INTERMEDIATE and {iana.PPK_IDENTITY, iana.PPK_IDENTITY_KEY} & set(types):
+            return "negotiated"
+    if requested and any(m.exchange == iana.IKE_AUTH for m in answers):
+        return "not-used"
+    return "requested" if requested else "none"
 
 
 def _note_retries(n: Negotiation, catalog: KeCatalog, evidence: list[str]) -> None:
@@ -314,46 +426,180 @@ def _unanswered(n: Negotiation, catalog: KeCatalog, pq_offered: bool, ppk: str,
 
 def _without_sa_init(n: Negotiation, catalog: KeCatalog, parent: Classification | None,
                      parent_negotiation: Negotiation | None, ppk: str) -> Classification:
+    """An SA met without any IKE_SA_INIT message: judged by its decrypted rekey when
+    there is one (observed), else from its own traffic or a rekey link that sizes
+    support (inferred, each step named), else not at all (not observable)."""
     evidence = [f"no IKE_SA_INIT captured for this IKE SA; exchanges seen: "
                 f"{', '.join(sorted({iana.exchange_name(m.exchange) for m in n.messages}))}"]
     findings: list[Finding] = []
-    if parent is None or parent_negotiation is None or n.rekey_evidence is None:
-        return _result(UNKNOWN, "none", None, (), False, None, ppk, None, evidence, findings, _offered_methods(n))
-    evidence.append("rekeyed IKE SA: " + n.rekey_evidence)
     rekey = _rekey_exchange(n, parent_negotiation)
     if rekey is not None and rekey.chosen is not None:
         # Decrypted, the rekey's own proposal says what protects the new SA.
+        evidence.append("rekeyed IKE SA: " + n.rekey_evidence)
         ke_ids = rekey.chosen.ids(iana.TRANSFORM_KE)
         ke = ke_ids[0] if ke_ids else None
         addke = _chosen_addke(rekey.chosen)
         evidence.append("the rekey's responder chose " + describe_proposal(rekey.chosen, catalog))
         methods = [catalog.method(m) for m in ([ke] if ke is not None else []) + [m for _, m in addke]]
         _flag_methods(methods, findings)
-        name = _class_from_methods(ke, addke, parent.pq_offered_by_initiator, catalog)
+        offered = [t.id for p in rekey.offered for t in p.transforms if t.type in iana.KE_TRANSFORM_TYPES]
+        pq_offered = any(catalog.method(m).is_pq for m in offered)
+        name = _class_from_methods(ke, addke, pq_offered, catalog)
         if name in (CLASSICAL, CLASSICAL_PQ_OFFERED):
             findings.append(Finding("medium", "classical-only", "traffic protected by classical key "
                                     "exchange alone: exposed to harvest-now-decrypt-later"))
-        return _result(name, REKEY_BASIS, ke, addke, parent.pq_offered_by_initiator, methods, ppk, None,
-                       evidence, findings, _offered_methods(n))
+        return replace(_result(name, REKEY_BASIS, ke, addke, pq_offered, methods, ppk, None,
+                               evidence, findings, tuple(dict.fromkeys(m for m in offered if m))),
+                       chosen_proposal=rekey.chosen)
+    inherited = None
+    if parent is not None and parent_negotiation is not None and n.rekey_linked_by == "addresses-time-and-size":
+        inherited = _inherited(n, catalog, parent, parent_negotiation, ppk, evidence, findings)
+        if inherited is not None and inherited.name != UNKNOWN:
+            return inherited
+    own = _own_traffic(n, catalog)
+    if own is not None:
+        name, inferences = own
+        if inherited is not None:
+            inferences = [*inherited.inferences, *inferences]
+        if name in (CLASSICAL,):
+            findings.append(Finding("medium", "classical-only", "traffic protected by classical key "
+                                    "exchange alone: exposed to harvest-now-decrypt-later"))
+        return replace(_result(name, "inferred from the SA's own traffic", None, (), None, None, ppk, None,
+                               evidence, findings, ()),
+                       observation=INFERRED_OBSERVATION, inferences=tuple(inferences))
+    if inherited is not None:
+        return inherited
+    return replace(_result(UNKNOWN, "none", None, (), None, None, ppk, None, evidence, findings, ()),
+                   observation=NOT_OBSERVABLE)
+
+
+# Inner payloads every CREATE_CHILD_SA request and response carries besides its KE
+# payload: a Nonce of at least 16 bytes (RFC 7296 section 3.9).
+MIN_NONCE_PAYLOAD = 4 + 16
+# An IKE_FOLLOWUP_KE message carries the ADDITIONAL_KEY_EXCHANGE notify (8 bytes and a
+# link token) besides its KE payload (RFC 9370 section 2.2.2).
+MIN_LINK_NOTIFY = 8
+# To call a KE payload larger than any classical one from outside, allow the largest
+# usual SK overhead (16-byte IV, 32-byte ICV, a block of padding and its length byte)
+# and a link token of up to 64 bytes: what is left is a floor on the key data.
+LARGEST_SK_OVERHEAD = 16 + 32 + 16 + 1
+LARGEST_LINK_TOKEN = 64
+
+
+def _ke_room(m: TrackedMessage, overhead, others: int) -> int:
+    """Most key data the message's KE payload can hold."""
+    return plaintext_upper_bound(m, overhead) - others - KE_PAYLOAD_HEADER
+
+
+def _excludes(m: TrackedMessage, room: int, catalog: KeCatalog) -> tuple[bool, str]:
+    """Whether the message's room excludes every ML-KEM method, and a sentence saying
+    what it excludes."""
+    pq = [k for k in iana.KE_METHODS.values() if k.is_pq]
+    size = (lambda k: k.responder_bytes) if m.response else (lambda k: k.initiator_bytes)
+    out = [f"{k.name} ({size(k)} B)" for k in pq if size(k) > room]
+    fits = [f"{k.name} ({size(k)} B)" for k in pq if size(k) <= room]
+    where = (f"{iana.exchange_name(m.exchange)} {'response' if m.response else 'request'} "
+             f"(message id {m.message_id}, at {m.first_timestamp:.6f})")
+    text = (f"{where} has room for at most {max(room, 0)} bytes of key data"
+            + (f": excludes {', '.join(out)}" if out else "")
+            + (f"; fits {', '.join(fits)}" if fits else "; fits classical key exchange (e.g. Curve25519, 32 B) or none"))
+    return not fits, text
+
+
+def _own_traffic(n: Negotiation, catalog: KeCatalog) -> tuple[str, list[str]] | None:
+    """What the SA's own rekeys show in clear headers: IKE_FOLLOWUP_KE exchanges are
+    additional key exchanges (RFC 9370), and every CREATE_CHILD_SA's size bounds its KE
+    payload. Sizes only ever exclude ML-KEM; a follow-up exchange larger than any
+    classical key (allowing the largest usual overhead) is taken for ML-KEM."""
+    overhead = sk_overhead(n.chosen)
+    cipher = "negotiated cipher overhead" if overhead else "cipher unknown: no overhead assumed, so the bound is loose"
+    followups = [m for m in n.messages if m.exchange == iana.IKE_FOLLOWUP_KE and m.complete]
+    children = [m for m in n.messages if m.exchange == iana.CREATE_CHILD_SA and m.complete]
+    if not followups and not children:
+        return None
+    inferences: list[str] = []
+    if followups:
+        inferences.append(f"{sum(1 for m in followups if not m.response)} IKE_FOLLOWUP_KE request(s) in clear "
+                          "headers: additional key exchanges ran in this SA's rekeys (RFC 9370 section 2.2.2)")
+        excluded, large = True, False
+        for m in followups:
+            gone, text = _excludes(m, _ke_room(m, overhead, MIN_LINK_NOTIFY), catalog)
+            inferences.append(text + f" ({cipher})")
+            excluded &= gone
+            floor = m.encrypted_bytes - LARGEST_SK_OVERHEAD - MIN_LINK_NOTIFY - LARGEST_LINK_TOKEN - KE_PAYLOAD_HEADER
+            if not m.response and floor > iana.LARGEST_CLASSICAL_KE_BYTES:
+                large = True
+                inferences.append(f"IKE_FOLLOWUP_KE request (message id {m.message_id}) carries at least {floor} bytes "
+                                  f"of key data (after the largest usual SK overhead and a {LARGEST_LINK_TOKEN}-byte "
+                                  f"link token): more than any classical method "
+                                  f"({iana.LARGEST_CLASSICAL_KE_BYTES} B, 8192-bit MODP), so an ML-KEM key")
+        if large:
+            return HYBRID_PQ, inferences
+        if excluded:
+            inferences.append("no ML-KEM key fits in its IKE_FOLLOWUP_KE exchanges: the additional key "
+                              "exchanges are classical")
+            return CLASSICAL, inferences
+        return UNKNOWN, inferences
+    excluded = True
+    for m in children:
+        gone, text = _excludes(m, _ke_room(m, overhead, MIN_NONCE_PAYLOAD), catalog)
+        inferences.append(text + f" ({cipher})")
+        excluded &= gone
+    if excluded:
+        inferences.append("no ML-KEM key fits in any of its CREATE_CHILD_SA messages and no IKE_FOLLOWUP_KE ran: "
+                          "its rekeys use classical key exchange or none")
+        return CLASSICAL, inferences
+    inferences.append("its CREATE_CHILD_SA messages have room for an ML-KEM key: sizes cannot tell")
+    return UNKNOWN, inferences
+
+
+def _inherited(n: Negotiation, catalog: KeCatalog, parent: Classification, parent_negotiation: Negotiation,
+               ppk: str, evidence: list[str], findings: list[Finding]) -> Classification | None:
+    """A rekey linked by addresses, time and size takes the parent's key exchange when the
+    rekey's own messages agree: each of the parent's ADDKEs needs its IKE_FOLLOWUP_KE
+    after the rekey's CREATE_CHILD_SA, large enough for its key."""
+    if parent.name not in JUDGED_BY_PROPOSAL and parent.observation != INFERRED_OBSERVATION:
+        return None
+    inferences = [f"rekey of IKE SA {n.rekeyed_from[0]}/{n.rekeyed_from[1]} ({n.rekey_evidence})"]
+    requests = [m for m in parent_negotiation.messages if m.exchange == iana.CREATE_CHILD_SA and not m.response
+                and m.first_timestamp <= n.first_seen]
+    start = requests[-1].first_timestamp if requests else n.first_seen
+    followups = [m for m in parent_negotiation.messages if m.exchange == iana.IKE_FOLLOWUP_KE and not m.response
+                 and start <= m.first_timestamp <= n.first_seen]
+    overhead = sk_overhead(parent_negotiation.chosen)
     name = parent.name
-    followups = [m for m in parent_negotiation.messages
-                 if m.exchange == iana.IKE_FOLLOWUP_KE and not m.response]
-    if parent.name == HYBRID_PQ:
-        if followups:
-            evidence.append(f"the parent ran {len(followups)} IKE_FOLLOWUP_KE exchange(s): additional "
-                            "key exchanges repeated in its rekeys (RFC 9370 section 2.2.2)")
-        else:
+    if parent.addke:
+        if len(followups) < len(parent.addke):
             name = UNKNOWN
             findings.append(Finding("medium", "rekey-without-followup-ke",
-                                    "the parent was hybrid but no IKE_FOLLOWUP_KE was seen: the "
-                                    "rekeyed SA may be classical only"))
-    evidence.append(f"classification inherited from parent IKE SA {n.rekeyed_from[0]}/{n.rekeyed_from[1]}"
-                    " (the rekey's proposal is encrypted)")
+                                    f"the parent chose {len(parent.addke)} additional key exchange(s) but its rekey ran "
+                                    f"{len(followups)} IKE_FOLLOWUP_KE exchange(s): the rekeyed SA may be classical only"))
+        for (slot, method_id), m in zip(parent.addke, followups):
+            method = catalog.method(method_id)
+            room = _ke_room(m, overhead, MIN_LINK_NOTIFY)
+            if method.initiator_bytes is not None and room < method.initiator_bytes:
+                name = UNKNOWN
+                inferences.append(f"IKE_FOLLOWUP_KE request (message id {m.message_id}) has room for at most {room} bytes "
+                                  f"of key data: too small for the parent's {iana.addke_slot(slot)} {method.name}")
+            else:
+                inferences.append(f"IKE_FOLLOWUP_KE request (message id {m.message_id}) after the rekey has room for "
+                                  f"the parent's {iana.addke_slot(slot)} {method.name}")
+    elif followups:
+        name = UNKNOWN
+        inferences.append(f"{len(followups)} IKE_FOLLOWUP_KE exchange(s) ran in the rekey although the parent chose "
+                          "no additional key exchange: the rekey's proposal differs")
+    if parent.observation == INFERRED_OBSERVATION:
+        inferences.extend(f"parent: {i}" for i in parent.inferences)
+    evidence.append(f"class inferred from parent IKE SA {n.rekeyed_from[0]}/{n.rekeyed_from[1]} "
+                    "(the rekey's proposal is encrypted)")
     methods = [catalog.method(m) for m in ([parent.ke_method] if parent.ke_method is not None else [])
                + list(parent.addke_methods)]
-    findings.extend(f for f in parent.findings if f.code in ("weak-group", "classical-only", "private-ke"))
-    return _result(name, "inherited from parent IKE SA", parent.ke_method, parent.addke,
-                   parent.pq_offered_by_initiator, methods, ppk, None, evidence, findings, _offered_methods(n))
+    if name != UNKNOWN:
+        findings.extend(f for f in parent.findings if f.code in ("weak-group", "classical-only", "private-ke"))
+    ke, addke = (parent.ke_method, parent.addke) if name != UNKNOWN else (None, ())
+    return replace(_result(name, "inherited from parent IKE SA", ke, addke, None,
+                           methods if name != UNKNOWN else None, ppk, None, evidence, findings, ()),
+                   observation=INFERRED_OBSERVATION, inferences=tuple(inferences))
 
 
 REKEY_BASIS = "decrypted CREATE_CHILD_SA of the parent IKE SA"
@@ -397,9 +643,55 @@ def _with_decrypted_evidence(n: Negotiation, c: Classification, catalog: KeCatal
     final_keys = any(m.inner is not None and m.exchange != iana.IKE_INTERMEDIATE for m in n.messages)
     contradicted = any(f.code in ("evidence-mismatch", "decrypted-ke-mismatch") for f in findings)
     confidence = None
-    if c.name in JUDGED_BY_PROPOSAL:
-        confidence = VERIFIED if confirmed and final_keys and not contradicted else NEGOTIATED
+    if c.observation == INFERRED_OBSERVATION:
+        confidence = INFERRED
+    elif c.name in JUDGED_BY_PROPOSAL:
+        if contradicted:
+            confidence = CONTRADICTED
+        elif c.confidence == UNCONFIRMED:
+            confidence = UNCONFIRMED
+        else:
+            confidence = VERIFIED if confirmed and final_keys else NEGOTIATED
     return replace(c, evidence=tuple(evidence), findings=tuple(findings), confidence=confidence)
+
+
+def _with_observation(n: Negotiation, c: Classification) -> Classification:
+    """What every classification carries whatever its path: whether the deciding
+    exchange was seen (and a finding when it was not), the downgrade-prevention notify,
+    and what the PPK status rests on."""
+    evidence, findings = list(c.evidence), list(c.findings)
+    if c.observation != OBSERVED and c.name != IKEV1:
+        how = ("its class is inferred: " + "; ".join(c.inferences) if c.observation == INFERRED_OBSERVATION
+               else "nothing in the capture shows its key exchange: it cannot be assessed")
+        findings.append(Finding("medium", "handshake-not-captured",
+                                f"the exchange that decided this IKE SA's key exchange was not captured; {how}"))
+    elif c.name == UNKNOWN and c.basis == "none" and n.sa_init_seen:
+        # initiator-only: the offer was seen, the choice was not
+        c = replace(c, observation=NOT_OBSERVABLE)
+        findings.append(Finding("medium", "handshake-not-captured", "the responder's IKE_SA_INIT response "
+                                "was not captured: what it chose cannot be assessed"))
+    if c.ppk == "negotiated":
+        evidence.append("PPK (RFC 8784/9867) confirmed by the responder in a decrypted exchange: a post-quantum "
+                        "preshared key is mixed into the keys (not visible as a key exchange)")
+    elif c.ppk == "requested":
+        evidence.append("PPK requested (USE_PPK / USE_PPK_INT) but its use was not confirmed: that needs the "
+                        "decrypted IKE_AUTH or IKE_INTERMEDIATE response")
+    elif c.ppk == "not-used":
+        evidence.append("PPK requested but the decrypted IKE_AUTH response does not confirm it: the NO_PPK_AUTH "
+                        "fallback was taken or the responder ignored it")
+    return replace(c, evidence=tuple(evidence), findings=tuple(findings),
+                   downgrade_prevention=_downgrade_prevention(n))
+
+
+def _downgrade_prevention(n: Negotiation) -> str | None:
+    """IKE_SA_INIT_FULL_TRANSCRIPT_AUTH in each IKE_SA_INIT message; None unless both
+    messages were captured (one side's silence is then known)."""
+    responded = any(m.exchange == iana.IKE_SA_INIT and m.response for m in n.messages)
+    if n.ike_version != 2 or not n.sa_init_seen or not responded:
+        return None
+    i = iana.IKE_SA_INIT_FULL_TRANSCRIPT_AUTH in n.initiator_notifies
+    r = iana.IKE_SA_INIT_FULL_TRANSCRIPT_AUTH in n.responder_notifies
+    return "both" if i and r else "initiator-only" if i else "responder-only" if r else "neither"
 
 
 def _check_decrypted_addke(n: Negotiation, addke: tuple[tuple[int, int], ...], catalog: KeCatalog,
@@ -500,12 +792,13 @@ def _flag_methods(methods: list[KeMethod], findings: list[Finding]) -> None:
 
 
 def _check_ke_payloads(n: Negotiation, ke: int | None, catalog: KeCatalog,
-                       evidence: list[str], findings: list[Finding]) -> None:
-    """The KE payloads of the final IKE_SA_INIT must carry the chosen method at its size."""
+                       evidence: list[str], findings: list[Finding]) -> bool:
+    """The KE payloads of the final IKE_SA_INIT must carry the chosen method at its
+    size. True when the responder's, which answers the choice, was captured."""
     if ke is None:
-        return
+        return True
     method = catalog.method(ke)
-    for response in (False, True):
+    for response in (False, True) if n.sa_init_seen else (True,):
         m = _last(n.messages, iana.IKE_SA_INIT, response)
         who = "responder" if response else "initiator"
         if m is None or m.key_exchange is None:
@@ -524,31 +817,40 @@ def _check_ke_payloads(n: Negotiation, ke: int | None, catalog: KeCatalog,
                                     f"bytes of key data, {expected} expected"))
         elif expected is not None:
             evidence.append(f"{who}'s IKE_SA_INIT KE payload: {method.name}, {kex.data_length} bytes")
+    response = _last(n.messages, iana.IKE_SA_INIT, True)
+    return response is not None and response.key_exchange is not None
 
 
 def _check_addke_evidence(n: Negotiation, addke: tuple[tuple[int, int], ...], catalog: KeCatalog,
-                          evidence: list[str], findings: list[Finding]) -> None:
-    """Each chosen ADDKE runs in its own IKE_INTERMEDIATE (RFC 9370 section 2.2.1), in slot order."""
+                          evidence: list[str], findings: list[Finding]) -> bool:
+    """Each chosen ADDKE runs in its own IKE_INTERMEDIATE (RFC 9370 section 2.2.1), in slot
+    order. True when every one of them was captured (one message of it at least)."""
     exchanges = _intermediate_exchanges(n)
     if not addke:
         if exchanges:
             evidence.append(f"{len(exchanges)} IKE_INTERMEDIATE exchange(s) without a chosen "
                             "additional key exchange: not evidence of post-quantum protection")
-        return
+        return True
+    went_on = n.state in (INTERMEDIATE, AUTH_REQUESTED, ESTABLISHED) or any(
+        m.exchange not in (iana.IKE_SA_INIT, iana.IKE_INTERMEDIATE) for m in n.messages)
+    missing = []
     for index, (slot, method_id) in enumerate(addke):
         method = catalog.method(method_id)
         label = f"{iana.addke_slot(slot)} {method.name}"
         if index >= len(exchanges):
-            if n.state in (INTERMEDIATE, AUTH_REQUESTED, ESTABLISHED):
-                findings.append(Finding("high", "evidence-mismatch",
-                                        f"{label} chosen but no IKE_INTERMEDIATE exchange "
-                                        f"#{index + 1} was seen before IKE_AUTH"))
-            else:
-                evidence.append(f"{label}: its IKE_INTERMEDIATE exchange was not captured")
+            missing.append(label)
+            evidence.append(f"{label}: its IKE_INTERMEDIATE exchange was not captured")
             continue
         request, response = exchanges[index]
         _check_carrier(label, method, request, method.initiator_bytes, "request", evidence, findings)
         _check_carrier(label, method, response, method.responder_bytes, "response", evidence, findings)
+    if missing and went_on:
+        findings.append(Finding("high", "addke-not-captured",
+                                f"{', '.join(missing)} chosen but no IKE_INTERMEDIATE exchange for "
+                                f"{'it' if len(missing) == 1 else 'them'} was captured although the SA went "
+                                "on: the post-quantum key exchange is unconfirmed (capture loss, or a peer "
+                                "that never ran it)"))
+    return not missing
 
 
 def _check_carrier(label: str, method: KeMethod, message: TrackedMessage | None,

@@ -55,6 +55,7 @@ PAYLOAD_TYPES: dict[int, str] = {
 PAYLOAD_SA, PAYLOAD_KE, PAYLOAD_NOTIFY, PAYLOAD_VENDOR_ID = 33, 34, 41, 43
 PAYLOAD_IDI, PAYLOAD_IDR, PAYLOAD_AUTH = 35, 36, 39
 PAYLOAD_SK, PAYLOAD_SKF = 46, 53
+PAYLOAD_EAP = 48
 
 PROTOCOL_IDS: dict[int, str] = {1: "IKE", 2: "AH", 3: "ESP"}
 
@@ -301,8 +302,13 @@ KE_METHODS: dict[int, KeMethod] = {m.id: m for m in (
     _m(37, "ML-KEM-1024", "pq", "ML-KEM", 1024, 256, 5, 1568, 1568),
 )}
 
-# Groups an auditor must flag on their own, whatever the PQ status (RFC 8247 section 2.4).
-WEAK_CLASSICAL_KE: frozenset[int] = frozenset({1, 2, 5, 22})
+# Groups an auditor must flag on their own, whatever the PQ status: RFC 8247 section 2.4
+# says MUST NOT for 1, 2, 22 and SHOULD NOT for 5, 23 and 24 (the RFC 5114 MODP groups
+# with small subgroups, whose generation cannot be verified).
+WEAK_CLASSICAL_KE: frozenset[int] = frozenset({1, 2, 5, 22, 23, 24})
+# The largest KE data any IANA classical method sends (8192-bit MODP): a KE payload
+# larger than this can only be post-quantum (or private-use).
+LARGEST_CLASSICAL_KE_BYTES = max(m.initiator_bytes for m in KE_METHODS.values() if m.kind == "classical")
 PRIVATE_USE_KE = range(1024, 65536)
 
 
@@ -418,6 +424,12 @@ REDIRECT = 16407  # RFC 5685: the responder sends the initiator to another gatew
 USE_PPK, PPK_IDENTITY, NO_PPK_AUTH = 16435, 16436, 16437
 INTERMEDIATE_EXCHANGE_SUPPORTED = 16438
 USE_PPK_INT, PPK_IDENTITY_KEY = 16445, 16446
+# draft-ietf-ipsecme-ikev2-downgrade-prevention (IKE_SA_INIT_FULL_TRANSCRIPT_AUTH in both
+# IKE_SA_INIT messages: each peer's AUTH then covers the whole IKE_SA_INIT transcript, so
+# the peers themselves detect a stripped ML-KEM offer). PROVISIONAL: 16447 follows
+# PPK_IDENTITY_KEY (16446) in libreswan's dense notify name table; the draft (-08, July
+# 2026) was approved with its IANA actions still pending, so the registry may differ.
+IKE_SA_INIT_FULL_TRANSCRIPT_AUTH = 16447
 ADDITIONAL_KEY_EXCHANGE = 16441  # RFC 9370: links IKE_FOLLOWUP_KE exchanges to their CREATE_CHILD_SA
 PPK_NOTIFIES: frozenset[int] = frozenset({USE_PPK, PPK_IDENTITY, NO_PPK_AUTH, USE_PPK_INT, PPK_IDENTITY_KEY})
 # Notify types below 16384 are errors (RFC 7296 section 3.10.1).

@@ -73,6 +73,18 @@ def plaintext_bytes(message: TrackedMessage, overhead: SkOverhead) -> int:
                for length in message.ike_lengths)
 
 
+# The smallest overhead any cipher adds to an SK payload (no IV, no ICV): with the
+# cipher unknown, a plaintext bound computed with it can only be too large, so what it
+# excludes is excluded whatever the cipher.
+NO_OVERHEAD = SkOverhead(0, 1, 0)
+
+
+def plaintext_upper_bound(message: TrackedMessage, overhead: SkOverhead | None) -> int:
+    """Most inner payload bytes an encrypted message can hold: with the negotiated
+    cipher's overhead, or the smallest possible when it is unknown."""
+    return plaintext_bytes(message, overhead or NO_OVERHEAD)
+
+
 def unfragmented_ike_bytes(message: TrackedMessage, overhead: SkOverhead | None) -> int | None:
     """The IKE message as it would be without RFC 7383 fragmentation; None when the
     cipher is unknown and the message was IKE-fragmented."""
@@ -177,8 +189,21 @@ def plaintext_bytes_of_unfragmented(ike: int, overhead: SkOverhead) -> int:
 
 
 def fragmentation_supported(n: Negotiation) -> tuple[bool, bool]:
+    """(initiator, responder). IKE fragments on the wire prove both announced it
+    (RFC 7383 section 2.3), even when their IKE_SA_INIT was not captured."""
+    if n.fragments_seen:
+        return True, True
     return (iana.IKEV2_FRAGMENTATION_SUPPORTED in n.initiator_notifies,
             iana.IKEV2_FRAGMENTATION_SUPPORTED in n.responder_notifies)
+
+
+def intermediate_supported(n: Negotiation) -> tuple[bool, bool]:
+    """(initiator, responder). An IKE_INTERMEDIATE exchange on the wire proves both
+    announced it (RFC 9242 section 3), even when their IKE_SA_INIT was not captured."""
+    if n.intermediate_seen:
+        return True, True
+    return (iana.INTERMEDIATE_EXCHANGE_SUPPORTED in n.initiator_notifies,
+            iana.INTERMEDIATE_EXCHANGE_SUPPORTED in n.responder_notifies)
 
 
 @dataclass(frozen=True, slots=True)

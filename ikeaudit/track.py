@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ikeaudit import iana
+from ikeaudit.mtu import plaintext_upper_bound, sk_overhead
 from ikeaudit.records import (
     AUTH_REQUESTED,
     ESTABLISHED,
@@ -101,6 +102,18 @@ MAX_RETRY_CANDIDATES = 64  # recent retry demands between two peers a new SPIi m
 # How long after a retry demand a request with a new SPIi from the same initiator is
 # taken for the retry of that attempt.
 RETRY_WINDOW_S = 30.0
+
+# How long before an IKE SA met without IKE_SA_INIT a CREATE_CHILD_SA of another SA
+# between the same peers may be taken for the rekey that created it. Peers rekey a few
+# seconds before the old SA expires and delete it right after; an unrelated SA hours
+# later between the same gateways must not inherit anything.
+REKEY_WINDOW_S = 300.0
+
+# Fewest inner payload bytes of a CREATE_CHILD_SA request that rekeys an IKE SA (RFC 7296
+# section 1.3.2): an SA payload with one IKE proposal (4 + 8 + 8-byte SPI + ENCR, PRF
+# and KE transforms of 8 bytes), a Nonce of at least 16 bytes (4 + 16) and a KE payload
+# of at least Curve25519's 32 bytes (8 + 32).
+MIN_IKE_REKEY_REQUEST = (4 + 8 + 8 + 3 * 8) + (4 + 16) + (8 + 32)
 
 
 @dataclass
@@ -214,7 +227,6 @@ class _SaBuilder:
     vendor_ids: list[bytes] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     moved_to_4500: bool = False
-    established: bool = False
     rekeyed_from: tuple[str, str] | None = None
     rekey_evidence: str | None = None
     rekey_linked_by: str | None = None
@@ -250,8 +262,9 @@ class Tracker:
     """
 
     def __init__(self, capture: str = "", *, max_negotiations: int = 10_000,
-                 max_evicted_bare: int = 1_000) -> None:  # fmt: skip
+                 max_evicted_bare: int = 1_000, rekey_window: float = REKEY_WINDOW_S) -> None:  # fmt: skip
         self.capture = capture
+        self.rekey_window = rekey_window
         self.max_negotiations = max_negotiations
         self.max_evicted_bare = max_evicted_bare
         self._kept_bare = 0
@@ -376,8 +389,6 @@ class Tracker:
             self._by_pair[(sa.spi_i, sa.spi_r)] = sa
         if starts:
             self._by_spi_i[sa.spi_i] = sa
-        if not starts and message.exchange != iana.IKE_SA_INIT:
-            sa.established = True
         return sa
 
     def _make_room(self) -> None:
@@ -431,9 +442,9 @@ class Tracker:
                 sa.note(Anomaly("malformed", f"unexpected {iana.exchange_name(exchange)}",
                                             message.frame))
             return
-        if exchange in (iana.IKE_AUTH,) and response:
-            sa.established = True
         nxt = TRANSITIONS.get((sa.state, exchange, response))
+        if nxt is None:
+            nxt = self._one_direction(sa, message)
         if nxt is None:
             if not self._is_known_response(sa, message):
                 sa.note(Anomaly(
@@ -441,6 +452,25 @@ class Tracker:
                     f"(message id {message.message_id}) in state {sa.state}", message.frame))
             return
         sa.state = nxt
+
+    @staticmethod
+    def _one_direction(sa: _SaBuilder, message: IkeMessage) -> str | None:
+        """A capture that holds one direction only (a one-way tap, asymmetric routing)
+        shows a response whose request it never saw, or a request that only an unseen
+        response can have allowed: step over the missing message instead of calling
+        the SA malformed."""
+        exchange, response = message.exchange, message.is_response
+        state = sa.state
+        if state in (SA_INIT_REQUESTED, SA_INIT_RETRY) and message.spi_r != ZERO_SPI:
+            state = SA_INIT_DONE  # the IKE_SA_INIT response that gave this SPIr was not captured
+        if response:
+            request_state = TRANSITIONS.get((state, exchange, False))
+            return TRANSITIONS.get((request_state, exchange, True)) if request_state else None
+        nxt = TRANSITIONS.get((state, exchange, False))
+        if nxt is None and state == AUTH_REQUESTED:
+            # the IKE_AUTH response before this request was not captured
+            nxt = TRANSITIONS.get((ESTABLISHED, exchange, False))
+        return nxt
 
     @staticmethod
     def _is_known_response(sa: _SaBuilder, message: IkeMessage) -> bool:
@@ -584,7 +614,8 @@ class Tracker:
         for sa in ready:
             sa.reported = True
         if any(sa.state == MIDSTREAM for sa in ready):
-            _link_rekeys(sorted({id(s): s for s in [*self._closed, *active]}.values(), key=lambda s: s.order))
+            _link_rekeys(sorted({id(s): s for s in [*self._closed, *active]}.values(), key=lambda s: s.order),
+                         self.rekey_window)
         return [self._negotiation(sa) for sa in sorted(ready, key=lambda s: s.order)]
 
     def current(self, spi_i: str, spi_r: str) -> Negotiation | None:
@@ -605,7 +636,7 @@ class Tracker:
         self._retrying.clear()
         unique = {id(sa): sa for sa in self._closed}
         builders = sorted(unique.values(), key=lambda s: s.order)
-        _link_rekeys(builders)
+        _link_rekeys(builders, self.rekey_window)
         return [self._negotiation(sa) for sa in builders]
 
     def _negotiation(self, sa: _SaBuilder) -> Negotiation:
@@ -621,6 +652,7 @@ class Tracker:
                                          f"{m.ike_fragments} never seen", m.first_frame))
         anomalies += [Anomaly("overflow", f"{count} {what}: counted, not kept", None)
                       for what, count in sa.dropped.items()]
+        basis = established_basis(messages) if isinstance(first, IkeMessage) else "none"
         return Negotiation(
             capture=self.capture, ike_version=1 if isinstance(first, Ikev1Message) else 2,
             spi_i=sa.spi_i, spi_r=sa.spi_r, initiator=sa.initiator, responder=sa.responder,
@@ -633,13 +665,50 @@ class Tracker:
             error_notifies=tuple(dict.fromkeys(sa.error_notifies)), retries=tuple(sa.retries),
             messages=tuple(messages), vendor_ids=tuple(dict.fromkeys(sa.vendor_ids)),
             moved_to_4500=sa.moved_to_4500, anomalies=tuple(anomalies),
-            established=sa.established, rekeyed_from=sa.rekeyed_from,
+            established=basis != "none", established_basis=basis,
+            intermediate_seen=any(m.exchange == iana.IKE_INTERMEDIATE for m in messages),
+            fragments_seen=any(m.ike_fragments for m in messages),
+            midstream=bool(messages) and not any(m.exchange == iana.IKE_SA_INIT for m in messages),
+            rekeyed_from=sa.rekeyed_from,
             rekey_evidence=sa.rekey_evidence, ikev1_exchanges=tuple(sa.ikev1_exchanges),
             rekey_linked_by=sa.rekey_linked_by, child_exchanges=child_exchanges(messages),
             **_auth_content(messages),
             ppk_notifies=tuple(dict.fromkeys((m.exchange, n.type) for m in messages if m.inner
                                              for n in m.inner.notifies if n.type in iana.PPK_NOTIFIES)),
         )
+
+
+# Exchanges that only an established IKE SA runs (RFC 7296 section 1.3 and 1.4, RFC 9370).
+AFTER_AUTH = frozenset({iana.CREATE_CHILD_SA, iana.INFORMATIONAL, iana.IKE_FOLLOWUP_KE})
+
+
+def established_basis(messages: list[TrackedMessage]) -> str:
+    """Whether the IKE SA was established, and on what evidence.
+
+    "observed": the last decrypted IKE_AUTH response carries an AUTH payload, no EAP
+    payload (an EAP round carries the responder's AUTH with EAP and is not the end) and
+    no error notify. A decrypted last response that fails this is "none", whatever
+    follows. Without keys, "inferred" from an exchange that only an established SA runs
+    (CREATE_CHILD_SA, INFORMATIONAL, IKE_FOLLOWUP_KE) after IKE_AUTH, or met without any
+    handshake message at all. An IKE_AUTH response alone proves nothing: it may carry
+    AUTHENTICATION_FAILED or one EAP round.
+    """
+    auth = [m for m in messages if m.exchange == iana.IKE_AUTH]
+    answers = sorted((m for m in auth if m.response and m.inner is not None), key=lambda m: m.message_id)
+    if answers:
+        inner = answers[-1].inner
+        ok = (iana.PAYLOAD_AUTH in inner.payload_types and iana.PAYLOAD_EAP not in inner.payload_types
+              and not any(t < iana.ERROR_NOTIFY_LIMIT for t in inner.notify_types()))
+        return "observed" if ok else "none"
+    handshake = any(m.exchange in (iana.IKE_SA_INIT, iana.IKE_INTERMEDIATE) for m in messages)
+    # The initiator numbers its requests and their responses; the responder's own
+    # requests start only once the SA is up.
+    last_auth = max((m.message_id for m in auth), default=-1)
+    later = any(m.exchange in AFTER_AUTH and (m.from_initiator == m.response or m.message_id > last_auth)
+                for m in messages)
+    if later and (auth or not handshake):
+        return "inferred"
+    return "none"
 
 
 def _missing(message: TrackedMessage) -> str:
@@ -761,48 +830,78 @@ def _message_key(message: IkeMessage) -> tuple:
     return (message.message_id, message.is_response, message.from_original_initiator)
 
 
-def _create_child_sa_times(sa: _SaBuilder) -> list[float]:
-    return sorted(b.first.timestamp for (mid, resp, _), bs in sa.messages.items() for b in bs
-                  if b.first.exchange == iana.CREATE_CHILD_SA and not resp)
+def _create_child_sa_requests(sa: _SaBuilder) -> list[TrackedMessage]:
+    return sorted((b.build() for (_, resp, _), bs in sa.messages.items() for b in bs
+                   if b.first.exchange == iana.CREATE_CHILD_SA and not resp),
+                  key=lambda m: m.first_timestamp)
 
 
-def _link_rekeys(sas: list[_SaBuilder]) -> None:
+def _rekey_room(parent: _SaBuilder, request: TrackedMessage) -> tuple[bool, str]:
+    """Whether a CREATE_CHILD_SA request of the parent is large enough to rekey it: an
+    IKE SA rekey carries an SA payload, a Nonce and a KE payload (of the parent's own KE
+    method when it is known, RFC 7296 section 2.8 keeps the algorithms)."""
+    overhead = sk_overhead(parent.chosen)
+    room = plaintext_upper_bound(request, overhead)
+    ke_ids = parent.chosen.ids(iana.TRANSFORM_KE) if parent.chosen else ()
+    method = iana.ke_method(ke_ids[0]) if ke_ids else None
+    needed = MIN_IKE_REKEY_REQUEST
+    what = "the smallest IKE SA rekey request"
+    if method is not None and method.initiator_bytes:
+        needed = MIN_IKE_REKEY_REQUEST - 32 + method.initiator_bytes
+        what = f"an IKE SA rekey request with the parent's {method.name} key"
+    cipher = "the negotiated cipher" if overhead else "no cipher overhead (cipher unknown)"
+    text = f"its at most {room} inner bytes ({cipher}) {'have' if room >= needed else 'lack'} room for {what} ({needed} bytes)"
+    return room >= needed, text
+
+
+def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
     """Tie an IKE SA met without IKE_SA_INIT to the SA it rekeyed.
 
     Decrypted, a CREATE_CHILD_SA that rekeys the IKE SA names the new SPIs in its IKE
     proposals (request: SPIi, response: SPIr): that is proof. Without keys the new SPIs
-    stay encrypted, so the link rests on what is visible: the same pair of addresses,
-    and a CREATE_CHILD_SA of the parent before the new SA's first message. A parent that
-    fell silent before the new SA appeared (it was deleted after the rekey) is preferred
-    over one that carried on.
+    stay encrypted, so the link is an inference from what is visible: the same pair of
+    addresses, a CREATE_CHILD_SA of the parent at most `window` seconds before the new
+    SA's first message, and a request large enough to carry an IKE SA rekey. A parent
+    that fell silent before the new SA appeared (it was deleted after the rekey) is
+    preferred over one that carried on. An SA whose own IKE_AUTH was captured began
+    with a handshake (its IKE_SA_INIT was lost): it is no rekey and is never linked.
     """
     _link_rekeys_by_spis(sas)
     for sa in sas:
         if sa.state != MIDSTREAM or sa.ikev1_exchanges or sa.rekey_linked_by == "spis":
             continue
+        if any(b.first.exchange in (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
+               for bs in sa.messages.values() for b in bs):
+            continue
         start = sa.first.timestamp
         pair = {sa.initiator, sa.responder}
-        best: tuple[tuple, _SaBuilder, float] | None = None
+        best: tuple[tuple, _SaBuilder, TrackedMessage, str] | None = None
         for parent in sas:
             if parent is sa or parent.ikev1_exchanges or {parent.initiator, parent.responder} != pair:
                 continue
-            before = [t for t in _create_child_sa_times(parent) if t <= start]
-            if not before or parent.first.timestamp > start:
+            if parent.first.timestamp > start:
                 continue
-            ended = parent.last_seen <= start
-            rank = (ended, before[-1])
-            if best is None or rank > best[0]:
-                best = (rank, parent, before[-1])
+            for request in reversed(_create_child_sa_requests(parent)):
+                if not 0 <= start - request.first_timestamp <= window:
+                    continue
+                fits, room = _rekey_room(parent, request)
+                if not fits:
+                    continue
+                rank = (parent.last_seen <= start, request.first_timestamp)
+                if best is None or rank > best[0]:
+                    best = (rank, parent, request, room)
+                break
         if best is None:
             continue
-        (ended, _), parent, rekey_time = best
+        (ended, _), parent, request, room = best
         sa.rekeyed_from = (parent.spi_i, parent.spi_r)
-        sa.rekey_linked_by = "addresses-and-time"
+        sa.rekey_linked_by = "addresses-time-and-size"
         sa.rekey_evidence = (
-            f"no IKE_SA_INIT; same addresses as IKE SA {parent.spi_i}/{parent.spi_r}, whose "
-            f"CREATE_CHILD_SA at {rekey_time:.6f} precedes this SA's first message by "
-            f"{start - rekey_time:.1f} s" + ("; the parent fell silent before this SA appeared"
-                                              if ended else "; the parent stayed active"))
+            f"inferred: no IKE_SA_INIT; same addresses as IKE SA {parent.spi_i}/{parent.spi_r}, whose "
+            f"CREATE_CHILD_SA request (message id {request.message_id}) at {request.first_timestamp:.6f} precedes "
+            f"this SA's first message by {start - request.first_timestamp:.1f} s (rekey window {window:g} s); "
+            f"{room}" + ("; the parent fell silent before this SA appeared" if ended
+                         else "; the parent stayed active"))
 
 
 def _link_rekeys_by_spis(sas: list[_SaBuilder]) -> None:

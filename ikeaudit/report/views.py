@@ -12,7 +12,7 @@ from typing import Iterable
 
 from ikeaudit import __version__, iana
 from ikeaudit.classify import KeCatalog, describe_proposal
-from ikeaudit.mtu import FragmentationProfile, WhatIf
+from ikeaudit.mtu import FragmentationProfile, WhatIf, fragmentation_supported, intermediate_supported
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
 from ikeaudit.records import Anomaly, ChildExchange, Decryption, Identification, InnerPayloads, KeyExchange, \
     Proposal, TrackedMessage, Transform
@@ -219,14 +219,8 @@ def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
         "chosen_proposal": describe_proposal(n.chosen, catalog) if n.chosen else None,
         "chosen_transforms": ([transform_view(t, catalog) for t in n.chosen.transforms]
                               if n.chosen else None),
-        "fragmentation_supported": {
-            "initiator": iana.IKEV2_FRAGMENTATION_SUPPORTED in n.initiator_notifies,
-            "responder": iana.IKEV2_FRAGMENTATION_SUPPORTED in n.responder_notifies,
-        },
-        "intermediate_supported": {
-            "initiator": iana.INTERMEDIATE_EXCHANGE_SUPPORTED in n.initiator_notifies,
-            "responder": iana.INTERMEDIATE_EXCHANGE_SUPPORTED in n.responder_notifies,
-        },
+        "fragmentation_supported": dict(zip(("initiator", "responder"), fragmentation_supported(n))),
+        "intermediate_supported": dict(zip(("initiator", "responder"), intermediate_supported(n))),
         "retries": [{"reason": r.reason, "frame": r.frame, "offered_ke": r.offered_ke,
                      "requested_ke": r.requested_ke, "new_spi_i": r.new_spi_i} for r in n.retries],
         "error_notifies": [{"exchange": iana.exchange_name(x), "notify": iana.notify_name(t)}
