@@ -52,7 +52,7 @@ def test_a_stage_never_reaches_forward_or_back(stage):
 
 
 @pytest.mark.parametrize("stage", ["extract", "dissect", "track", "classify", "iana", "layers", "records",
-                                   "decrypt"])
+                                   "decrypt", "vendors"])
 def test_only_sources_does_capture_io(stage):
     path = PACKAGE / f"{stage}.py"
     assert not calls_open(path)
@@ -74,3 +74,9 @@ def test_decryption_is_a_helper_of_dissection_not_a_stage():
         assert not any(name.startswith("cryptography") for name in imports_of(path)), path
     for stage in ("extract", "track", "classify"):
         assert "ikeaudit.decrypt" not in imports_of(PACKAGE / f"{stage}.py")
+
+
+def test_vendor_id_table_is_a_pure_lookup_that_knows_no_stage():
+    """classify and the renderers name Vendor IDs through it; it must not pull a stage in."""
+    imported = imports_of(PACKAGE / "vendors.py")
+    assert not {name for name in imported if name.startswith("ikeaudit")}
