@@ -10,6 +10,14 @@ With a key table the encrypted exchanges speak for themselves: a classification 
 `verified` when the decrypted KE payloads carry every chosen method at its size and a
 message under the final keys decrypted too, `negotiated` when only the clear proposals
 and sizes support it; decrypted KE payloads that contradict the proposal are a finding.
+
+Fail closed: every classification says how it was reached (`observation`). Without the
+exchange that decided the key exchange, the SA's own traffic may still show it (message
+sizes bound each KE payload, IKE_FOLLOWUP_KE shows an additional key exchange, a rekey
+linked by addresses, time and size): the class is then `inferred`, with each step named.
+Otherwise it is `unknown` and not observable. A chosen ADDKE whose exchange was never
+captured is `unconfirmed`; messages too small for it are `contradicted`. Only `verified`
+and `negotiated` can ever satisfy a policy.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Iterable, Mapping
 
 from ikeaudit import iana, vendors
 from ikeaudit.iana import KeMethod
+from ikeaudit.mtu import NO_OVERHEAD as NO_CIPHER
 from ikeaudit.mtu import plaintext_upper_bound, sk_overhead
 from ikeaudit.records import (
     AUTH_REQUESTED,
@@ -289,11 +298,67 @@ def _check_chosen_was_offered(n: Negotiation, chosen: Proposal, catalog: KeCatal
 def _choice_not_seen(n: Negotiation, catalog: KeCatalog, pq_offered: bool | None, ppk: str,
                      evidence: list[str], findings: list[Finding]) -> Classification:
     """The initiator's IKE_SA_INIT request was captured and the SA went on, but the
-    response that chose the proposal was not (a one-direction capture)."""
+    response that chose the proposal was not (a one-direction capture). The initiator's
+    own later messages still say something: the responder accepted the KE payload of its
+    last request (else INVALID_KE_PAYLOAD, RFC 7296 section 1.2), each IKE_INTERMEDIATE
+    request carries the key of one chosen ADDKE (RFC 9370), and an IKE_AUTH request with
+    message id 1 means no IKE_INTERMEDIATE ran at all."""
     later = sorted({iana.exchange_name(m.exchange) for m in n.messages if m.exchange != iana.IKE_SA_INIT})
     evidence.append("the responder's IKE_SA_INIT response was not captured: its choice is unknown "
                     f"(later exchanges seen: {', '.join(later)})")
-    return _result(UNKNOWN, "none", None, (), pq_offered, None, ppk, None, evidence, findings, _offered_methods(n))
+    result = _result(UNKNOWN, "none", None, (), pq_offered, None, ppk, None, evidence, findings, _offered_methods(n))
+    if not n.offered_ke:
+        return result
+    ke = n.offered_ke[-1]
+    primary = catalog.method(ke)
+    inferences = [f"the SA went on after IKE_SA_INIT, so the responder accepted the KE payload of the last "
+                  f"request: {catalog.describe(ke)}"]
+    requests = [m for m in n.messages if m.exchange == iana.IKE_INTERMEDIATE and not m.response and m.complete]
+    auth = [m for m in n.messages if m.exchange == iana.IKE_AUTH and not m.response]
+    overhead = NO_CIPHER
+    name = UNKNOWN
+    if primary.is_pq:
+        name = PQ_ONLY
+    elif not primary.is_classical:
+        name = UNKNOWN
+    elif requests:
+        said = [text for text in map(_intermediate_says_mlkem, requests) if text]
+        excluded = True
+        for m in requests:
+            gone, text = _excludes(m, _ke_room(m, overhead, 0), catalog)
+            inferences.append(text + " (cipher overhead not counted, so the bound is loose)")
+            excluded &= gone
+        inferences.extend(said)
+        name = HYBRID_PQ if said else CLASSICAL if excluded else UNKNOWN
+        if excluded:
+            inferences.append("no ML-KEM key fits in any IKE_INTERMEDIATE request: no post-quantum "
+                              "additional key exchange")
+    elif auth and min(m.message_id for m in auth) == 1:
+        inferences.append("the first IKE_AUTH request has message id 1: no IKE_INTERMEDIATE exchange ran, "
+                          "so no additional key exchange")
+        name = CLASSICAL
+    if name == UNKNOWN:
+        return replace(result, inferences=tuple(inferences)) if len(inferences) > 1 else result
+    if name == CLASSICAL and pq_offered:
+        name = CLASSICAL_PQ_OFFERED
+    if name in (CLASSICAL, CLASSICAL_PQ_OFFERED):
+        findings.append(Finding("medium", "classical-only", "traffic protected by classical key "
+                                "exchange alone: exposed to harvest-now-decrypt-later"))
+    _flag_methods([primary], findings)
+    return replace(_result(name, "inferred from the initiator's messages", ke, (), pq_offered, [primary], ppk,
+                           None, evidence, findings, _offered_methods(n)),
+                   observation=INFERRED_OBSERVATION, inferences=tuple(inferences))
+
+
+def _intermediate_says_mlkem(m: TrackedMessage) -> str | None:
+    """A sentence when an IKE_INTERMEDIATE request carries more key data than any
+    classical method sends (allowing the largest usual SK overhead per piece)."""
+    pieces = max(1, len(m.ike_lengths))
+    floor = m.encrypted_bytes - pieces * LARGEST_SK_OVERHEAD - KE_PAYLOAD_HEADER
+    if floor <= iana.LARGEST_CLASSICAL_KE_BYTES:
+        return None
+    return (f"IKE_INTERMEDIATE request (message id {m.message_id}) carries at least {floor} bytes of key data: "
+            f"more than any classical method ({iana.LARGEST_CLASSICAL_KE_BYTES} B, 8192-bit MODP), so an ML-KEM key")
 
 
 def describe_proposal(p: Proposal, catalog: KeCatalog) -> str:
@@ -412,7 +477,8 @@ def _unanswered(n: Negotiation, catalog: KeCatalog, pq_offered: bool, ppk: str,
     last_error = errors[-1][1] if errors else None
     error = iana.notify_name(last_error) if last_error is not None else None
     if n.state == SA_INIT_RETRY:
-        evidence.append("the responder asked for a retry and the initiator never sent one")
+        evidence.append("the responder asked for a retry and the initiator never sent one" if n.sa_init_seen else
+                        "the responder asked for a retry; the initiator's requests were not captured")
     evidence.append(f"IKE_SA_INIT answered with {error or 'no SA payload'}")
     if last_error == iana.NO_PROPOSAL_CHOSEN and pq_offered:
         findings.append(Finding("medium", "pq-refused", "the initiator offered ML-KEM and the "
@@ -474,9 +540,14 @@ def _without_sa_init(n: Negotiation, catalog: KeCatalog, parent: Classification 
 # Inner payloads every CREATE_CHILD_SA request and response carries besides its KE
 # payload: a Nonce of at least 16 bytes (RFC 7296 section 3.9).
 MIN_NONCE_PAYLOAD = 4 + 16
-# An IKE_FOLLOWUP_KE message carries the ADDITIONAL_KEY_EXCHANGE notify (8 bytes and a
-# link token) besides its KE payload (RFC 9370 section 2.2.2).
+# An IKE_FOLLOWUP_KE request carries the ADDITIONAL_KEY_EXCHANGE notify (8 bytes and a
+# link token) besides its KE payload (RFC 9370 section 2.2.2); the response carries one
+# only when another exchange follows, so a bound on it counts none.
 MIN_LINK_NOTIFY = 8
+
+
+def _followup_others(m: TrackedMessage) -> int:
+    return 0 if m.response else MIN_LINK_NOTIFY
 # To call a KE payload larger than any classical one from outside, allow the largest
 # usual SK overhead (16-byte IV, 32-byte ICV, a block of padding and its length byte)
 # and a link token of up to 64 bytes: what is left is a floor on the key data.
@@ -513,6 +584,11 @@ def _own_traffic(n: Negotiation, catalog: KeCatalog) -> tuple[str, list[str]] | 
     cipher = "negotiated cipher overhead" if overhead else "cipher unknown: no overhead assumed, so the bound is loose"
     followups = [m for m in n.messages if m.exchange == iana.IKE_FOLLOWUP_KE and m.complete]
     children = [m for m in n.messages if m.exchange == iana.CREATE_CHILD_SA and m.complete]
+    intermediates = [m for m in n.messages if m.exchange == iana.IKE_INTERMEDIATE and not m.response and m.complete]
+    said = [text for text in map(_intermediate_says_mlkem, intermediates) if text]
+    if said:
+        return HYBRID_PQ, [f"{len(intermediates)} IKE_INTERMEDIATE request(s) in clear headers: additional key "
+                           "exchanges of the handshake (RFC 9370 section 2.2.1); the primary KE was not seen", *said]
     if not followups and not children:
         return None
     inferences: list[str] = []
@@ -521,16 +597,13 @@ def _own_traffic(n: Negotiation, catalog: KeCatalog) -> tuple[str, list[str]] | 
                           "headers: additional key exchanges ran in this SA's rekeys (RFC 9370 section 2.2.2)")
         excluded, large = True, False
         for m in followups:
-            gone, text = _excludes(m, _ke_room(m, overhead, MIN_LINK_NOTIFY), catalog)
+            gone, text = _excludes(m, _ke_room(m, overhead, _followup_others(m)), catalog)
             inferences.append(text + f" ({cipher})")
             excluded &= gone
-            floor = m.encrypted_bytes - LARGEST_SK_OVERHEAD - MIN_LINK_NOTIFY - LARGEST_LINK_TOKEN - KE_PAYLOAD_HEADER
-            if not m.response and floor > iana.LARGEST_CLASSICAL_KE_BYTES:
+            said = _followup_says_mlkem(m)
+            if said:
                 large = True
-                inferences.append(f"IKE_FOLLOWUP_KE request (message id {m.message_id}) carries at least {floor} bytes "
-                                  f"of key data (after the largest usual SK overhead and a {LARGEST_LINK_TOKEN}-byte "
-                                  f"link token): more than any classical method "
-                                  f"({iana.LARGEST_CLASSICAL_KE_BYTES} B, 8192-bit MODP), so an ML-KEM key")
+                inferences.append(said)
         if large:
             return HYBRID_PQ, inferences
         if excluded:
@@ -551,6 +624,24 @@ def _own_traffic(n: Negotiation, catalog: KeCatalog) -> tuple[str, list[str]] | 
     return UNKNOWN, inferences
 
 
+def _role(m: TrackedMessage) -> str:
+    return f"{iana.exchange_name(m.exchange)} {'response' if m.response else 'request'} (message id {m.message_id})"
+
+
+def _followup_says_mlkem(m: TrackedMessage) -> str | None:
+    """A sentence when an IKE_FOLLOWUP_KE request carries more key data than any
+    classical method sends, allowing the largest usual overhead per SK/SKF payload and
+    a long link token; None otherwise."""
+    pieces = max(1, len(m.ike_lengths))
+    floor = (m.encrypted_bytes - pieces * LARGEST_SK_OVERHEAD - MIN_LINK_NOTIFY - LARGEST_LINK_TOKEN
+             - KE_PAYLOAD_HEADER)
+    if m.response or m.exchange != iana.IKE_FOLLOWUP_KE or floor <= iana.LARGEST_CLASSICAL_KE_BYTES:
+        return None
+    return (f"IKE_FOLLOWUP_KE request (message id {m.message_id}) carries at least {floor} bytes of key data "
+            f"(after the largest usual SK overhead and a {LARGEST_LINK_TOKEN}-byte link token): more than any "
+            f"classical method ({iana.LARGEST_CLASSICAL_KE_BYTES} B, 8192-bit MODP), so an ML-KEM key")
+
+
 def _inherited(n: Negotiation, catalog: KeCatalog, parent: Classification, parent_negotiation: Negotiation,
                ppk: str, evidence: list[str], findings: list[Finding]) -> Classification | None:
     """A rekey linked by addresses, time and size takes the parent's key exchange when the
@@ -559,11 +650,14 @@ def _inherited(n: Negotiation, catalog: KeCatalog, parent: Classification, paren
     if parent.name not in JUDGED_BY_PROPOSAL and parent.observation != INFERRED_OBSERVATION:
         return None
     inferences = [f"rekey of IKE SA {n.rekeyed_from[0]}/{n.rekeyed_from[1]} ({n.rekey_evidence})"]
-    requests = [m for m in parent_negotiation.messages if m.exchange == iana.CREATE_CHILD_SA and not m.response
-                and m.first_timestamp <= n.first_seen]
-    start = requests[-1].first_timestamp if requests else n.first_seen
-    followups = [m for m in parent_negotiation.messages if m.exchange == iana.IKE_FOLLOWUP_KE and not m.response
-                 and start <= m.first_timestamp <= n.first_seen]
+    rekeys = [m for m in parent_negotiation.messages if m.exchange == iana.CREATE_CHILD_SA
+              and m.first_timestamp <= n.first_seen]
+    start = rekeys[-1].first_timestamp if rekeys else n.first_seen
+    # each IKE_FOLLOWUP_KE by its request, or by its response in a one-direction capture
+    after = [m for m in parent_negotiation.messages if m.exchange == iana.IKE_FOLLOWUP_KE
+             and start <= m.first_timestamp <= n.first_seen]
+    asked = {m.message_id for m in after if not m.response}
+    followups = [m for m in after if not m.response or m.message_id not in asked]
     overhead = sk_overhead(parent_negotiation.chosen)
     name = parent.name
     if parent.addke:
@@ -574,18 +668,29 @@ def _inherited(n: Negotiation, catalog: KeCatalog, parent: Classification, paren
                                     f"{len(followups)} IKE_FOLLOWUP_KE exchange(s): the rekeyed SA may be classical only"))
         for (slot, method_id), m in zip(parent.addke, followups):
             method = catalog.method(method_id)
-            room = _ke_room(m, overhead, MIN_LINK_NOTIFY)
-            if method.initiator_bytes is not None and room < method.initiator_bytes:
+            room = _ke_room(m, overhead, _followup_others(m))
+            key_bytes = method.responder_bytes if m.response else method.initiator_bytes
+            if key_bytes is not None and room < key_bytes:
                 name = UNKNOWN
-                inferences.append(f"IKE_FOLLOWUP_KE request (message id {m.message_id}) has room for at most {room} bytes "
-                                  f"of key data: too small for the parent's {iana.addke_slot(slot)} {method.name}")
+                inferences.append(f"{_role(m)} has room for at most {room} bytes of key data: too small for the "
+                                  f"parent's {iana.addke_slot(slot)} {method.name}")
             else:
-                inferences.append(f"IKE_FOLLOWUP_KE request (message id {m.message_id}) after the rekey has room for "
-                                  f"the parent's {iana.addke_slot(slot)} {method.name}")
+                inferences.append(f"{_role(m)} after the rekey has room for the parent's "
+                                  f"{iana.addke_slot(slot)} {method.name}")
+    elif followups and parent.name == HYBRID_PQ:
+        # the parent's own class was inferred from sizes: so is the rekey's
+        said = [text for text in map(_followup_says_mlkem, followups) if text]
+        inferences.extend(said)
+        if not said:
+            name = UNKNOWN
     elif followups:
         name = UNKNOWN
         inferences.append(f"{len(followups)} IKE_FOLLOWUP_KE exchange(s) ran in the rekey although the parent chose "
                           "no additional key exchange: the rekey's proposal differs")
+    elif parent.name == HYBRID_PQ:
+        name = UNKNOWN
+        findings.append(Finding("medium", "rekey-without-followup-ke", "the parent's rekeys ran IKE_FOLLOWUP_KE but "
+                                "this one ran none: the rekeyed SA may be classical only"))
     if parent.observation == INFERRED_OBSERVATION:
         inferences.extend(f"parent: {i}" for i in parent.inferences)
     evidence.append(f"class inferred from parent IKE SA {n.rekeyed_from[0]}/{n.rekeyed_from[1]} "
@@ -664,7 +769,8 @@ def _with_observation(n: Negotiation, c: Classification) -> Classification:
         how = ("its class is inferred: " + "; ".join(c.inferences) if c.observation == INFERRED_OBSERVATION
                else "nothing in the capture shows its key exchange: it cannot be assessed")
         findings.append(Finding("medium", "handshake-not-captured",
-                                f"the exchange that decided this IKE SA's key exchange was not captured; {how}"))
+                                "the exchange that decided this IKE SA's key exchange was not captured "
+                                f"(or only encrypted, without keys); {how}"))
     elif c.name == UNKNOWN and c.basis == "none" and n.sa_init_seen:
         # initiator-only: the offer was seen, the choice was not
         c = replace(c, observation=NOT_OBSERVABLE)

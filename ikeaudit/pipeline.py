@@ -36,7 +36,7 @@ from ikeaudit.mtu import FragmentationProfile, profile
 from ikeaudit.records import (Anomaly, EspFlow, Frame, IkeDatagram, Ikev1Message, IkeMessage, Malformed,
                               Negotiation)
 from ikeaudit.sources import Capture, iter_capture, open_capture
-from ikeaudit.track import Tracker
+from ikeaudit.track import REKEY_WINDOW_S, Tracker
 
 # Anomaly and Malformed records listed per kind and capture; past that a flood of bad
 # frames is counted (stats, and one "overflow" anomaly saying how many were not listed).
@@ -76,9 +76,10 @@ def scan_filter(*, esp: bool = True) -> tuple[str, ...]:
 
 
 def audit_frames(capture: str, items: Iterable[Frame | Anomaly],
-                 catalog: KeCatalog | None = None, keys: KeyTable | None = None) -> CaptureAudit:
+                 catalog: KeCatalog | None = None, keys: KeyTable | None = None, *,
+                 rekey_window: float = REKEY_WINDOW_S) -> CaptureAudit:
     """Audit frames from anywhere (a test, a live interface): every frame is decoded."""
-    tracker = Tracker(capture)
+    tracker = Tracker(capture, rekey_window=rekey_window)
     parsed = _Parsed(capture)
     _extract(items, parsed, tracker.feed, keys)
     negotiations = tracker.finish()
@@ -88,15 +89,20 @@ def audit_frames(capture: str, items: Iterable[Frame | Anomaly],
 
 def audit_capture(path: str, catalog: KeCatalog | None = None, *, prefilter: bool = True,
                   esp: bool = True, progress: Progress | None = None,
-                  keys: KeyTable | None = None) -> CaptureAudit:
+                  keys: KeyTable | None = None, rekey_window: float = REKEY_WINDOW_S) -> CaptureAudit:
     """Audit one capture file. Raises sources.CaptureError for a file that is not a capture."""
-    return audit_captures([path], catalog, prefilter=prefilter, esp=esp, progress=progress, keys=keys)[0]
+    return audit_captures([path], catalog, prefilter=prefilter, esp=esp, progress=progress, keys=keys,
+                          rekey_window=rekey_window)[0]
 
 
 def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jobs: int = 1,
                    prefilter: bool = True, esp: bool = True,
-                   progress: Progress | None = None, keys: KeyTable | None = None) -> list[CaptureAudit]:
+                   progress: Progress | None = None, keys: KeyTable | None = None,
+                   rekey_window: float = REKEY_WINDOW_S) -> list[CaptureAudit]:
     """Audit captures given together; one CaptureAudit per path, in the order given.
+
+    rekey_window: how long before an IKE SA met without its IKE_SA_INIT another SA's
+    CREATE_CHILD_SA between the same peers may be taken for its rekey (seconds).
 
     prefilter=False decodes every frame in Python (as without libpcap). esp=False keeps
     native ESP out too: faster on span captures, but `esp_flows` then lists ESP-in-UDP
@@ -125,7 +131,7 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
     try:
         for index in order:
             path = paths[index]
-            chain = _chain_for(chains, starts[path])
+            chain = _chain_for(chains, starts[path], rekey_window)
             sink = chain.feed(index)
             if workers is None:
                 read = _read_alongside if jobs > 1 else _read
@@ -355,8 +361,8 @@ def _audit(parsed: _Parsed, negotiations: list[AuditedNegotiation]) -> CaptureAu
 class _Chain:
     """Files that follow each other in time, tracked as one capture."""
 
-    def __init__(self) -> None:
-        self.tracker = Tracker("")
+    def __init__(self, rekey_window: float = REKEY_WINDOW_S) -> None:
+        self.tracker = Tracker("", rekey_window=rekey_window)
         self.last = -math.inf  # time of the chain's last IKE record
         # (frame, time) of a record of the second or a later file -> that file. Records of
         # the first file are not kept (a record per IKE datagram grew without bound on a
@@ -381,12 +387,12 @@ class _Chain:
         return self._first_file.get((negotiation.first_frame, negotiation.first_seen), self.files[0])
 
 
-def _chain_for(chains: list[_Chain], start: float | None) -> _Chain:
+def _chain_for(chains: list[_Chain], start: float | None, rekey_window: float = REKEY_WINDOW_S) -> _Chain:
     if start is not None:
         later = [c for c in chains if c.last <= start]
         if later:
             return max(reversed(later), key=lambda c: c.last)  # the latest; among equals the newest
-    chains.append(_Chain())
+    chains.append(_Chain(rekey_window))
     return chains[-1]
 
 

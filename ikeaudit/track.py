@@ -848,24 +848,28 @@ def _message_key(message: IkeMessage) -> tuple:
 
 
 def _create_child_sa_requests(sa: _SaBuilder) -> list[TrackedMessage]:
-    return sorted((b.build() for (_, resp, _), bs in sa.messages.items() for b in bs
-                   if b.first.exchange == iana.CREATE_CHILD_SA and not resp),
+    """Each CREATE_CHILD_SA exchange of the SA by its request, or by its response when
+    the request was not captured (a one-direction capture), in time order."""
+    built = [b.build() for bs in sa.messages.values() for b in bs if b.first.exchange == iana.CREATE_CHILD_SA]
+    requests = {(m.message_id, m.from_initiator) for m in built if not m.response}
+    return sorted((m for m in built if not m.response or (m.message_id, not m.from_initiator) not in requests),
                   key=lambda m: m.first_timestamp)
 
 
-def _rekey_room(parent: _SaBuilder, request: TrackedMessage) -> tuple[bool, str]:
-    """Whether a CREATE_CHILD_SA request of the parent is large enough to rekey it: an
+def _rekey_room(parent: _SaBuilder, message: TrackedMessage) -> tuple[bool, str]:
+    """Whether a CREATE_CHILD_SA message of the parent is large enough to rekey it: an
     IKE SA rekey carries an SA payload, a Nonce and a KE payload (of the parent's own KE
     method when it is known, RFC 7296 section 2.8 keeps the algorithms)."""
     overhead = sk_overhead(parent.chosen)
-    room = plaintext_upper_bound(request, overhead)
+    room = plaintext_upper_bound(message, overhead)
     ke_ids = parent.chosen.ids(iana.TRANSFORM_KE) if parent.chosen else ()
     method = iana.ke_method(ke_ids[0]) if ke_ids else None
+    key_bytes = (method.responder_bytes if message.response else method.initiator_bytes) if method else None
     needed = MIN_IKE_REKEY_REQUEST
-    what = "the smallest IKE SA rekey request"
-    if method is not None and method.initiator_bytes:
-        needed = MIN_IKE_REKEY_REQUEST - 32 + method.initiator_bytes
-        what = f"an IKE SA rekey request with the parent's {method.name} key"
+    what = f"the smallest IKE SA rekey {'response' if message.response else 'request'}"
+    if key_bytes:
+        needed = MIN_IKE_REKEY_REQUEST - 32 + key_bytes
+        what += f" with the parent's {method.name} key"
     cipher = "the negotiated cipher" if overhead else "no cipher overhead (cipher unknown)"
     text = f"its at most {room} inner bytes ({cipher}) {'have' if room >= needed else 'lack'} room for {what} ({needed} bytes)"
     return room >= needed, text
@@ -884,6 +888,12 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
     with a handshake (its IKE_SA_INIT was lost): it is no rekey and is never linked.
     """
     _link_rekeys_by_spis(sas)
+    by_pair: dict[frozenset, list[_SaBuilder]] = {}
+    for parent in sas:
+        if not parent.ikev1_exchanges and any(b.first.exchange == iana.CREATE_CHILD_SA
+                                              for bs in parent.messages.values() for b in bs):
+            by_pair.setdefault(frozenset((parent.initiator, parent.responder)), []).append(parent)
+    requests: dict[int, list[TrackedMessage]] = {}  # id(parent) -> its CREATE_CHILD_SA requests
     for sa in sas:
         if sa.state != MIDSTREAM or sa.ikev1_exchanges or sa.rekey_linked_by == "spis":
             continue
@@ -891,14 +901,13 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
                for bs in sa.messages.values() for b in bs):
             continue
         start = sa.first.timestamp
-        pair = {sa.initiator, sa.responder}
         best: tuple[tuple, _SaBuilder, TrackedMessage, str] | None = None
-        for parent in sas:
-            if parent is sa or parent.ikev1_exchanges or {parent.initiator, parent.responder} != pair:
+        for parent in by_pair.get(frozenset((sa.initiator, sa.responder)), ()):
+            if parent is sa or parent.first.timestamp > start:
                 continue
-            if parent.first.timestamp > start:
-                continue
-            for request in reversed(_create_child_sa_requests(parent)):
+            if id(parent) not in requests:
+                requests[id(parent)] = _create_child_sa_requests(parent)
+            for request in reversed(requests[id(parent)]):
                 if not 0 <= start - request.first_timestamp <= window:
                     continue
                 fits, room = _rekey_room(parent, request)
@@ -915,7 +924,8 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
         sa.rekey_linked_by = "addresses-time-and-size"
         sa.rekey_evidence = (
             f"inferred: no IKE_SA_INIT; same addresses as IKE SA {parent.spi_i}/{parent.spi_r}, whose "
-            f"CREATE_CHILD_SA request (message id {request.message_id}) at {request.first_timestamp:.6f} precedes "
+            f"CREATE_CHILD_SA {'response' if request.response else 'request'} (message id {request.message_id}) "
+            f"at {request.first_timestamp:.6f} precedes "
             f"this SA's first message by {start - request.first_timestamp:.1f} s (rekey window {window:g} s); "
             f"{room}" + ("; the parent fell silent before this SA appeared" if ended
                          else "; the parent stayed active"))

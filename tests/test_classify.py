@@ -282,8 +282,9 @@ def test_pq_offered_in_a_second_proposal_counts_as_offered():
     assert classify(n).name == "classical-pq-offered"
 
 
-# Facts sheet: 1 (768-bit MODP) 96 bytes, 2 (1024-bit) 128, 5 (1536-bit) 192, 22 128.
-@pytest.mark.parametrize("group,size", [(1, 96), (2, 128), (5, 192), (22, 128)])
+# Facts sheet: 1 (768-bit MODP) 96 bytes, 2 (1024-bit) 128, 5 (1536-bit) 192, 22 128;
+# RFC 8247 section 2.4 adds 23 and 24 (SHOULD NOT; RFC 5114 2048-bit MODP, 256 bytes).
+@pytest.mark.parametrize("group,size", [(1, 96), (2, 128), (5, 192), (22, 128), (23, 256), (24, 256)])
 def test_weak_group_chosen_is_a_weak_group_finding(group, size):
     p = proposal(group)
     n = negotiation(chosen=p, offered=(p,), offered_ke=(group,), responder_ke=group,
@@ -546,3 +547,73 @@ def test_classify_all_keeps_order_and_length():
 def test_classification_is_a_pure_function_of_the_negotiation():
     n = negotiation()
     assert classify(n) == classify(dataclasses.replace(n))
+
+
+# --- PPK (RFC 8784 in IKE_AUTH, RFC 9867 in IKE_INTERMEDIATE), decided by decrypted responses
+
+PPK_IDENTITY, NO_PPK_AUTH, USE_PPK_INT, PPK_IDENTITY_KEY = 16436, 16437, 16445, 16446
+
+
+def decrypted(message: TrackedMessage, *notifies: int, payloads: tuple[int, ...] = (41,)) -> TrackedMessage:
+    from ikeaudit.records import Decryption, InnerPayloads, Notify
+
+    inner = InnerPayloads(payload_types=payloads, notifies=tuple(Notify(t, 0, b"") for t in notifies))
+    return dataclasses.replace(message, decryption=Decryption("decrypted", "test"), inner=inner)
+
+
+def with_auth(request_notifies=(), response_notifies=(), **kw) -> Negotiation:
+    request, response = auth()
+    return negotiation(messages=(*sa_init(), *intermediate(*ROOMY_768), decrypted(request, *request_notifies),
+                                 decrypted(response, *response_notifies)), **kw)
+
+
+def test_ppk_identity_in_the_decrypted_ike_auth_response_is_negotiated():
+    n = with_auth((PPK_IDENTITY, NO_PPK_AUTH), (PPK_IDENTITY,),
+                  initiator_notifies=(USE_PPK,), responder_notifies=(USE_PPK,))
+    assert classify(n).ppk == "negotiated"
+
+
+def test_no_ppk_identity_in_the_decrypted_response_is_the_no_ppk_auth_fallback():
+    n = with_auth((PPK_IDENTITY, NO_PPK_AUTH), (), initiator_notifies=(USE_PPK,), responder_notifies=(USE_PPK,))
+    c = classify(n)
+    assert c.ppk == "not-used"
+    assert any("NO_PPK_AUTH" in e for e in c.evidence)
+
+
+def test_ppk_identity_key_answered_in_intermediate_is_negotiated():
+    request, response = intermediate(*ROOMY_768)
+    n = negotiation(initiator_notifies=(USE_PPK_INT,), responder_notifies=(USE_PPK_INT,),
+                    messages=(*sa_init(), decrypted(request, PPK_IDENTITY_KEY), decrypted(response, PPK_IDENTITY_KEY),
+                              *auth()))
+    assert classify(n).ppk == "negotiated"
+
+
+def test_ppk_identity_key_only_in_the_intermediate_request_is_only_requested():
+    request, response = intermediate(*ROOMY_768)
+    n = negotiation(initiator_notifies=(USE_PPK_INT,), responder_notifies=(USE_PPK_INT,),
+                    messages=(*sa_init(), decrypted(request, PPK_IDENTITY_KEY), response, *auth()))
+    assert classify(n).ppk == "requested"
+
+
+# --- confidence and what only verified/negotiated may mean
+
+
+def test_a_verified_or_negotiated_class_never_carries_a_contradiction():
+    small = negotiation(messages=(*sa_init(), *intermediate(200, 200), *auth()))
+    c = classify(small)
+    assert c.name == "hybrid-pq" and "evidence-mismatch" in codes(c)
+    assert c.confidence == "contradicted"
+
+
+def test_a_chosen_addke_slot_left_out_of_the_offer_may_come_back_as_none():
+    # RFC 9370 section 2.2.1: NONE (0) in an ADDKE slot the initiator did not offer is no finding.
+    chosen = proposal(31, (6, 36), (7, 0))
+    n = negotiation(chosen=chosen, offered=(HYBRID_768,))
+    assert "chosen-not-offered" not in codes(classify(n))
+
+
+def test_a_transform_from_another_offered_proposal_is_chosen_not_offered():
+    # RFC 7296 section 3.3.6: one proposal, not a mix of several.
+    n = negotiation(chosen=proposal(19, (6, 36)), offered=(proposal(31, (6, 36)), proposal(19, number=2)),
+                    offered_ke=(19,), responder_ke=19)
+    assert "chosen-not-offered" in codes(classify(n))

@@ -60,7 +60,8 @@ def test_invalid_ke_capture_asks_for_group_15_then_retries():
         [("INVALID_KE_PAYLOAD", 19, 15)]
     assert n["classification"] == "classical"
     assert n["ke_method"] == 15
-    assert n["established"] is True
+    # IKE_AUTH answered, nothing after it and no keys: AUTHENTICATION_FAILED cannot be ruled out
+    assert n["state"] == "established" and n["established"] is False
     assert n["moved_to_4500"] is True
 
 

@@ -3,6 +3,7 @@ and the Negotiations of finish() asserted. No bytes, no Scapy."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 from ikeaudit.records import (
@@ -522,3 +523,70 @@ def test_retry_after_refusal_with_a_responder_spi_stays_one_attempt():
     assert n.spi_r == SPI_R
     assert [(r.reason, r.offered_ke, r.requested_ke) for r in n.retries] == [("INVALID_KE_PAYLOAD", 19, 31)]
     assert n.chosen == HYBRID
+
+
+# --- established only on evidence
+
+
+def decrypted_auth_response(*payloads: int, notifies: tuple[int, ...] = (), message_id: int = 1, frame: int = 4):
+    from ikeaudit.records import Decryption, InnerPayloads
+
+    m = msg(exchange=IKE_AUTH, message_id=message_id, response=True, initiator=False, frame=frame, ts=1.03 + frame)
+    inner = InnerPayloads(payload_types=payloads, notifies=tuple(Notify(t, 0, b"") for t in notifies))
+    return dataclasses.replace(m, decryption=Decryption("decrypted", "test"), inner=inner)
+
+
+def test_decrypted_auth_response_with_auth_is_observed_establishment():
+    n = one(*full_handshake()[:3], decrypted_auth_response(36, 39, 33, 44, 45))
+    assert (n.established, n.established_basis) == (True, "observed")
+
+
+def test_decrypted_authentication_failed_is_not_established_whatever_follows():
+    n = one(*full_handshake()[:3], decrypted_auth_response(41, notifies=(24,)),
+            msg(exchange=INFORMATIONAL, message_id=2, spi_r=SPI_R, frame=9, ts=9.0))
+    assert (n.established, n.established_basis) == (False, "none")
+
+
+def test_an_eap_round_is_a_round_not_establishment():
+    # RFC 7296 section 2.16: the responder's first IKE_AUTH response carries its AUTH with EAP.
+    n = one(*full_handshake()[:3], decrypted_auth_response(36, 37, 39, 48))
+    assert (n.established, n.established_basis) == (False, "none")
+    eap_done = msg(exchange=IKE_AUTH, message_id=2, spi_r=SPI_R, frame=6, ts=7.0)
+    n = one(*full_handshake()[:3], decrypted_auth_response(36, 37, 39, 48), eap_done,
+            decrypted_auth_response(39, 33, 44, 45, message_id=2, frame=7))
+    assert (n.established, n.established_basis) == (True, "observed")
+
+
+def test_a_stray_ike_auth_request_never_opens_an_established_sa():
+    n = one(msg(exchange=IKE_AUTH, message_id=1, spi_r=SPI_R))
+    assert n.midstream and (n.established, n.established_basis) == (False, "none")
+
+
+def test_an_unrelated_sa_past_the_rekey_window_is_not_linked():
+    parent, child = track(*rekeying_parent(50.0), *midstream(ts=50.0 + 3 * 3600))
+    assert child.rekeyed_from is None
+    parent, child = track(*rekeying_parent(50.0), *midstream(ts=60.0), rekey_window=5.0)
+    assert child.rekeyed_from is None
+
+
+def test_an_sa_whose_own_ike_auth_was_captured_is_never_a_rekey():
+    own_auth = [msg(exchange=IKE_AUTH, message_id=1, spi_i="5555555555555555", spi_r="6666666666666666",
+                    frame=60, ts=60.0), *midstream(ts=60.5)]
+    parent, child = track(*rekeying_parent(50.0), *own_auth)
+    assert child.rekeyed_from is None
+
+
+def test_a_create_child_sa_too_small_for_the_parents_ke_is_no_rekey_link():
+    small = [*full_handshake(),
+             msg(exchange=CREATE_CHILD_SA, message_id=2, spi_r=SPI_R, frame=20, ts=50.0, udp_payload_length=80),
+             msg(exchange=CREATE_CHILD_SA, message_id=2, response=True, initiator=False, frame=21, ts=50.01,
+                 udp_payload_length=80)]
+    parent, child = track(*small, *midstream(ts=60.0))
+    assert child.rekeyed_from is None
+
+
+def test_wire_evidence_flags_intermediate_and_fragments():
+    n = one(*full_handshake()[:2],
+            msg(exchange=IKE_INTERMEDIATE, message_id=1, spi_r=SPI_R, fragment=(1, 2), frame=3, ts=1.02),
+            msg(exchange=IKE_INTERMEDIATE, message_id=1, spi_r=SPI_R, fragment=(2, 2), frame=4, ts=1.03))
+    assert n.intermediate_seen and n.fragments_seen and not n.midstream
