@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Iterable, Mapping
 
-from ikeaudit import iana
+from ikeaudit import iana, vendors
 from ikeaudit.iana import KeMethod
 from ikeaudit.mtu import NO_OVERHEAD as NO_CIPHER
 from ikeaudit.mtu import plaintext_upper_bound, sk_overhead
@@ -39,6 +39,7 @@ from ikeaudit.records import (
     SA_INIT_RETRY,
     ChildExchange,
     Finding,
+    Ikev1Transform,
     KeyExchange,
     Negotiation,
     Proposal,
@@ -223,10 +224,7 @@ def _from_proposals(n: Negotiation, catalog: KeCatalog, parent: Classification |
     pq_offered = _pq_offered(n, catalog) if n.sa_init_seen else None
     ppk = _ppk(n)
     if n.ike_version == 1:
-        evidence.append(f"IKEv1 (ISAKMP) exchanges {sorted(set(n.ikev1_exchanges))}")
-        findings.append(Finding("high", "ikev1", "IKEv1 has no post-quantum key exchange "
-                                "(RFC 9395 deprecates it)"))
-        return _result(IKEV1, "none", None, (), pq_offered, None, ppk, None, evidence, findings, _offered_methods(n))
+        return _ikev1(n, catalog)
     responded = any(m.exchange == iana.IKE_SA_INIT and m.response for m in n.messages)
     if not n.sa_init_seen and not responded:
         return _without_sa_init(n, catalog, parent, parent_negotiation, ppk)
@@ -750,6 +748,8 @@ def _with_decrypted_evidence(n: Negotiation, c: Classification, catalog: KeCatal
     confidence = None
     if c.observation == INFERRED_OBSERVATION:
         confidence = INFERRED
+    elif c.name == IKEV1:
+        confidence = c.confidence  # `_ikev1` judged it from the phase 1 proposals
     elif c.name in JUDGED_BY_PROPOSAL:
         if contradicted:
             confidence = CONTRADICTED
@@ -881,6 +881,84 @@ def _confirm_ke(label: str, method_id: int, kex: KeyExchange | None, role: str, 
 def _where(m: TrackedMessage) -> str:
     return (f"{iana.exchange_name(m.exchange)} {'response' if m.response else 'request'} "
             f"(message id {m.message_id}, frame {m.first_frame})")
+
+
+def _ikev1(n: Negotiation, catalog: KeCatalog) -> Classification:
+    """IKEv1 is classical by definition: it has no post-quantum key exchange (RFC 9395
+    deprecates it). What the capture adds is which phase 1 proposal was chosen, so that
+    an auditor sees the group and cipher, and on what evidence the SA came up."""
+    evidence = ["IKEv1 (ISAKMP) exchanges: " + ", ".join(
+        iana.ikev1_exchange_name(x) for x in dict.fromkeys(n.ikev1_exchanges))]
+    findings = [Finding("high", "ikev1", "IKEv1 has no post-quantum key exchange (RFC 9395 deprecates it)")]
+    offered_groups = tuple(dict.fromkeys(t.group for p in n.ikev1_offered for t in p.transforms
+                                         if t.group is not None))
+    mode = f"{n.ikev1_mode.capitalize()} Mode" if n.ikev1_mode else "phase 1"
+    if n.ikev1_offered:
+        evidence.append(f"initiator offered {sum(len(p.transforms) for p in n.ikev1_offered)} phase 1 "
+                        f"transform(s) in {mode}: " + "; ".join(
+                            ikev1_transform_text(t, catalog) for p in n.ikev1_offered for t in p.transforms))
+    chosen = n.ikev1_chosen.transforms[0] if n.ikev1_chosen and n.ikev1_chosen.transforms else None
+    if chosen is not None:
+        evidence.append(f"responder chose in {mode}: {ikev1_transform_text(chosen, catalog)}")
+    evidence += _ikev1_established_evidence(n)
+    evidence += [f"Vendor ID from the {'initiator' if who else 'responder'}: {text}"
+                 for who, text in ikev1_vendor_texts(n)]
+    group = chosen.group if chosen is not None else None
+    methods = [catalog.method(group)] if group is not None else []
+    _flag_methods(methods, findings)
+    inferences: tuple[str, ...] = ()
+    if chosen is not None:
+        observation, confidence = OBSERVED, NEGOTIATED
+    elif n.ikev1_offered:
+        observation, confidence = OBSERVED, None
+        evidence.append("the responder's phase 1 answer was not captured: the group used is unknown")
+    else:
+        observation, confidence = INFERRED_OBSERVATION, INFERRED
+        inferences = ("IKEv1 from the ISAKMP version of its headers; its phase 1 was not captured, "
+                      "but IKEv1 has no post-quantum key exchange, so whatever group it used it is "
+                      "classical",)
+    result = _result(IKEV1, mode if chosen is not None else "none", group, (),
+                     False if n.ikev1_offered else None, methods, "none", None, evidence, findings,
+                     offered_groups)
+    return replace(result, observation=observation, confidence=confidence, inferences=inferences)
+
+
+def ikev1_transform_text(t: Ikev1Transform, catalog: KeCatalog) -> str:
+    """An IKEv1 phase 1 transform in words: cipher, hash, authentication, group, lifetime."""
+    cipher = iana.ikev1_encryption_name(t.encryption) or "cipher not given"
+    if t.key_length:
+        cipher += f"-{t.key_length}"
+    parts = [cipher, iana.ikev1_hash_name(t.hash) or "hash not given",
+             iana.ikev1_auth_method_name(t.auth_method) or "authentication not given",
+             f"group {catalog.describe(t.group)}" if t.group is not None else "group not given"]
+    if t.life_seconds is not None:
+        parts.append(f"lifetime {t.life_seconds} s")
+    if t.life_kilobytes is not None:
+        parts.append(f"lifetime {t.life_kilobytes} KB")
+    return ", ".join(parts)
+
+
+def _ikev1_established_evidence(n: Negotiation) -> list[str]:
+    if not n.established:
+        return ["not established: no exchange under the phase 1 keys was seen after it"
+                if n.ikev1_mode else "not established: neither phase 1 nor an answered Quick Mode was seen"]
+    under = [iana.ikev1_exchange_name(x) for x in dict.fromkeys(n.ikev1_exchanges)
+             if x in (iana.IKEV1_QUICK_MODE, iana.IKEV1_INFORMATIONAL, iana.IKEV1_TRANSACTION)]
+    if n.midstream or not n.ikev1_mode:
+        return ["established (inferred): Quick Mode answered under the SA's cookies; its phase 1 "
+                "was not captured"]
+    last = "messages 5 and 6" if n.ikev1_mode == "main" else "messages 2 and 3"
+    return [f"established (inferred): {n.ikev1_mode.capitalize()} Mode {last} were followed by "
+            f"{' and '.join(under)} under the same cookies, which only the phase 1 keys allow"]
+
+
+def ikev1_vendor_texts(n: Negotiation) -> list[tuple[bool, str]]:
+    """(from initiator, name or hex) of each Vendor ID an IKEv1 peer sent."""
+    named = []
+    for who, raw in n.peer_vendor_ids:
+        vendor_id = vendors.name_vendor_id(raw)
+        named.append((who, vendor_id.label if vendor_id else f"unknown ({raw.hex()})"))
+    return named
 
 
 def _flag_methods(methods: list[KeMethod], findings: list[Finding]) -> None:

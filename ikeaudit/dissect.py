@@ -42,6 +42,8 @@ from ikeaudit.records import (
     Identification,
     IkeDatagram,
     Ikev1Message,
+    Ikev1Proposal,
+    Ikev1Transform,
     IkeMessage,
     InnerPayloads,
     KeyExchange,
@@ -92,13 +94,151 @@ def _malformed(datagram: IkeDatagram, detail: str) -> Malformed:
 
 def _ikev1(datagram: IkeDatagram) -> Ikev1Message:
     h = ISAKMP(datagram.payload[:IKE_HEADER_LENGTH])
+    walk = _Ikev1Walk(datagram.frame)
+    declared, present = int(h.length), len(datagram.payload)
+    if declared != present:
+        kind = "incomplete" if declared > present else "malformed"
+        walk.anomaly(kind, f"ISAKMP header length {declared} but {present} bytes present")
+    if not int(h.flags) & 0x01:  # with the E bit set every payload is ciphertext
+        end = min(declared, present) if declared >= IKE_HEADER_LENGTH else present
+        _ikev1_payloads(datagram.payload[:end], int(h.next_payload), walk)
     return Ikev1Message(
         frame=datagram.frame, timestamp=datagram.timestamp, ip_version=datagram.ip_version,
         src=datagram.src, dst=datagram.dst, sport=datagram.sport, dport=datagram.dport,
         transport=datagram.transport, udp_payload_length=datagram.udp_payload_length,
         spi_i=bytes(h.init_cookie).hex(), spi_r=bytes(h.resp_cookie).hex(),
-        exchange=int(h.exch_type), flags=int(h.flags), message_id=int(h.id), length=int(h.length),
+        exchange=int(h.exch_type), flags=int(h.flags), message_id=int(h.id), length=declared,
+        payload_types=tuple(walk.payload_types), proposals=tuple(walk.proposals),
+        vendor_ids=tuple(walk.vendor_ids), ke_length=walk.ke_length,
+        notify_types=tuple(walk.notify_types), anomalies=tuple(walk.anomalies),
     )
+
+
+class _Ikev1Walk:
+    """What one IKEv1 message's clear payloads say."""
+
+    def __init__(self, frame: int) -> None:
+        self.frame = frame
+        self.payload_types: list[int] = []
+        self.proposals: list[Ikev1Proposal] = []
+        self.vendor_ids: list[bytes] = []
+        self.ke_length: int | None = None
+        self.notify_types: list[int] = []
+        self.anomalies: list[Anomaly] = []
+
+    def anomaly(self, kind: str, detail: str) -> None:
+        self.anomalies.append(Anomaly(kind, detail, self.frame))
+
+
+def _ikev1_chain(data: bytes, start: int, first_type: int, walk: _Ikev1Walk, what: str):
+    """Yield (type, body) along an ISAKMP generic-header chain (RFC 2408 section 3.2) that
+    runs from `start` to the end of `data`; a length that contradicts the bytes ends it
+    with an anomaly. Scapy's ISAKMP layers turn attributes into names and accept any
+    length, so the chain is read here, where every length is checked."""
+    offset, payload_type, count = start, first_type, 0
+    while payload_type != 0:
+        count += 1
+        if count > MAX_PAYLOADS:
+            walk.anomaly("malformed", f"more than {MAX_PAYLOADS} {what}s")
+            return
+        if len(data) - offset < 4:
+            walk.anomaly("malformed", f"{what} {payload_type} announced but {len(data) - offset} bytes left")
+            return
+        next_type, length = data[offset], int.from_bytes(data[offset + 2:offset + 4], "big")
+        if length < 4 or offset + length > len(data):
+            walk.anomaly("malformed", f"{what} {payload_type} length {length} with "
+                                      f"{len(data) - offset} bytes left")
+            return
+        yield payload_type, data[offset + 4:offset + length]
+        offset += length
+        payload_type = next_type
+    if offset < len(data) and what == "payload":
+        walk.anomaly("malformed", f"{len(data) - offset} bytes after the last payload")
+
+
+def _ikev1_payloads(data: bytes, first_type: int, walk: _Ikev1Walk) -> None:
+    for payload_type, body in _ikev1_chain(data, IKE_HEADER_LENGTH, first_type, walk, "payload"):
+        walk.payload_types.append(payload_type)
+        if payload_type == iana.IKEV1_PAYLOAD_SA:
+            _ikev1_sa(body, walk)
+        elif payload_type == iana.IKEV1_PAYLOAD_VID:
+            walk.vendor_ids.append(body)
+        elif payload_type == iana.IKEV1_PAYLOAD_KE:
+            walk.ke_length = len(body)
+        elif payload_type == iana.IKEV1_PAYLOAD_NOTIFY and len(body) >= 8:
+            walk.notify_types.append(int.from_bytes(body[6:8], "big"))
+
+
+def _ikev1_sa(body: bytes, walk: _Ikev1Walk) -> None:
+    # DOI (4), Situation (4 for the IPsec DOI), then Proposal payloads (RFC 2408 3.4, RFC 2407 4.6.1)
+    if len(body) <= 8 or int.from_bytes(body[:4], "big") != iana.IKEV1_DOI_IPSEC:
+        return  # another DOI, or no proposal at all: nothing to read, nothing contradicted
+    before = len(walk.proposals)
+    for _, proposal in _ikev1_chain(body, 8, iana.IKEV1_PAYLOAD_PROPOSAL, walk, "proposal"):
+        if len(walk.proposals) - before >= MAX_PROPOSALS:
+            walk.anomaly("malformed", f"more than {MAX_PROPOSALS} proposals")
+            return
+        if len(proposal) < 4 or len(proposal) < 4 + proposal[2]:
+            walk.anomaly("malformed", "proposal shorter than its SPI")
+            return
+        number, protocol, spi_size, announced = proposal[0], proposal[1], proposal[2], proposal[3]
+        transforms = [_ikev1_transform(t, protocol, walk) for _, t in
+                      _ikev1_chain(proposal, 4 + spi_size, iana.IKEV1_PAYLOAD_TRANSFORM, walk, "transform")]
+        if len(transforms) != announced:
+            walk.anomaly("malformed", f"proposal #{number} announces {announced} transforms, "
+                                      f"carries {len(transforms)}")
+        walk.proposals.append(Ikev1Proposal(number, protocol, proposal[4:4 + spi_size].hex(),
+                                            tuple(transforms[:MAX_TRANSFORMS])))
+
+
+def _ikev1_transform(body: bytes, protocol: int, walk: _Ikev1Walk) -> Ikev1Transform:
+    number, transform_id = (body[0], body[1]) if len(body) >= 2 else (0, 0)
+    attributes: list[tuple[int, int]] = []
+    offset, broken = 4, False
+    while offset + 4 <= len(body):
+        kind = int.from_bytes(body[offset:offset + 2], "big")
+        if kind & 0x8000:  # AF bit: a 2-byte value in the Length field (TV)
+            attributes.append((kind & 0x7FFF, int.from_bytes(body[offset + 2:offset + 4], "big")))
+            offset += 4
+            continue
+        length = int.from_bytes(body[offset + 2:offset + 4], "big")
+        if offset + 4 + length > len(body):
+            walk.anomaly("malformed", f"transform #{number} attribute {kind} length {length} "
+                                      "runs past the transform")
+            broken = True
+            break
+        attributes.append((kind, int.from_bytes(body[offset + 4:offset + 4 + length], "big")))
+        offset += 4 + length
+    if offset < len(body) and not broken:
+        walk.anomaly("malformed", f"transform #{number}: {len(body) - offset} bytes after its attributes")
+    return _ikev1_transform_record(number, transform_id, protocol, tuple(attributes))
+
+
+def _ikev1_transform_record(number: int, transform_id: int, protocol: int,
+                            attributes: tuple[tuple[int, int], ...]) -> Ikev1Transform:
+    values = dict(attributes)
+    phase1 = protocol == iana.IKEV1_PROTO_ISAKMP
+    life_type_key, life_key = ((iana.IKEV1_ATTR_LIFE_TYPE, iana.IKEV1_ATTR_LIFE_DURATION) if phase1
+                               else (iana.IPSEC_ATTR_LIFE_TYPE, iana.IPSEC_ATTR_LIFE_DURATION))
+    lives: dict[int, int] = {}
+    life_type = None
+    for kind, value in attributes:  # each Life Type is followed by its Life Duration
+        if kind == life_type_key:
+            life_type = value
+        elif kind == life_key and life_type is not None:
+            lives[life_type] = value
+    if phase1:
+        return Ikev1Transform(
+            number, transform_id, encryption=values.get(iana.IKEV1_ATTR_ENCRYPTION),
+            hash=values.get(iana.IKEV1_ATTR_HASH), auth_method=values.get(iana.IKEV1_ATTR_AUTH_METHOD),
+            group=values.get(iana.IKEV1_ATTR_GROUP), key_length=values.get(iana.IKEV1_ATTR_KEY_LENGTH),
+            life_seconds=lives.get(iana.IKEV1_LIFE_SECONDS), life_kilobytes=lives.get(iana.IKEV1_LIFE_KILOBYTES),
+            attributes=attributes)
+    return Ikev1Transform(
+        number, transform_id, encryption=transform_id, hash=values.get(iana.IPSEC_ATTR_AUTH_ALGORITHM),
+        group=values.get(iana.IPSEC_ATTR_GROUP), key_length=values.get(iana.IPSEC_ATTR_KEY_LENGTH),
+        life_seconds=lives.get(iana.IKEV1_LIFE_SECONDS), life_kilobytes=lives.get(iana.IKEV1_LIFE_KILOBYTES),
+        attributes=attributes)
 
 
 class _Walk:

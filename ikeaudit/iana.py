@@ -484,3 +484,100 @@ def id_type_name(value: int) -> str:
 
 def auth_method_name(value: int) -> str:
     return AUTH_METHODS.get(value, f"AUTH_METHOD_{value}")
+
+
+# ---------------------------------------------------------------------------------------
+# IKEv1 (ISAKMP, RFC 2408; IKE, RFC 2409; IPsec DOI, RFC 2407) and the IANA "Internet Key
+# Exchange (IKE) Attributes" and "ISAKMP" registries. IKEv1 has no post-quantum key
+# exchange: these names let a report say what an IKEv1 SA used, never make it pass.
+# Group Description numbers share the IKEv2 KE method numbering for 1..30 (the IANA
+# registries hold the same groups), so `ke_method()` names them.
+
+IKEV1_EXCHANGE_TYPES: dict[int, str] = {
+    0: "NONE", 1: "Base", 2: "Identity Protection (Main Mode)", 3: "Authentication Only",
+    4: "Aggressive", 5: "Informational", 6: "Transaction (Config Mode)", 32: "Quick Mode",
+    33: "New Group Mode",
+}
+IKEV1_MAIN_MODE, IKEV1_AGGRESSIVE, IKEV1_INFORMATIONAL, IKEV1_QUICK_MODE = 2, 4, 5, 32
+IKEV1_TRANSACTION = 6  # draft-dukes-ike-mode-cfg / XAUTH, under the phase 1 SA
+
+IKEV1_PAYLOAD_TYPES: dict[int, str] = {
+    1: "SA", 2: "P", 3: "T", 4: "KE", 5: "ID", 6: "CERT", 7: "CR", 8: "HASH", 9: "SIG",
+    10: "NONCE", 11: "N", 12: "D", 13: "VID", 14: "ATTR", 15: "SAK", 16: "SAT", 17: "KD",
+    18: "SEQ", 19: "POP", 20: "NAT-D", 21: "NAT-OA", 130: "NAT-D (draft)", 131: "NAT-OA (draft)",
+    132: "Cisco fragment",
+}
+IKEV1_PAYLOAD_SA, IKEV1_PAYLOAD_PROPOSAL, IKEV1_PAYLOAD_TRANSFORM = 1, 2, 3
+IKEV1_PAYLOAD_KE, IKEV1_PAYLOAD_NOTIFY, IKEV1_PAYLOAD_VID = 4, 11, 13
+IKEV1_DOI_IPSEC = 1  # RFC 2407: its SA payload carries a 4-byte Situation
+
+IKEV1_PROTOCOLS: dict[int, str] = {1: "PROTO_ISAKMP", 2: "PROTO_IPSEC_AH", 3: "PROTO_IPSEC_ESP",
+                                   4: "PROTO_IPCOMP"}
+IKEV1_PROTO_ISAKMP = 1
+
+# RFC 2409 appendix A, "Attribute Classes" (phase 1, PROTO_ISAKMP transforms).
+IKEV1_ATTR_ENCRYPTION, IKEV1_ATTR_HASH, IKEV1_ATTR_AUTH_METHOD, IKEV1_ATTR_GROUP = 1, 2, 3, 4
+IKEV1_ATTR_LIFE_TYPE, IKEV1_ATTR_LIFE_DURATION, IKEV1_ATTR_KEY_LENGTH = 11, 12, 14
+IKEV1_ATTRIBUTES: dict[int, str] = {
+    1: "Encryption Algorithm", 2: "Hash Algorithm", 3: "Authentication Method",
+    4: "Group Description", 5: "Group Type", 6: "Group Prime/Irreducible Polynomial",
+    7: "Group Generator One", 8: "Group Generator Two", 9: "Group Curve A", 10: "Group Curve B",
+    11: "Life Type", 12: "Life Duration", 13: "PRF", 14: "Key Length", 15: "Field Size",
+    16: "Group Order",
+}
+# RFC 2407 section 4.5 (phase 2, IPsec transforms).
+IPSEC_ATTR_LIFE_TYPE, IPSEC_ATTR_LIFE_DURATION, IPSEC_ATTR_GROUP = 1, 2, 3
+IPSEC_ATTR_AUTH_ALGORITHM, IPSEC_ATTR_KEY_LENGTH = 5, 6
+IKEV1_LIFE_SECONDS, IKEV1_LIFE_KILOBYTES = 1, 2
+
+IKEV1_ENCRYPTION_ALGORITHMS: dict[int, str] = {  # RFC 2409 appendix A, RFC 3602, RFC 4312
+    1: "DES-CBC", 2: "IDEA-CBC", 3: "Blowfish-CBC", 4: "RC5-R16-B64-CBC", 5: "3DES-CBC",
+    6: "CAST-CBC", 7: "AES-CBC", 8: "CAMELLIA-CBC",
+}
+IKEV1_HASH_ALGORITHMS: dict[int, str] = {  # RFC 2409 appendix A, RFC 4868
+    1: "MD5", 2: "SHA", 3: "Tiger", 4: "SHA2-256", 5: "SHA2-384", 6: "SHA2-512",
+}
+IKEV1_AUTH_METHODS: dict[int, str] = {  # RFC 2409 appendix A, RFC 4754; XAUTH from draft-beaulieu
+    1: "Pre-shared key", 2: "DSS signatures", 3: "RSA signatures", 4: "Encryption with RSA",
+    5: "Revised encryption with RSA", 9: "ECDSA with SHA-256 on the P-256 curve",
+    10: "ECDSA with SHA-384 on the P-384 curve", 11: "ECDSA with SHA-512 on the P-521 curve",
+    64221: "HybridInitRSA", 64222: "HybridRespRSA", 64223: "HybridInitDSS", 64224: "HybridRespDSS",
+    65001: "XAUTHInitPreShared", 65002: "XAUTHRespPreShared", 65003: "XAUTHInitDSS",
+    65004: "XAUTHRespDSS", 65005: "XAUTHInitRSA", 65006: "XAUTHRespRSA",
+    65007: "XAUTHInitRSAEncryption", 65008: "XAUTHRespRSAEncryption",
+    65009: "XAUTHInitRSARevisedEncryption", 65010: "XAUTHRespRSARevisedEncryption",
+}
+IPSEC_ESP_TRANSFORMS: dict[int, str] = {  # RFC 2407 section 4.4.4 and the IANA registry
+    1: "ESP_DES_IV64", 2: "ESP_DES", 3: "ESP_3DES", 4: "ESP_RC5", 5: "ESP_IDEA", 6: "ESP_CAST",
+    7: "ESP_BLOWFISH", 8: "ESP_3IDEA", 9: "ESP_DES_IV32", 10: "ESP_RC4", 11: "ESP_NULL",
+    12: "ESP_AES-CBC", 13: "ESP_AES-CTR", 14: "ESP_AES-CCM_8", 15: "ESP_AES-CCM_12",
+    16: "ESP_AES-CCM_16", 18: "AES-GCM with 8 octet ICV", 19: "AES-GCM with 12 octet ICV",
+    20: "AES-GCM with 16 octet ICV", 21: "SEED_CBC", 22: "CAMELLIA", 23: "NULL_AUTH_AES_GMAC",
+}
+IPSEC_AUTH_ALGORITHMS: dict[int, str] = {  # RFC 2407 section 4.5 and the IANA registry
+    1: "HMAC-MD5", 2: "HMAC-SHA", 3: "DES-MAC", 4: "KPDK", 5: "HMAC-SHA2-256", 6: "HMAC-SHA2-384",
+    7: "HMAC-SHA2-512", 8: "HMAC-RIPEMD", 9: "AES-XCBC-MAC", 10: "SIG-RSA", 11: "AES-128-GMAC",
+    12: "AES-192-GMAC", 13: "AES-256-GMAC",
+}
+
+
+def ikev1_exchange_name(value: int) -> str:
+    return IKEV1_EXCHANGE_TYPES.get(value, f"EXCHANGE_{value}")
+
+
+def ikev1_encryption_name(value: int | None, protocol: int = IKEV1_PROTO_ISAKMP) -> str | None:
+    if value is None:
+        return None
+    table = IKEV1_ENCRYPTION_ALGORITHMS if protocol == IKEV1_PROTO_ISAKMP else IPSEC_ESP_TRANSFORMS
+    return table.get(value, f"ENCRYPTION_{value}")
+
+
+def ikev1_hash_name(value: int | None, protocol: int = IKEV1_PROTO_ISAKMP) -> str | None:
+    if value is None:
+        return None
+    table = IKEV1_HASH_ALGORITHMS if protocol == IKEV1_PROTO_ISAKMP else IPSEC_AUTH_ALGORITHMS
+    return table.get(value, f"HASH_{value}")
+
+
+def ikev1_auth_method_name(value: int | None) -> str | None:
+    return None if value is None else IKEV1_AUTH_METHODS.get(value, f"AUTH_METHOD_{value}")

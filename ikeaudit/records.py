@@ -224,8 +224,40 @@ class IkeMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Ikev1Transform:
+    """One transform of an IKEv1 proposal with its SA attributes.
+
+    For an ISAKMP (phase 1) proposal the attributes are RFC 2409 appendix A's: encryption
+    (1), hash (2), authentication method (3), group description (4), life type/duration
+    (11/12), key length (14). For an IPsec (phase 2, quick mode) proposal they are RFC 2407
+    section 4.5's and the cipher is the transform id itself: `encryption` is then the ESP
+    transform id, `hash` the authentication algorithm (5), `group` the PFS group (3), `key_length`
+    attribute 6, and `auth_method` None."""
+
+    number: int
+    transform_id: int  # phase 1: 1 KEY_IKE; ESP: the cipher (RFC 2407 section 4.4.4)
+    encryption: int | None = None
+    hash: int | None = None
+    auth_method: int | None = None
+    group: int | None = None
+    key_length: int | None = None
+    life_seconds: int | None = None
+    life_kilobytes: int | None = None
+    attributes: tuple[tuple[int, int], ...] = ()  # every (attribute type, value) as read
+
+
+@dataclass(frozen=True, slots=True)
+class Ikev1Proposal:
+    number: int
+    protocol: int  # 1 ISAKMP, 2 IPSEC_AH, 3 IPSEC_ESP, 4 IPCOMP (RFC 2407 section 4.4.1)
+    spi: str  # hex
+    transforms: tuple[Ikev1Transform, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Ikev1Message:
-    """An ISAKMP (IKEv1) message: recognised and reported, never parsed as IKEv2."""
+    """An ISAKMP (IKEv1) message: header, and the clear payloads of an unencrypted one
+    (SA proposals, Vendor IDs, KE size, notifies). Never parsed as IKEv2."""
 
     frame: int
     timestamp: float
@@ -242,6 +274,16 @@ class Ikev1Message:
     flags: int
     message_id: int
     length: int
+    payload_types: tuple[int, ...] = ()  # clear payload chain; () when the E flag hides it
+    proposals: tuple[Ikev1Proposal, ...] = ()
+    vendor_ids: tuple[bytes, ...] = ()
+    ke_length: int | None = None  # Key Exchange data bytes (IKEv1 names no group in it)
+    notify_types: tuple[int, ...] = ()
+    anomalies: tuple[Anomaly, ...] = ()
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.flags & 0x01)  # RFC 2408 section 3.1: E(ncryption) bit
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,3 +436,8 @@ class Negotiation:
     intermediate_seen: bool = False  # an IKE_INTERMEDIATE exchange was on the wire
     fragments_seen: bool = False  # SKF (IKE fragment) payloads were on the wire
     midstream: bool = False  # the SA was met without its IKE_SA_INIT (in either direction)
+    # IKEv1 only: phase 1 proposals of the initiator's first SA payload, and the responder's
+    ikev1_offered: tuple[Ikev1Proposal, ...] = ()
+    ikev1_chosen: Ikev1Proposal | None = None
+    ikev1_mode: str | None = None  # "main", "aggressive" or None when phase 1 was not seen
+    peer_vendor_ids: tuple[tuple[bool, bytes], ...] = ()  # (from initiator, Vendor ID); IKEv1 fills it

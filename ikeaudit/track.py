@@ -18,7 +18,7 @@ anything it does not list is recorded as an anomaly instead of being guessed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ikeaudit import iana
 from ikeaudit.mtu import plaintext_upper_bound, sk_overhead
@@ -38,6 +38,7 @@ from ikeaudit.records import (
     FollowupKe,
     Identification,
     Ikev1Message,
+    Ikev1Proposal,
     IkeMessage,
     InnerPayloads,
     Malformed,
@@ -231,6 +232,7 @@ class _SaBuilder:
     rekey_evidence: str | None = None
     rekey_linked_by: str | None = None
     ikev1_exchanges: list[int] = field(default_factory=list)
+    ikev1: _Ikev1Phase | None = None  # what an IKEv1 SA's clear messages showed
     reported: bool = False  # already handed out by Tracker.drain
     dropped: dict[str, int] = field(default_factory=dict)  # what a bound kept out -> how much
     # fragmented messages still missing fragments, oldest first: id(builder) -> (key, builder)
@@ -581,10 +583,16 @@ class Tracker:
         sa = self._ikev1.get((message.spi_i, message.spi_r)) or self._ikev1.get((message.spi_i, ZERO_SPI))
         if sa is None:
             self._order += 1
+            # ISAKMP has no initiator flag; a phase 1 SA payload under a responder cookie
+            # is the responder's answer (a reflection flood is made of these alone).
+            answer = _ikev1_phase1_answer(message)
             sa = _SaBuilder(first=message, spi_i=message.spi_i, spi_r=message.spi_r,
-                            initiator=message.src, responder=message.dst,
-                            initiator_port=message.sport, responder_port=message.dport,
-                            state="ikev1", order=self._order, last_seen=message.timestamp)
+                            initiator=message.dst if answer else message.src,
+                            responder=message.src if answer else message.dst,
+                            initiator_port=message.dport if answer else message.sport,
+                            responder_port=message.sport if answer else message.dport,
+                            state="ikev1", order=self._order, last_seen=message.timestamp,
+                            ikev1=_Ikev1Phase())
             self._closed.append(sa)
         if sa.spi_r == ZERO_SPI and message.spi_r != ZERO_SPI:
             sa.spi_r = message.spi_r
@@ -592,6 +600,15 @@ class Tracker:
         self._ikev1[(message.spi_i, message.spi_r)] = sa
         sa.ikev1_exchanges.append(message.exchange)
         sa.last_seen = max(sa.last_seen, message.timestamp)
+        from_initiator = message.src == sa.initiator
+        sa.ikev1.feed(message, from_initiator)
+        if from_initiator and message.proposals and not sa.sa_init_seen:
+            sa.sa_init_seen = sa.ikev1.offered != ()
+        sa.vendor_ids.extend(message.vendor_ids)
+        for anomaly in message.anomalies:
+            sa.note(anomaly)
+        if iana.NAT_T_PORT in (message.sport, message.dport):
+            sa.moved_to_4500 = True
 
     # -- output ----------------------------------------------------------------------
     def drain(self, now: float, idle_timeout: float = 120.0) -> list[Negotiation]:
@@ -653,7 +670,7 @@ class Tracker:
         anomalies += [Anomaly("overflow", f"{count} {what}: counted, not kept", None)
                       for what, count in sa.dropped.items()]
         basis = established_basis(messages) if isinstance(first, IkeMessage) else "none"
-        return Negotiation(
+        return _with_ikev1(sa, Negotiation(
             capture=self.capture, ike_version=1 if isinstance(first, Ikev1Message) else 2,
             spi_i=sa.spi_i, spi_r=sa.spi_r, initiator=sa.initiator, responder=sa.responder,
             initiator_port=sa.initiator_port, responder_port=sa.responder_port,
@@ -675,7 +692,7 @@ class Tracker:
             **_auth_content(messages),
             ppk_notifies=tuple(dict.fromkeys((m.exchange, n.type) for m in messages if m.inner
                                              for n in m.inner.notifies if n.type in iana.PPK_NOTIFIES)),
-        )
+        ))
 
 
 # Exchanges that only an established IKE SA runs (RFC 7296 section 1.3 and 1.4, RFC 9370).
@@ -929,3 +946,85 @@ def _link_rekeys_by_spis(sas: list[_SaBuilder]) -> None:
                 f"by SPIs: the decrypted CREATE_CHILD_SA (message id {exchange.message_id}, frame "
                 f"{exchange.frame}) of IKE SA {parent.spi_i}/{parent.spi_r} rekeyed it to the new "
                 f"SPIs {exchange.new_spis[0]}/{exchange.new_spis[1]}")
+
+
+# -- IKEv1 ------------------------------------------------------------------------------
+IKEV1_PHASE1 = {iana.IKEV1_MAIN_MODE: "main", iana.IKEV1_AGGRESSIVE: "aggressive"}
+# Exchanges that run under an established phase 1 SA's keys (RFC 2409 sections 5.5-5.7,
+# RFC 2408 section 4.8; Transaction is mode config / XAUTH).
+IKEV1_UNDER_PHASE1 = frozenset({iana.IKEV1_QUICK_MODE, iana.IKEV1_INFORMATIONAL, iana.IKEV1_TRANSACTION})
+
+
+def _ikev1_phase1_answer(message: Ikev1Message) -> bool:
+    return (message.exchange in IKEV1_PHASE1 and message.message_id == 0 and message.spi_r != ZERO_SPI
+            and iana.IKEV1_PAYLOAD_SA in message.payload_types)
+
+
+@dataclass
+class _Ikev1Phase:
+    """What an IKEv1 SA's messages show of its phase 1 and what ran under it.
+
+    Without keys the last phase 1 messages are ciphertext, so success is inferred from
+    what follows them: Main Mode ends with messages 5 (initiator) and 6 (responder), both
+    encrypted; Aggressive Mode with the responder's message 2 and the initiator's message
+    3 (RFC 2409 section 5). A Quick Mode, Informational or Transaction exchange under the
+    same cookies after that uses the phase 1 keys, so phase 1 succeeded. A Quick Mode
+    answered in both directions proves the same of an SA whose phase 1 was not captured.
+    """
+
+    mode: str | None = None
+    offered: tuple[Ikev1Proposal, ...] = ()
+    chosen: Ikev1Proposal | None = None
+    initiator_done: bool = False  # Main Mode message 5 / Aggressive Mode message 3
+    responder_done: bool = False  # Main Mode message 6 / Aggressive Mode message 2
+    after_phase1: list[int] = field(default_factory=list)  # exchanges once both were seen
+    quick_mode_from: set[bool] = field(default_factory=set)  # directions of Quick Mode messages
+    peer_vendor_ids: list[tuple[bool, bytes]] = field(default_factory=list)
+
+    def feed(self, message: Ikev1Message, from_initiator: bool) -> None:
+        self.peer_vendor_ids.extend((from_initiator, v) for v in message.vendor_ids)
+        if message.exchange in IKEV1_PHASE1 and message.message_id == 0:
+            self._phase1(message, from_initiator)
+        elif message.exchange in IKEV1_UNDER_PHASE1:
+            if self.initiator_done and self.responder_done:
+                self.after_phase1.append(message.exchange)
+            if message.exchange == iana.IKEV1_QUICK_MODE:
+                self.quick_mode_from.add(from_initiator)
+
+    def _phase1(self, message: Ikev1Message, from_initiator: bool) -> None:
+        self.mode = IKEV1_PHASE1[message.exchange]
+        isakmp = tuple(p for p in message.proposals if p.protocol == iana.IKEV1_PROTO_ISAKMP)
+        if isakmp and from_initiator and not self.offered:
+            self.offered = isakmp
+        elif isakmp and not from_initiator:
+            self.chosen = isakmp[0]
+        has_sa = iana.IKEV1_PAYLOAD_SA in message.payload_types
+        if self.mode == "main" and message.encrypted:
+            if from_initiator:
+                self.initiator_done = True
+            elif self.initiator_done:
+                self.responder_done = True
+        elif self.mode == "aggressive":
+            if not from_initiator and has_sa:
+                self.responder_done = True
+            elif from_initiator and self.responder_done and (message.encrypted or not has_sa):
+                self.initiator_done = True
+
+    @property
+    def established_basis(self) -> str:
+        if self.initiator_done and self.responder_done and self.after_phase1:
+            return "inferred"
+        if self.mode is None and self.quick_mode_from == {True, False}:
+            return "inferred"
+        return "none"
+
+
+def _with_ikev1(sa: _SaBuilder, negotiation: Negotiation) -> Negotiation:
+    """An IKEv1 SA's negotiation with what its phase 1 showed; IKEv2 ones pass unchanged."""
+    phase = sa.ikev1
+    if phase is None:
+        return negotiation
+    basis = phase.established_basis
+    return replace(negotiation, established=basis != "none", established_basis=basis,
+                   midstream=phase.mode is None, ikev1_offered=phase.offered, ikev1_chosen=phase.chosen,
+                   ikev1_mode=phase.mode, peer_vendor_ids=tuple(dict.fromkeys(phase.peer_vendor_ids)))

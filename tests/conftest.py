@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PCAPS = ROOT / "pcaps"
 MANIFEST = json.loads((PCAPS / "manifest.json").read_text())
 RECORDS = {r["id"]: r for r in MANIFEST["records"]}
-THIRDPARTY = ROOT.parent / "shared" / "pcaps" / "thirdparty"
+# IKEAUDIT_THIRDPARTY points a git worktree (whose parent holds no shared/) at them.
+THIRDPARTY = Path(os.environ.get("IKEAUDIT_THIRDPARTY", ROOT.parent / "shared" / "pcaps" / "thirdparty"))
 
 # Captures that tcpdump's test suite fuzzed to crash parsers (../shared/pcaps/thirdparty/more/
 # README.md: "Hostile input"). What is IKE in them is a matter of opinion between dissectors,

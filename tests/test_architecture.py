@@ -52,7 +52,7 @@ def test_a_stage_never_reaches_forward_or_back(stage):
 
 
 @pytest.mark.parametrize("stage", ["extract", "dissect", "track", "classify", "iana", "layers", "records",
-                                   "decrypt"])
+                                   "decrypt", "vendors"])
 def test_only_sources_does_capture_io(stage):
     path = PACKAGE / f"{stage}.py"
     assert not calls_open(path)
@@ -102,3 +102,9 @@ def test_policy_modules_do_not_touch_packets_or_renderers():
     for path in (PACKAGE / "policy").glob("*.py"):
         assert not imports_of(path) & {f"ikeaudit.{s}" for s in ("sources", "extract", "dissect", "track",
                                                                   "layers", "report")}, path
+
+
+def test_vendor_id_table_is_a_pure_lookup_that_knows_no_stage():
+    """classify and the renderers name Vendor IDs through it; it must not pull a stage in."""
+    imported = imports_of(PACKAGE / "vendors.py")
+    assert not {name for name in imported if name.startswith("ikeaudit")}

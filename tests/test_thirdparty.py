@@ -42,6 +42,8 @@ DAMAGED = {
     # tshark too calls the second INVALID_KE_PAYLOAD response malformed; we stop at the first
     # message's two bytes past its last payload.
     "more/openswan__lp08-parentR1notify.pcap": {1},
+    # Fuzzed ISAKMP: "ISAKMP header length 0 but 30 bytes present"
+    "more/tcpdump__isakmp-pointer-loop.pcap": {1},
 }
 
 

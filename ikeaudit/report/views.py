@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Iterable
 
-from ikeaudit import __version__, iana
+from ikeaudit import __version__, iana, vendors
 from ikeaudit.classify import KeCatalog, describe_proposal
 from ikeaudit.mtu import FragmentationProfile, WhatIf, fragmentation_supported, intermediate_supported
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
@@ -262,6 +262,7 @@ def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
         "messages": [message_view(m, catalog) for m in n.messages],
         "vendor_ids": [v.hex() for v in n.vendor_ids],
         "vendor_id_texts": [printable(v) for v in n.vendor_ids],
+        "vendor_id_names": [named.label if (named := vendors.name_vendor_id(v)) else None for v in n.vendor_ids],
         "evidence": list(c.evidence),
         "fragmentation": fragmentation_view(item.fragmentation),
         "findings": [{"severity": f.severity, "code": f.code, "detail": f.detail}
