@@ -22,6 +22,7 @@ from ikeaudit import __version__
 from ikeaudit.classify import SEVERITIES, KeCatalog, PrivateKe
 from ikeaudit.cli_keys import keys_option, load_keys
 from ikeaudit.decrypt import KeyTable
+from ikeaudit.extract import undecoded
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
 from ikeaudit.pipeline import CaptureAudit, audit_captures
 from ikeaudit.report import machine, mtu_text, text, views
@@ -61,7 +62,18 @@ def _parse_private_ke(values: tuple[str, ...]) -> dict[int, PrivateKe]:
     return named
 
 
+def vxlan_option(func):
+    """--vxlan-port: kept in click's context for _audit, so commands need no parameter."""
+    def remember(ctx, param, ports):
+        ctx.meta["ikeaudit.vxlan_ports"] = ports
+    return click.option("--vxlan-port", "vxlan_ports", type=click.IntRange(1, 65535), multiple=True,
+                        expose_value=False, callback=remember, metavar="PORT",
+                        help="Also read UDP PORT as VXLAN (4789 always is): a mirror or overlay on "
+                             "another port, e.g. Linux's default 8472. Repeat for several.")(func)
+
+
 def output_options(func):
+    func = vxlan_option(func)
     func = click.option("--fail-on", type=click.Choice(["none", *SEVERITIES]), default="none",
                         show_default=True,
                         help="Exit with 1 when a finding of this severity or worse is found.")(func)
@@ -121,12 +133,14 @@ def _audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp:
     stay quiet; never to stdout. esp=False skips native ESP, for commands not showing it."""
     import os
 
+    context = click.get_current_context(silent=True)
+    vxlan_ports = context.meta.get("ikeaudit.vxlan_ports", ()) if context is not None else ()
     try:
         paths = expand_capture_args(captures)
         if not paths:
             click.echo(f"warning: no capture file in {', '.join(captures)}", err=True)
         if not paths or not sys.stderr.isatty():
-            audits = audit_captures(paths, catalog, jobs=jobs, esp=esp, keys=keys)
+            audits = audit_captures(paths, catalog, jobs=jobs, esp=esp, keys=keys, vxlan_ports=vxlan_ports)
         else:
             from tqdm import tqdm
 
@@ -134,7 +148,8 @@ def _audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp:
             total = sum(os.path.getsize(path) for path in paths)
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, delay=1.0,
                       leave=False, dynamic_ncols=True, desc="scanning") as bar:  # fmt: skip
-                audits = audit_captures(paths, catalog, jobs=jobs, esp=esp, progress=bar.update, keys=keys)
+                audits = audit_captures(paths, catalog, jobs=jobs, esp=esp, progress=bar.update, keys=keys,
+                                        vxlan_ports=vxlan_ports)
     except CaptureError as exc:
         raise InputError(str(exc)) from None
     for audit in audits:
@@ -151,9 +166,11 @@ def input_warning(audit: CaptureAudit) -> str | None:
     kinds.update(a.kind for item in audit.negotiations for a in item.negotiation.anomalies)
     kinds["malformed IKE"] = len(audit.malformed)
     counted = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()) if count)
-    if damage is None and not counted:
+    unread = undecoded(audit.stats)
+    if damage is None and not counted and not unread:
         return None
     parts = [f"damaged capture, read up to the damage: {damage}"] if damage else []
+    parts += [unread] if unread else []
     if counted:
         parts.append(f"input anomalies ({counted}), listed in the output")
     return f"{audit.capture}: " + "; ".join(parts)

@@ -638,9 +638,10 @@ def test_ike_over_tcp_retransmission_is_used_once():
     ex = Extractor()
     first = tcp_seg(CLIENT, SERVER, 1001, data=data[:20])
     segments = handshake() + [first, first, tcp_seg(CLIENT, SERVER, 1001, data=data)]
-    record = one(feed(ex, segments))
+    record = one(feed(ex, segments, step=0.3))  # TCP's retransmission timeout is 200 ms at least
     assert record.payload == ike()
     assert ex.stats["tcp_retransmissions"] == 1
+    assert ex.stats["duplicates"] == 0
 
 
 def test_ike_over_tcp_gap_never_filled_is_incomplete_at_flush():
