@@ -81,11 +81,16 @@ class _Inner:
         nh = f"ip[{at} + 6]"
         return f"({_any(nh, _IPV6_ONWARD)} or {self._transport(nh, f'{at} + 40')})"
 
-    def ethernet(self, at: str) -> str:
-        ethertype, payload = f"ip[{at} + 12:2]", f"{at} + 14"
+    def ethernet(self, at: str, tags: int = 1) -> str:
+        """An Ethernet frame at `at`; with up to `tags` VLAN tags judged (more: Python)."""
+        return self._ethertype(f"{at} + 12", tags)
+
+    def _ethertype(self, at: str, tags: int) -> str:
+        ethertype, payload = f"ip[{at}:2]", f"{at} + 2"
+        tagged = f"{_any(ethertype, ETHERTYPE_VLAN)} and " + (self._ethertype(f"{at} + 4", tags - 1) if tags else "1 = 1")
         return (f"(({ethertype} = {ETHERTYPE_IPV4:#x} and {self.ipv4(payload)}) or "
                 f"({ethertype} = {ETHERTYPE_IPV6:#x} and {self.ipv6(payload)}) or "
-                f"{_any(ethertype, _ETHERTYPES_ONWARD)})")
+                f"({tagged}) or {_any(ethertype, _ETHERTYPES_ONWARD[len(ETHERTYPE_VLAN):])})")
 
 
 def _ipv4_tunnels(esp: bool, vxlan_ports: tuple[int, ...]) -> str:

@@ -674,7 +674,7 @@ class Extractor:
         """A copy of a packet seen within DUPLICATE_WINDOW (a SPAN session mirroring both
         ports of a conversation): counted as `duplicates` and dropped."""
         now, recent, order = frame.timestamp, self._recent, self._recent_order
-        while order and (now - order[0][0] > self._duplicate_window or len(order) > _MAX_RECENT):
+        while order and (now - order[0][0] > self._duplicate_window or len(order) >= _MAX_RECENT):
             when, old = order.popleft()
             if recent.get(old) == when:
                 del recent[old]

@@ -350,3 +350,32 @@ def test_suricata_capture_with_every_frame_twice():
     assert frames % 2 == 0 and audit.stats["duplicates"] == frames // 2
     negotiations = scan_document([audit], KeCatalog())["negotiations"]
     assert negotiations and all(n["retransmissions"] == 0 for n in negotiations)
+
+
+# ---------------------------------------------------------------------------- what cannot be read
+
+
+@pytest.mark.parametrize("prefilter", [pytest.param(True, marks=needs_libpcap, id="prefilter"),
+                                       pytest.param(False, id="python")])
+def test_a_capture_of_which_nothing_decodes_gets_a_warning_line(tmp_path, prefilter, monkeypatch):
+    """The lab capture inside a GRE protocol type extraction does not read (WCCP's): no
+    negotiation, an 'unsupported' anomaly at frame 1, and one warning line that says why."""
+    if not prefilter:
+        monkeypatch.setattr(sources, "_LIBPCAP", None)
+    source = Path(lab_path("h01"))
+    path = tmp_path / "wccp.pcap"
+    write_pcap(path, 1, [(stamp, bytes(outer4(GRE(proto=0x883E) / Raw(bytes(4) + frame))))
+                         for stamp, frame in lab_frames(source)])
+    result = CliRunner().invoke(main, ["scan", str(path), "--format", "json"])
+    document = json.loads(result.stdout)
+    assert document["summary"]["negotiations"] == 0
+    (anomaly,) = document["captures"][0]["anomalies"]
+    assert (anomaly["kind"], anomaly["frame"]) == ("unsupported", 1)
+    frames = document["captures"][0]["stats"]["frames"]
+    assert f"none of its {frames} frames could be decoded" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_capture_with_some_frames_decoded_gets_no_such_warning():
+    result = CliRunner().invoke(main, ["scan", lab_path("h01"), "--format", "json"])
+    assert "could be decoded" not in result.stderr
