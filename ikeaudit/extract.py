@@ -367,7 +367,9 @@ class _TcpStream:
 
 class Extractor:
     """Turns captured frames into IKE datagrams and anomalies; see the module docstring
-    for what is decoded and for the meaning of each ``stats`` key."""
+    for what is decoded and for the meaning of each ``stats`` key. ``vxlan_ports``: the
+    UDP destination ports read as VXLAN; ``duplicate_window``: how close in time a copy of
+    a packet must come to be a mirror's duplicate (0 keeps every copy)."""
 
     def __init__(self, *, max_reassembly_buffers: int = 4096, reassembly_timeout: float = 60.0,
                  max_datagram: int = 65535, max_tcp_streams: int = 1024,
@@ -673,6 +675,8 @@ class Extractor:
     def _repeated(self, frame: Frame, packet: bytes) -> bool:
         """A copy of a packet seen within DUPLICATE_WINDOW (a SPAN session mirroring both
         ports of a conversation): counted as `duplicates` and dropped."""
+        if self._duplicate_window <= 0:
+            return False
         now, recent, order = frame.timestamp, self._recent, self._recent_order
         while order and (now - order[0][0] > self._duplicate_window or len(order) >= _MAX_RECENT):
             when, old = order.popleft()
