@@ -379,3 +379,25 @@ def test_a_capture_of_which_nothing_decodes_gets_a_warning_line(tmp_path, prefil
 def test_a_capture_with_some_frames_decoded_gets_no_such_warning():
     result = CliRunner().invoke(main, ["scan", lab_path("h01"), "--format", "json"])
     assert "could be decoded" not in result.stderr
+
+
+def public_captures() -> list[Path]:
+    if MORE is None:
+        return []
+    suffixes = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz")
+    return sorted(p for p in MORE.parent.rglob("*") if p.name.endswith(suffixes))
+
+
+@needs_libpcap
+@pytest.mark.skipif(MORE is None, reason="third-party captures absent")
+@pytest.mark.parametrize("path", public_captures(), ids=lambda p: p.name)
+def test_prefilter_and_python_agree_on_every_public_capture(path):
+    """The public captures are what others captured in the field: whatever the prefilter
+    cannot judge must reach Python, so both paths find the same."""
+    try:
+        fast, slow = view(path, prefilter=True), view(path, prefilter=False)
+    except sources.CaptureError:
+        pytest.skip("not a capture ikeaudit reads")
+    for document in (fast, slow):
+        document.pop("stats")
+    assert fast == slow
