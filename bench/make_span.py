@@ -2,6 +2,7 @@
 
     python bench/make_span.py --frames 1000000 --out bench/out/span-1m.pcap
     python bench/make_span.py --frames 20000 --format pcapng --out /tmp/span.pcapng
+    python bench/make_span.py --frames 1000000 --vxlan --out bench/out/span-1m-vxlan.pcap
 
 Writes OUT and OUT.truth.json. The capture is what a span port of a busy site looks
 like to an IKE auditor: almost all of it is not IKE.
@@ -474,10 +475,22 @@ def _background(rng: random.Random) -> dict[str, Background]:
 
 
 class Writer:
-    """pcap or pcapng, microsecond timestamps, Ethernet; buffered raw records."""
+    """pcap or pcapng, microsecond timestamps, Ethernet; buffered raw records. With
+    vxlan=True every frame is sent on as a cloud traffic mirror delivers it: inside
+    Ethernet, IPv4 (no options), UDP to 4789 and an 8-byte VXLAN header."""
 
-    def __init__(self, path: Path, fmt: str, compress: bool) -> None:
+    # The mirror's own headers: collector 10.200.0.2 hears from the VTEP 10.200.0.1.
+    VXLAN_OUTER = bytes.fromhex("02aa00000002" "02aa00000001" "0800"  # Ethernet
+                                "4500" "0000" "0000" "4000" "4011" "0000" "0ac80001" "0ac80002"  # IPv4
+                                "0000" "12b5" "0000" "0000"  # UDP to 4789, checksum 0
+                                "08000000" "00002a00")  # VXLAN: I flag, VNI 42
+
+    def __init__(self, path: Path, fmt: str, compress: bool, vxlan: bool = False) -> None:
         self.fmt = fmt
+        self.vxlan = vxlan
+        # IPv4 header checksum of the outer header but for its total length.
+        words = struct.unpack("!10H", self.VXLAN_OUTER[14:34])
+        self._partial = sum(words)
         self.file = gzip.open(path, "wb", compresslevel=1) if compress else open(path, "wb")
         self.parts: list[bytes] = []
         self.frames = 0
@@ -489,6 +502,8 @@ class Writer:
             self.file.write(struct.pack("<IIHHII", 1, 20, 1, 0, 262144, 20))
 
     def add(self, when: float, data: bytes) -> int:
+        if self.vxlan:
+            data = self._wrap(data)
         micros = round(when * 1e6)
         if self.fmt == "pcap":
             self.parts.append(struct.pack("<IIII", micros // 1_000_000, micros % 1_000_000, len(data), len(data)))
@@ -504,6 +519,19 @@ class Writer:
             self.flush()
         return self.frames
 
+    def _wrap(self, frame: bytes) -> bytes:
+        outer = bytearray(self.VXLAN_OUTER)
+        total = 20 + 8 + 8 + len(frame)
+        checksum = self._partial + total
+        checksum = (checksum & 0xFFFF) + (checksum >> 16)
+        checksum = (checksum & 0xFFFF) + (checksum >> 16)
+        struct.pack_into("!H", outer, 16, total)
+        struct.pack_into("!H", outer, 24, ~checksum & 0xFFFF)
+        # A VTEP varies the source port by inner flow (RFC 7348 section 5), here by frame.
+        struct.pack_into("!H", outer, 34, 49152 + (self.frames & 0x3FFF))
+        struct.pack_into("!H", outer, 38, total - 20)
+        return bytes(outer) + frame
+
     def flush(self) -> None:
         self.file.write(b"".join(self.parts))
         self.parts.clear()
@@ -515,7 +543,7 @@ class Writer:
 
 def generate(out: str | Path, frames: int = 1_000_000, ike_messages: int = 2000, *, seed: int = 1,
              fmt: str = "pcap", compress: bool = False, ikev1_share: float = 0.05,
-             truth_path: str | Path | None = None) -> dict:
+             truth_path: str | Path | None = None, vxlan: bool = False) -> dict:
     """Write a span capture of `frames` frames holding about `ike_messages` IKEv2 messages
     and return (and write beside it) its ground truth."""
     started = time.perf_counter()
@@ -559,7 +587,7 @@ def generate(out: str | Path, frames: int = 1_000_000, ike_messages: int = 2000,
     counters = {name: rng.getrandbits(32) for name in names}
     step = duration / max(frames, 1)
 
-    writer = Writer(out, fmt, compress)
+    writer = Writer(out, fmt, compress, vxlan)
     add = writer.add
     pack_into = struct.pack_into
     next_ike = 0
@@ -608,6 +636,7 @@ def generate(out: str | Path, frames: int = 1_000_000, ike_messages: int = 2000,
     finally:
         writer.close()
     truth = _truth(out, writer.frames, instances, fmt, compress, seed, time.perf_counter() - started)
+    truth["vxlan"] = vxlan
     truth_file = Path(truth_path) if truth_path else out.with_name(out.name + ".truth.json")
     truth_file.write_text(json.dumps(truth, indent=1) + "\n")
     return truth
@@ -663,11 +692,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=["pcap", "pcapng"], default="pcap")
     parser.add_argument("--gzip", action="store_true", help="gzip-compress the capture")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--vxlan", action="store_true",
+                        help="deliver every frame in VXLAN (UDP 4789), as a cloud traffic mirror does")
     parser.add_argument("--out", required=True, help="capture to write (its truth goes to OUT.truth.json)")
     args = parser.parse_args(argv)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     truth = generate(args.out, args.frames, args.ike_messages, seed=args.seed, fmt=args.format,
-                     compress=args.gzip)
+                     compress=args.gzip, vxlan=args.vxlan)
     size = Path(args.out).stat().st_size
     print(f"{args.out}: {truth['frames']} frames, {size / 1e6:.0f} MB, {truth['ike_frames']} IKE frames, "
           f"{truth['ike_datagrams']} IKE datagrams, {truth['ikev2_messages']} IKEv2 messages, "

@@ -21,6 +21,7 @@ import click
 from ikeaudit.classify import SEVERITIES, KeCatalog, PrivateKe
 from ikeaudit.cli_keys import keys_option, load_keys  # noqa: F401  (re-exported for the commands)
 from ikeaudit.decrypt import KeyTable
+from ikeaudit.extract import undecoded
 from ikeaudit.pipeline import CaptureAudit, audit_captures
 from ikeaudit.sources import CaptureError, expand_capture_args
 
@@ -66,6 +67,16 @@ def fail_on_option(func):
                              "is found.")(func)
 
 
+def vxlan_option(func):
+    """--vxlan-port: kept in click's context for run_audit, so commands need no parameter."""
+    def remember(ctx, param, ports):
+        ctx.meta["ikeaudit.vxlan_ports"] = ports
+    return click.option("--vxlan-port", "vxlan_ports", type=click.IntRange(1, 65535), multiple=True,
+                        expose_value=False, callback=remember, metavar="PORT",
+                        help="Also read UDP PORT as VXLAN (4789 always is): a mirror or overlay on "
+                             "another port, e.g. Linux's default 8472. Repeat for several.")(func)
+
+
 def rotated_option(func):
     return click.option("--rotated", is_flag=True,
                         help="The captures are one capture cut by a rotation, whatever their names: track "
@@ -100,7 +111,9 @@ def run_audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, e
     stay quiet; never to stdout. esp=False skips native ESP, for commands not showing it.
     Input that cannot be read is an InputError; damage that was read around is one
     warning line per capture on stderr."""
-    options = dict(jobs=jobs, esp=esp, keys=keys, rotated=rotated)
+    context = click.get_current_context(silent=True)
+    vxlan_ports = context.meta.get("ikeaudit.vxlan_ports", ()) if context is not None else ()
+    options = dict(jobs=jobs, esp=esp, keys=keys, rotated=rotated, vxlan_ports=vxlan_ports)
     if rekey_window is not None:
         options["rekey_window"] = rekey_window
     try:
@@ -133,9 +146,11 @@ def input_warning(audit: CaptureAudit) -> str | None:
     kinds.update(a.kind for item in audit.negotiations for a in item.negotiation.anomalies)
     kinds["malformed IKE"] = len(audit.malformed)
     counted = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()) if count)
-    if damage is None and not counted:
+    unread = undecoded(audit.stats)
+    if damage is None and not counted and not unread:
         return None
     parts = [f"damaged capture, read up to the damage: {damage}"] if damage else []
+    parts += [unread] if unread else []
     if counted:
         parts.append(f"input anomalies ({counted}), listed in the output")
     return f"{audit.capture}: " + "; ".join(parts)

@@ -8,17 +8,40 @@ completed. No file, socket or Scapy object is involved: headers are read with
 multi-gigabyte captures and most frames are not IKE and must be rejected cheaply.
 
 Decoded:
-  link types  1 Ethernet (802.1Q / 802.1ad / 0x9100 tags, up to 8 deep), 113 Linux
-              cooked v1, 276 Linux cooked v2, 101/12/14 raw IP (version from the first
-              nibble), 228 raw IPv4, 229 raw IPv6, 0 BSD NULL (address family in either
-              byte order), 108 OpenBSD LOOP. Any other link type is counted and reported
-              once as ``Anomaly("unsupported")``.
+  link types  1 Ethernet, 113 Linux cooked v1, 276 Linux cooked v2, 101/12/14 raw IP
+              (version from the first nibble), 228 raw IPv4, 229 raw IPv6, 0 BSD NULL
+              (address family in either byte order), 108 OpenBSD LOOP. Any other link
+              type is counted and reported once as ``Anomaly("unsupported")``.
+  tunnels     what mirrors and provider links wrap around the original frame, opened
+              recursively (at most 8 deep; the tunnel's own addresses are never taken
+              for the IKE peers): 802.1Q / 802.1ad / 0x9100 VLAN tags (up to 8 in a
+              stack); GRE (RFC 2784/2890: checksum, key and sequence fields) carrying
+              ERSPAN type I (0x88BE without sequence number), II (0x88BE, 8-byte header),
+              III (0x22EB, 12-byte header, optional 8-byte platform subheader; Ethernet or
+              IP frames), transparent Ethernet (0x6558, also NVGRE), IP or any ethertype
+              below; VXLAN (UDP 4789 and ``vxlan_ports``); Geneve (UDP 6081, options
+              skipped, by protocol type); MPLS label stacks (0x8847/0x8848: IPv4 or IPv6
+              by the first nibble after the bottom label, Ethernet after a pseudowire
+              control word); PPPoE sessions (0x8864: PPP IPv4 and IPv6); IP-in-IP
+              (protocols 4 and 41). A tunnel whose content we cannot read (a GRE
+              protocol type, an ERSPAN version, ...) is counted and reported once per
+              kind as ``Anomaly("unsupported")``. Tunnel packets that arrive as IP
+              fragments are reassembled first.
   IP          IPv4 with options (checksum not verified); IPv6 with hop-by-hop, routing,
-              fragment and destination-options headers (at most 8); ESP and AH end the
-              walk. IPv4 and IPv6 fragments are reassembled with bounded tables.
+              fragment, destination-options, mobility, HIP, shim6 and experimental
+              headers in any order (at most 8); ESP and AH end the walk. IPv4 and IPv6
+              fragments are reassembled with bounded tables.
   UDP         either port 500 or 4500. On 4500: NAT keepalive (0xFF) and ESP-in-UDP are
               counted, IKE is taken from behind the 4-byte zero non-ESP marker.
   TCP         RFC 9329 IKE over TCP port 4500 (see "IKE over TCP" below).
+
+Duplicates: a SPAN session often delivers a packet twice (both ports of a conversation
+mirrored), microseconds apart and identical but for the link layer and sometimes the
+TTL. An IKE, IKE-over-TCP or ESP packet whose IP packet (after decapsulation; TTL or hop
+limit and the IPv4 checksum aside) repeats one of the last ``DUPLICATE_WINDOW`` seconds
+is dropped and counted as ``duplicates`` (a hash of each recent packet is kept, at most
+65536), so that no copy passes for a retransmission. Fragments are matched by their
+pieces instead (below).
 
 Reassembly semantics: a fragment that repeats a piece already held (same offset, same
 bytes) is a duplicate: counted, not recorded in ``frames``/``ip_fragment_lengths``. Any
@@ -50,6 +73,11 @@ Stats keys (``Extractor.stats``, a Counter; missing keys are 0):
   ike_datagrams           IkeDatagram records emitted (IKEv2 and IKEv1, UDP and TCP)
   ikev1_datagrams         of those, IKEv1 (ISAKMP)
   unsupported_linktype    frames of a link type we do not decode
+  unsupported_encapsulation  frames of a tunnel whose content we do not decode
+  encap_<name>            frames (or packets) seen in each encapsulation: vlan (a tag
+                          stack), gre, erspan_i, erspan_ii, erspan_iii, ethernet
+                          (transparent Ethernet), vxlan, geneve, mpls, pppoe, ip_in_ip
+  duplicates              mirrored copies dropped (see "Duplicates")
   non_ip                  frames whose link layer carries something other than IP
   non_ike                 IP packets that are not IKE: other protocols, other ports
   esp / ah                IP protocol 50 / 51 packets
@@ -75,8 +103,12 @@ import ipaddress
 import struct
 from bisect import bisect_left, insort
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+from ikeaudit.iana import (ETHERTYPE_ERSPAN_II, ETHERTYPE_ERSPAN_III, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
+                           ETHERTYPE_MPLS, ETHERTYPE_PPPOE_SESSION, ETHERTYPE_TEB, ETHERTYPE_VLAN, GENEVE_PORT,
+                           IPPROTO_GRE, IPPROTO_IPV4_IN_IP, IPPROTO_IPV6_IN_IP, IPV6_EXTENSION_HEADERS,
+                           PPP_IPV4, PPP_IPV6, VXLAN_PORT)
 from ikeaudit.records import Anomaly, EspFlow, Frame, IkeDatagram
 
 Record = IkeDatagram | Anomaly
@@ -95,13 +127,24 @@ _MAX_IP_FRAGMENTS = 1024  # pieces of one datagram: 64 KiB in 1024 pieces is 64-
 _MAX_TCP_PENDING = 1024  # out-of-order segments one TCP direction may hold
 _NAME_CACHE = 1 << 16
 
-_ETHERTYPE_IP = {0x0800: 4, 0x86DD: 6}
-_VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
+_IP_ETHERTYPE = {4: ETHERTYPE_IPV4, 6: ETHERTYPE_IPV6}
+_VLAN_TPIDS = frozenset(ETHERTYPE_VLAN)
 # BSD address families for IPv6 differ per OS: 24 NetBSD/OpenBSD, 28 FreeBSD, 30 Darwin.
-_AF_IP = {2: 4, 24: 6, 28: 6, 30: 6}
-_IPV6_SKIPPABLE = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options
-# What may follow an IPv6 fragment header in a datagram that could be IKE.
-_IPV6_FRAGMENTABLE = frozenset((6, 17, 43, 60))
+_AF_IP = {2: ETHERTYPE_IPV4, 24: ETHERTYPE_IPV6, 28: ETHERTYPE_IPV6, 30: ETHERTYPE_IPV6}
+_IPV6_SKIPPABLE = frozenset(IPV6_EXTENSION_HEADERS)
+_IP_IN_IP = {IPPROTO_IPV4_IN_IP: ETHERTYPE_IPV4, IPPROTO_IPV6_IN_IP: ETHERTYPE_IPV6}
+# IP protocols whose datagrams, once reassembled, may hold IKE: itself or in a tunnel.
+_CARRIER_PROTOS = frozenset((6, 17, IPPROTO_GRE, *_IP_IN_IP))
+# What may follow an IPv6 fragment header in a datagram that could hold IKE.
+_IPV6_FRAGMENTABLE = _CARRIER_PROTOS | (_IPV6_SKIPPABLE - {0})
+
+# Decapsulation bounds: tunnels inside tunnels, labels in one MPLS stack.
+_MAX_ENCAP_DEPTH = 8
+_MAX_MPLS_LABELS = 16
+# Copies of one packet that a SPAN session delivers come microseconds apart; a sender's
+# own retransmission takes half a second or more (IKE and TCP timers alike).
+DUPLICATE_WINDOW = 0.05  # seconds
+_MAX_RECENT = 1 << 16  # packets remembered for duplicate detection
 
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -114,6 +157,16 @@ _TCP = struct.Struct("!4xI4xH")  # seq, data offset/flags
 
 _FIN, _SYN, _RST = 0x01, 0x02, 0x04
 _DROPPED = "dropped_fragments"  # stats key for late pieces of a datagram given up
+
+
+def undecoded(stats: Counter) -> str | None:
+    """What to warn about when no frame of a capture could be read at all: all were of a
+    link type or an encapsulation that extraction does not decode (see ``stats``)."""
+    frames = stats.get("frames", 0)
+    unread = stats.get("unsupported_linktype", 0) + stats.get("unsupported_encapsulation", 0)
+    if not frames or unread < frames:
+        return None
+    return f"none of its {frames} frames could be decoded (link type or encapsulation not supported)"
 
 
 class _Truncated(Exception):
@@ -130,32 +183,28 @@ def _need(data: bytes, end: int, what: str) -> None:
         raise _Truncated(f"{what} truncated: frame has {len(data)} bytes, needs {end}")
 
 
-# --- link layers: each returns (IP version or 0 for "not IP", offset of the IP header)
+def _within(limit: int, end: int, what: str) -> None:
+    """A header must end within the enclosing payload (which ends at `limit`)."""
+    if limit < end:
+        raise _Truncated(f"{what} truncated: {limit} bytes available, needs {end}")
 
 
-def _ethertype(data: bytes, etype: int, off: int) -> tuple[int, int]:
-    for _ in range(_MAX_VLAN_TAGS + 1):
-        if etype not in _VLAN_TPIDS:
-            return _ETHERTYPE_IP.get(etype, 0), off
-        _need(data, off + 4, "VLAN tag")
-        etype = _U16.unpack_from(data, off + 2)[0]
-        off += 4
-    raise _Malformed(f"more than {_MAX_VLAN_TAGS} VLAN tags")
+# --- link layers: each returns (ethertype of what follows, or 0 for "not IP"; its offset)
 
 
 def _ethernet(data: bytes) -> tuple[int, int]:
     _need(data, 14, "Ethernet header")
-    return _ethertype(data, _U16.unpack_from(data, 12)[0], 14)
+    return _U16.unpack_from(data, 12)[0], 14
 
 
 def _sll(data: bytes) -> tuple[int, int]:
     _need(data, 16, "Linux cooked header")
-    return _ethertype(data, _U16.unpack_from(data, 14)[0], 16)
+    return _U16.unpack_from(data, 14)[0], 16
 
 
 def _sll2(data: bytes) -> tuple[int, int]:
     _need(data, 20, "Linux cooked v2 header")
-    return _ethertype(data, _U16.unpack_from(data, 0)[0], 20)
+    return _U16.unpack_from(data, 0)[0], 20
 
 
 def _raw(data: bytes) -> tuple[int, int]:
@@ -163,15 +212,15 @@ def _raw(data: bytes) -> tuple[int, int]:
     version = data[0] >> 4
     if version not in (4, 6):
         raise _Malformed(f"raw IP frame with version nibble {version}")
-    return version, 0
+    return _IP_ETHERTYPE[version], 0
 
 
 def _raw4(data: bytes) -> tuple[int, int]:
-    return 4, 0
+    return ETHERTYPE_IPV4, 0
 
 
 def _raw6(data: bytes) -> tuple[int, int]:
-    return 6, 0
+    return ETHERTYPE_IPV6, 0
 
 
 def _null(data: bytes) -> tuple[int, int]:
@@ -225,20 +274,21 @@ def _could_be_ike(proto: int, sport: int, dport: int) -> bool:
 class _Ip:
     """What the transport layer needs to know about the IP packet it came in."""
 
-    __slots__ = ("version", "src", "dst", "length", "frames", "frag_lengths", "first_ts", "cut")
+    __slots__ = ("version", "src", "dst", "length", "frames", "frag_lengths", "first_ts", "cut", "depth")
 
     def __init__(self, version: int, src: bytes, dst: bytes, length: int, cut: bool = False,
-                 frames: tuple[int, ...] = (), frag_lengths: tuple[int, ...] = (),
-                 first_ts: float | None = None) -> None:  # fmt: skip
+                 frames: tuple[int, ...] = (), first_ts: float | None = None,
+                 frag_lengths: tuple[int, ...] = (), depth: int = 0) -> None:  # fmt: skip
         self.version, self.src, self.dst, self.length, self.cut = version, src, dst, length, cut
         self.frames, self.frag_lengths, self.first_ts = frames, frag_lengths, first_ts
+        self.depth = depth  # encapsulations around it
 
 
 class _Reassembly:
     """The pieces of one fragmented IP datagram, by offset in its fragmentable part."""
 
     __slots__ = ("version", "src", "dst", "proto", "hdr_len", "starts", "pieces", "total",
-                 "received", "frames", "lengths", "first_ts", "cut", "ident")  # fmt: skip
+                 "received", "frames", "lengths", "first_ts", "cut", "ident", "depth")  # fmt: skip
 
     def __init__(self, version: int, src: bytes, dst: bytes, proto: int, ident: int,
                  hdr_len: int, first_ts: float) -> None:  # fmt: skip
@@ -252,6 +302,7 @@ class _Reassembly:
         self.lengths: list[int] = []
         self.first_ts = first_ts
         self.cut = False  # some piece was cut by the snaplen: can never be delivered
+        self.depth = 0  # encapsulations around the datagram
 
     def add(self, offset: int, length: int, data: bytes, more: bool) -> bool:
         """Hold a piece; False for an exact duplicate; _Malformed for any other overlap."""
@@ -316,13 +367,23 @@ class _TcpStream:
 
 class Extractor:
     """Turns captured frames into IKE datagrams and anomalies; see the module docstring
-    for what is decoded and for the meaning of each ``stats`` key."""
+    for what is decoded and for the meaning of each ``stats`` key. ``vxlan_ports``: the
+    UDP destination ports read as VXLAN; ``duplicate_window``: how close in time a copy of
+    a packet must come to be a mirror's duplicate (0 keeps every copy)."""
 
     def __init__(self, *, max_reassembly_buffers: int = 4096, reassembly_timeout: float = 60.0,
                  max_datagram: int = 65535, max_tcp_streams: int = 1024,
                  max_esp_flows: int = 65536,
-                 max_reassembly_bytes: int = 16 * 1024 * 1024) -> None:  # fmt: skip
+                 max_reassembly_bytes: int = 16 * 1024 * 1024,
+                 vxlan_ports: Iterable[int] = (VXLAN_PORT,),
+                 duplicate_window: float = DUPLICATE_WINDOW) -> None:  # fmt: skip
         self.stats: Counter[str] = Counter()
+        self._udp_tunnels = {port: _vxlan for port in vxlan_ports}
+        self._udp_tunnels.setdefault(GENEVE_PORT, _geneve)
+        self._duplicate_window = duplicate_window
+        self._recent: dict[int, float] = {}  # hash of a packet -> when seen
+        self._recent_order: deque[tuple[float, int]] = deque()
+        self._carried: tuple[tuple[int, ...], float | None] = ((), None)  # see _ip()
         self._max_esp_flows = max(1, max_esp_flows)
         # (src, dst, spi, encapsulated) -> [first_frame, first_ts, last_ts, packets, bytes]
         self._esp: dict[tuple[bytes, bytes, bytes, bool], list] = {}
@@ -338,7 +399,7 @@ class Extractor:
         # pieces' fingerprint, to tell a late duplicate from a reused identification.
         self._settled: dict[tuple, tuple[float, dict[int, int] | str]] = {}
         self._streams: dict[tuple, _TcpStream] = {}
-        self._unsupported: set[int] = set()
+        self._unsupported_seen: set[object] = set()  # link types and encapsulations told
         self._names: dict[bytes, str] = {}
 
     # --- public API
@@ -372,7 +433,7 @@ class Extractor:
                 for (src, dst, spi, encapsulated), values
                 in sorted(self._esp.items(), key=lambda item: item[1][0])]
 
-    # --- link and IP layers
+    # --- link layers and encapsulations
 
     def _counted(self, out: list) -> list:
         if out:
@@ -383,45 +444,175 @@ class Extractor:
         link = _LINKS.get(frame.linktype)
         if link is None:
             return self._unsupported_link(frame)
-        version, off = link(frame.data)
-        if version == 4:
-            return self._ipv4(frame, off)
-        if version == 6:
-            return self._ipv6(frame, off)
+        data = frame.data
+        etype, off = link(data)
+        return self._ethertype(frame, data, etype, off, len(data), frame.wire_length > len(data), 0)
+
+    def _ethertype(self, frame: Frame, data: bytes, etype: int, off: int, limit: int, cut: bool,
+                   depth: int, tunnel: str = "") -> list[Record]:  # fmt: skip
+        """What follows an ethertype: in a link header, an inner Ethernet frame, or the
+        protocol field of a `tunnel` (where an unknown type is unsupported, not non-IP).
+        `limit` is where the enclosing payload ends, `cut` whether the snaplen cut it."""
+        if etype in _VLAN_TPIDS:
+            self.stats["encap_vlan"] += 1
+            for _ in range(_MAX_VLAN_TAGS):
+                _within(limit, off + 4, "VLAN tag")
+                etype = _U16.unpack_from(data, off + 2)[0]
+                off += 4
+                if etype not in _VLAN_TPIDS:
+                    break
+            else:
+                raise _Malformed(f"more than {_MAX_VLAN_TAGS} VLAN tags")
+        if etype == ETHERTYPE_IPV4:
+            return self._ipv4(frame, data, off, limit, cut, depth)
+        if etype == ETHERTYPE_IPV6:
+            return self._ipv6(frame, data, off, limit, cut, depth)
+        decapsulate = _DECAPSULATE.get(etype)
+        if decapsulate is not None:
+            if depth >= _MAX_ENCAP_DEPTH:
+                raise _Malformed(f"more than {_MAX_ENCAP_DEPTH} nested encapsulations")
+            return decapsulate(self, frame, data, off, limit, cut, depth + 1)
+        if tunnel:
+            return self._unsupported(frame, (tunnel, etype), f"{tunnel} protocol type 0x{etype:04x}")
         self.stats["non_ip"] += 1
         return []
 
+    def _inner_ethernet(self, frame: Frame, data: bytes, off: int, limit: int, cut: bool,
+                        depth: int) -> list[Record]:  # fmt: skip
+        _within(limit, off + 14, "inner Ethernet header")
+        return self._ethertype(frame, data, _U16.unpack_from(data, off + 12)[0], off + 14, limit, cut, depth)
+
+    def _inner_ip(self, frame: Frame, data: bytes, off: int, limit: int, cut: bool, depth: int,
+                  what: str) -> list[Record]:  # fmt: skip
+        """An IP packet whose version only its first nibble tells."""
+        _within(limit, off + 1, what)
+        etype = _IP_ETHERTYPE.get(data[off] >> 4)
+        if etype is None:
+            return self._unsupported(frame, what, f"{what} with first nibble {data[off] >> 4}")
+        return self._ethertype(frame, data, etype, off, limit, cut, depth)
+
+    def _teb(self, frame: Frame, data: bytes, off: int, limit: int, cut: bool, depth: int) -> list[Record]:
+        # Transparent Ethernet bridging (GRE 0x6558, NVGRE) and any tunnel naming it.
+        self.stats["encap_ethernet"] += 1
+        return self._inner_ethernet(frame, data, off, limit, cut, depth)
+
+    def _mpls(self, frame: Frame, data: bytes, off: int, limit: int, cut: bool, depth: int) -> list[Record]:
+        self.stats["encap_mpls"] += 1
+        for _ in range(_MAX_MPLS_LABELS):
+            _within(limit, off + 4, "MPLS label")
+            off += 4
+            if data[off - 2] & 1:  # bottom of stack
+                break
+        else:
+            raise _Malformed(f"more than {_MAX_MPLS_LABELS} MPLS labels")
+        _within(limit, off + 1, "MPLS payload")
+        if data[off] >> 4 == 0:  # a pseudowire control word, then an Ethernet frame (RFC 4448)
+            return self._inner_ethernet(frame, data, off + 4, limit, cut, depth)
+        return self._inner_ip(frame, data, off, limit, cut, depth, "MPLS payload")
+
+    def _pppoe(self, frame: Frame, data: bytes, off: int, limit: int, cut: bool, depth: int) -> list[Record]:
+        self.stats["encap_pppoe"] += 1
+        _within(limit, off + 8, "PPPoE session header")
+        if data[off] != 0x11 or data[off + 1] != 0:
+            return self._unsupported(frame, "PPPoE", f"PPPoE version/type 0x{data[off]:02x} code {data[off + 1]}")
+        ppp = _U16.unpack_from(data, off + 6)[0]
+        if ppp == PPP_IPV4:
+            return self._ipv4(frame, data, off + 8, limit, cut, depth)
+        if ppp == PPP_IPV6:
+            return self._ipv6(frame, data, off + 8, limit, cut, depth)
+        self.stats["non_ip"] += 1  # LCP, IPCP, authentication: the link's own control traffic
+        return []
+
+    def _gre(self, frame: Frame, data: bytes, off: int, limit: int, cut: bool, depth: int) -> list[Record]:
+        _within(limit, off + 4, "GRE header")
+        flags, ptype = _PORTS.unpack_from(data, off)
+        if flags & 0x4007:  # source routing (RFC 1701) or version 1 (PPTP's enhanced GRE)
+            return self._unsupported(frame, ("GRE", flags & 0x4007),
+                                     f"GRE version {flags & 7}" + (" with routing" if flags & 0x4000 else ""))
+        # Checksum, key and sequence number fields, 4 bytes each when their bit is set.
+        off += 4 + 4 * (bool(flags & 0x8000) + bool(flags & 0x2000) + bool(flags & 0x1000))
+        if ptype == ETHERTYPE_ERSPAN_II:
+            if not flags & 0x1000:  # type I: no sequence number and no ERSPAN header
+                self.stats["encap_erspan_i"] += 1
+                return self._inner_ethernet(frame, data, off, limit, cut, depth)
+            self.stats["encap_erspan_ii"] += 1
+            _within(limit, off + 8, "ERSPAN type II header")
+            if data[off] >> 4 != 1:
+                return self._unsupported(frame, "ERSPAN II", f"ERSPAN version {data[off] >> 4} in a type II header")
+            return self._inner_ethernet(frame, data, off + 8, limit, cut, depth)
+        if ptype == ETHERTYPE_ERSPAN_III:
+            self.stats["encap_erspan_iii"] += 1
+            _within(limit, off + 12, "ERSPAN type III header")
+            if data[off] >> 4 != 2:
+                return self._unsupported(frame, "ERSPAN III", f"ERSPAN version {data[off] >> 4} in a type III header")
+            frame_type = (data[off + 10] >> 2) & 0x1F
+            start = off + 12 + 8 * (data[off + 11] & 1)  # O bit: a platform-specific subheader
+            if frame_type == 0:
+                return self._inner_ethernet(frame, data, start, limit, cut, depth)
+            if frame_type == 2:
+                return self._inner_ip(frame, data, start, limit, cut, depth, "ERSPAN type III IP frame")
+            return self._unsupported(frame, ("ERSPAN III", frame_type), f"ERSPAN type III frame type {frame_type}")
+        self.stats["encap_gre"] += 1
+        return self._ethertype(frame, data, ptype, off, limit, cut, depth, "GRE")
+
+    def _vxlan(self, frame: Frame, data: bytes, off: int, limit: int, cut: bool, depth: int) -> list[Record]:
+        self.stats["encap_vxlan"] += 1
+        _within(limit, off + 8, "VXLAN header")
+        return self._inner_ethernet(frame, data, off + 8, limit, cut, depth)
+
+    def _geneve(self, frame: Frame, data: bytes, off: int, limit: int, cut: bool, depth: int) -> list[Record]:
+        self.stats["encap_geneve"] += 1
+        _within(limit, off + 8, "Geneve header")
+        if data[off] >> 6:
+            return self._unsupported(frame, "Geneve", f"Geneve version {data[off] >> 6}")
+        start = off + 8 + (data[off] & 0x3F) * 4  # past the options
+        _within(limit, start, "Geneve options")
+        return self._ethertype(frame, data, _U16.unpack_from(data, off + 2)[0], start, limit, cut, depth, "Geneve")
+
+    def _ip_in_ip(self, frame: Frame, data: bytes, off: int, limit: int, cut: bool, depth: int) -> list[Record]:
+        self.stats["encap_ip_in_ip"] += 1
+        return self._inner_ip(frame, data, off, limit, cut, depth, "IP-in-IP packet")
+
     def _unsupported_link(self, frame: Frame) -> list[Record]:
         self.stats["unsupported_linktype"] += 1
-        if frame.linktype in self._unsupported:
+        if frame.linktype in self._unsupported_seen:
             return []
-        self._unsupported.add(frame.linktype)
+        self._unsupported_seen.add(frame.linktype)
         return [Anomaly("unsupported", f"link type {frame.linktype} is not decoded", frame.number)]
 
-    def _ip_end(self, frame: Frame, off: int, declared: int, what: str) -> tuple[int, bool]:
+    def _unsupported(self, frame: Frame, key: object, what: str) -> list[Record]:
+        """A frame of an encapsulation we do not read: counted, told once per kind."""
+        self.stats["unsupported_encapsulation"] += 1
+        if key in self._unsupported_seen:
+            return []
+        self._unsupported_seen.add(key)
+        return [Anomaly("unsupported", f"{what} is not decoded", frame.number)]
+
+    # --- IP
+
+    @staticmethod
+    def _ip_end(off: int, declared: int, limit: int, cut: bool, what: str) -> tuple[int, bool]:
         """Where the IP packet ends in the captured bytes, and whether the snaplen cut it;
         trailing bytes past the declared length are link padding."""
-        data = frame.data
-        if off + declared <= len(data):
+        if off + declared <= limit:
             return off + declared, False
-        if frame.wire_length > len(data):
-            return len(data), True
-        raise _Malformed(f"{what} {declared} but only {len(data) - off} bytes present")
+        if cut:
+            return limit, True
+        raise _Malformed(f"{what} {declared} but only {limit - off} bytes present")
 
-    def _ipv4(self, frame: Frame, off: int) -> list[Record]:
-        data = frame.data
-        _need(data, off + 20, "IPv4 header")
+    def _ipv4(self, frame: Frame, data: bytes, off: int, limit: int, cut: bool, depth: int) -> list[Record]:
+        _within(limit, off + 20, "IPv4 header")
         vihl, total, ident, flags_offset, proto = _IPV4.unpack_from(data, off)
         if vihl >> 4 != 4:
             raise _Malformed(f"IPv4 header with version {vihl >> 4}")
         ihl = (vihl & 0x0F) * 4
         if ihl < 20 or total < ihl:
             raise _Malformed(f"IPv4 header length {ihl}, total length {total}")
-        _need(data, off + ihl, "IPv4 options")
-        end, cut = self._ip_end(frame, off, total, "IPv4 total length")
+        _within(limit, off + ihl, "IPv4 options")
+        end, cut = self._ip_end(off, total, limit, cut, "IPv4 total length")
         src, dst = data[off + 12 : off + 16], data[off + 16 : off + 20]
         if flags_offset & 0x3FFF:
-            if proto not in (6, 17):
+            if proto not in _CARRIER_PROTOS:
                 self.stats["ip_fragments"] += 1
                 self.stats["non_ike_fragments"] += 1
                 return []
@@ -429,21 +620,29 @@ class Extractor:
             meta = (4, src, dst, proto, ident, ihl)  # _Reassembly's arguments
             offset, more = (flags_offset & 0x1FFF) * 8, bool(flags_offset & 0x2000)
             return self._fragment(
-                frame, key, meta, offset, more, off + ihl, end, total - ihl, total, cut
+                frame, data, key, meta, offset, more, off + ihl, end, total - ihl, total, cut, depth
             )
-        return self._transport(frame, _Ip(4, src, dst, total, cut), proto, data, off + ihl, end)
+        start = off + ihl
+        if self._relevant(proto, data, start, end) and self._repeated(
+            frame, data[off : off + 8] + data[off + 9 : off + 10] + data[off + 12 : end]  # not TTL, checksum
+        ):
+            return []
+        return self._transport(frame, self._ip(4, src, dst, total, cut, depth), proto, data, start, end)
 
-    def _ipv6(self, frame: Frame, off: int) -> list[Record]:
-        data = frame.data
-        _need(data, off + 40, "IPv6 header")
+    def _ipv6(self, frame: Frame, data: bytes, off: int, limit: int, cut: bool, depth: int) -> list[Record]:
+        _within(limit, off + 40, "IPv6 header")
         vtcfl, plen, nh = _IPV6.unpack_from(data, off)
         if vtcfl >> 28 != 6:
             raise _Malformed(f"IPv6 header with version {vtcfl >> 28}")
-        end, cut = self._ip_end(frame, off + 40, plen, "IPv6 payload length")
+        end, cut = self._ip_end(off + 40, plen, limit, cut, "IPv6 payload length")
         src, dst = data[off + 8 : off + 24], data[off + 24 : off + 40]
         nh, pos, frag = _walk_ipv6(data, nh, off + 40, end)
         if frag is None:
-            return self._transport(frame, _Ip(6, src, dst, 40 + plen, cut), nh, data, pos, end)
+            if self._relevant(nh, data, pos, end) and self._repeated(
+                frame, data[off : off + 7] + data[off + 8 : end]  # not the hop limit
+            ):
+                return []
+            return self._transport(frame, self._ip(6, src, dst, 40 + plen, cut, depth), nh, data, pos, end)
         hdr_pos, offset, more, ident = frag
         if nh not in _IPV6_FRAGMENTABLE:
             self.stats["ip_fragments"] += 1
@@ -454,16 +653,51 @@ class Extractor:
         meta = (6, src, dst, nh, ident, unfragmentable)
         key = (6, src, dst, ident)
         return self._fragment(
-            frame, key, meta, offset, more, pos, end, declared, 40 + plen, cut
+            frame, data, key, meta, offset, more, pos, end, declared, 40 + plen, cut, depth
         )
+
+    def _ip(self, version: int, src: bytes, dst: bytes, length: int, cut: bool, depth: int) -> _Ip:
+        # Inside a tunnel packet reassembled from fragments, the frames are the tunnel's.
+        return _Ip(version, src, dst, length, cut, *self._carried, depth=depth)
+
+    # --- duplicates
+
+    def _relevant(self, proto: int, data: bytes, start: int, end: int) -> bool:
+        """Whether a packet is one whose copies would count twice: IKE, IKE over TCP, ESP.
+        Tunnels are judged by their inner packet, fragments by their pieces."""
+        if proto == 17 or proto == 6:
+            if end - start < 4:
+                return False
+            sport, dport = _PORTS.unpack_from(data, start)
+            return _could_be_ike(proto, sport, dport)
+        return proto == 50
+
+    def _repeated(self, frame: Frame, packet: bytes) -> bool:
+        """A copy of a packet seen within DUPLICATE_WINDOW (a SPAN session mirroring both
+        ports of a conversation): counted as `duplicates` and dropped."""
+        if self._duplicate_window <= 0:
+            return False
+        now, recent, order = frame.timestamp, self._recent, self._recent_order
+        while order and (now - order[0][0] > self._duplicate_window or len(order) >= _MAX_RECENT):
+            when, old = order.popleft()
+            if recent.get(old) == when:
+                del recent[old]
+        key = hash(packet)
+        seen = recent.get(key)
+        if seen is not None and abs(now - seen) <= self._duplicate_window:
+            self.stats["duplicates"] += 1
+            return True
+        recent[key] = now
+        order.append((now, key))
+        return False
 
     # --- IP reassembly
 
-    def _fragment(self, frame: Frame, key: tuple, meta: tuple, offset: int, more: bool,
+    def _fragment(self, frame: Frame, data: bytes, key: tuple, meta: tuple, offset: int, more: bool,
                   start: int, end: int, declared: int, frag_length: int,
-                  cut: bool) -> list[Record]:  # fmt: skip
+                  cut: bool, depth: int) -> list[Record]:  # fmt: skip
         self.stats["ip_fragments"] += 1
-        piece = frame.data[start:end]
+        piece = data[start:end]
         if self._already_settled(key, offset, piece):
             return []
         out: list[Record] = []
@@ -471,6 +705,7 @@ class Extractor:
         if buf is None:
             out += self._make_room()
             buf = self._pending[key] = _Reassembly(*meta, first_ts=frame.timestamp)
+            buf.depth = depth
         if self._held + declared > self._max_bytes:
             out += self._free_bytes(key, declared)
         try:
@@ -529,10 +764,12 @@ class Extractor:
                 proto, pos, _ = _walk_ipv6(piece, proto, 0, len(piece), allow_fragment=False)
             except (_Truncated, _Malformed):
                 return True  # undecidable from this piece; decided at reassembly
+        if proto not in (6, 17):
+            return proto in _CARRIER_PROTOS  # a tunnel: its inner packet will tell
         if len(piece) < pos + 4:
-            return proto in (6, 17)
+            return True
         sport, dport = _PORTS.unpack_from(piece, pos)
-        return _could_be_ike(proto, sport, dport)
+        return _could_be_ike(proto, sport, dport) or (proto == 17 and dport in self._udp_tunnels)
 
     def _make_room(self) -> list[Record]:
         if len(self._pending) < self._max_buffers:
@@ -591,7 +828,7 @@ class Extractor:
         if buf.version == 6:
             proto, pos, _ = _walk_ipv6(payload, proto, 0, len(payload), allow_fragment=False)
         ip = _Ip(buf.version, buf.src, buf.dst, buf.hdr_len + len(payload), False,
-                 tuple(buf.frames), tuple(buf.lengths), buf.first_ts)  # fmt: skip
+                 tuple(buf.frames), buf.first_ts, tuple(buf.lengths), buf.depth)  # fmt: skip
         return self._transport(frame, ip, proto, payload, pos, len(payload))
 
     # --- transports
@@ -606,8 +843,26 @@ class Extractor:
         if proto == 50:
             self.stats["esp"] += 1
             return self._esp_packet(frame, ip, data[start:start + 4], False)
+        if proto == IPPROTO_GRE:
+            return self._tunnel(frame, ip, _gre, data, start, end)
+        if proto in _IP_IN_IP:
+            return self._tunnel(frame, ip, _ip_in_ip, data, start, end)
         self.stats["ah" if proto == 51 else "non_ike"] += 1
         return []
+
+    def _tunnel(self, frame: Frame, ip: _Ip, decapsulate: Callable, data: bytes, start: int,
+                end: int) -> list[Record]:  # fmt: skip
+        """The packet inside a tunnel packet (whose addresses are the mirror's, never the
+        IKE peers')."""
+        if ip.depth >= _MAX_ENCAP_DEPTH:
+            raise _Malformed(f"more than {_MAX_ENCAP_DEPTH} nested encapsulations")
+        if not ip.frames:
+            return decapsulate(self, frame, data, start, end, ip.cut, ip.depth + 1)
+        self._carried = (ip.frames, ip.first_ts)
+        try:
+            return decapsulate(self, frame, data, start, end, ip.cut, ip.depth + 1)
+        finally:
+            self._carried = ((), None)
 
     def _esp_packet(self, frame: Frame, ip: _Ip, spi: bytes, encapsulated: bool) -> list[Record]:
         key = (ip.src, ip.dst, spi, encapsulated)
@@ -631,6 +886,9 @@ class Extractor:
             raise _Truncated("UDP header")
         sport, dport = _PORTS.unpack_from(data, start)
         if sport not in IKE_UDP_PORTS and dport not in IKE_UDP_PORTS:
+            tunnel = self._udp_tunnels.get(dport)
+            if tunnel is not None:
+                return self._tunnel(frame, ip, tunnel, data, start + 8, end)
             self.stats["non_ike"] += 1
             return []
         if ip.cut:
@@ -837,3 +1095,15 @@ class Extractor:
 
     def _flow(self, key: tuple) -> str:
         return f"TCP {self._name(key[0])}:{key[1]} -> {self._name(key[2])}:{key[3]}"
+
+
+_gre = Extractor._gre
+_vxlan = Extractor._vxlan
+_geneve = Extractor._geneve
+_ip_in_ip = Extractor._ip_in_ip
+# Ethertypes (and GRE protocol types) of what extraction opens; IP itself aside.
+_DECAPSULATE: dict[int, Callable] = {
+    ETHERTYPE_TEB: Extractor._teb,
+    **dict.fromkeys(ETHERTYPE_MPLS, Extractor._mpls),
+    ETHERTYPE_PPPOE_SESSION: Extractor._pppoe,
+}

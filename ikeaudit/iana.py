@@ -581,3 +581,25 @@ def ikev1_hash_name(value: int | None, protocol: int = IKEV1_PROTO_ISAKMP) -> st
 
 def ikev1_auth_method_name(value: int | None) -> str | None:
     return None if value is None else IKEV1_AUTH_METHODS.get(value, f"AUTH_METHOD_{value}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Field-capture encapsulations (extraction's decapsulation and the scan prefilter; issue 13).
+# Ethertypes (IEEE registry), GRE protocol types (which are ethertypes, RFC 2784), ports (IANA
+# service names), IP protocol numbers. Kept together at the end of this module on purpose.
+ETHERTYPE_IPV4 = 0x0800
+ETHERTYPE_IPV6 = 0x86DD
+ETHERTYPE_TEB = 0x6558  # transparent Ethernet bridging: an Ethernet frame follows (GRE, Geneve)
+ETHERTYPE_ERSPAN_II = 0x88BE  # GRE protocol type of ERSPAN type I (no sequence number) and II
+ETHERTYPE_ERSPAN_III = 0x22EB
+ETHERTYPE_MPLS = (0x8847, 0x8848)  # unicast, multicast (RFC 5332)
+ETHERTYPE_PPPOE_SESSION = 0x8864  # RFC 2516
+ETHERTYPE_VLAN = (0x8100, 0x88A8, 0x9100)  # 802.1Q, 802.1ad, legacy QinQ
+PPP_IPV4, PPP_IPV6 = 0x0021, 0x0057  # PPP DLL protocol numbers (RFC 1332, RFC 5072)
+VXLAN_PORT = 4789  # RFC 7348
+GENEVE_PORT = 6081  # RFC 8926
+IPPROTO_IPV4_IN_IP, IPPROTO_GRE, IPPROTO_IPV6_IN_IP = 4, 47, 41
+# IPv6 extension headers that carry a next header and a length in 8-octet units (RFC 8200
+# section 4, RFC 6275 Mobility, RFC 7401 HIP, RFC 5533 Shim6, RFC 3692 experiments).
+IPV6_EXTENSION_HEADERS = (0, 43, 60, 135, 139, 140, 253, 254)
+IPV6_FRAGMENT_HEADER = 44

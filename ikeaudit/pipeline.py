@@ -34,10 +34,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
-from ikeaudit.capture_filter import ESP, FRAGMENTS, IKE_PORTS, ike_filter
+from ikeaudit.capture_filter import ike_filter, ip_filter, untagged_filter
 from ikeaudit.classify import Classification, KeCatalog, classify_all
 from ikeaudit.decrypt import KeyTable
 from ikeaudit.extract import Extractor
+from ikeaudit.iana import VXLAN_PORT
 from ikeaudit.mtu import FragmentationProfile, profile
 from ikeaudit.records import (Anomaly, EspFlow, Frame, IkeDatagram, Ikev1Message, IkeMessage, Malformed,
                               Negotiation)
@@ -72,13 +73,14 @@ class CaptureAudit:
     stats: Counter = field(default_factory=Counter)
 
 
-def scan_filter(*, esp: bool = True) -> tuple[str, ...]:
+def scan_filter(*, esp: bool = True, vxlan_ports: Iterable[int] | None = None) -> tuple[str, ...]:
     """The prefilter's BPF expressions, the first that compiles for a link type wins:
-    libpcap matches VLAN tags only on Ethernet-like link types, so Linux cooked and raw
-    IP captures use the same expression without them. esp=True lets native ESP through
-    too, for `CaptureAudit.esp_flows` (ESP-in-UDP passes anyway, on port 4500)."""
-    untagged = f"{IKE_PORTS} or {FRAGMENTS}" + (f" or {ESP}" if esp else "")
-    return (ike_filter(esp=esp), untagged)
+    libpcap matches VLAN tags only on Ethernet-like link types, and ethertypes not on raw
+    IP, so Linux cooked and raw IP captures use the same expression without them.
+    esp=True lets native ESP through too, for `CaptureAudit.esp_flows` (ESP-in-UDP passes
+    anyway, on port 4500). vxlan_ports: VXLAN ports besides 4789 (as given to Extractor)."""
+    return (ike_filter(esp=esp, vxlan_ports=vxlan_ports), untagged_filter(esp=esp, vxlan_ports=vxlan_ports),
+            ip_filter(esp=esp, vxlan_ports=vxlan_ports))
 
 
 def audit_frames(capture: str, items: Iterable[Frame | Anomaly],
@@ -97,16 +99,17 @@ def audit_frames(capture: str, items: Iterable[Frame | Anomaly],
 
 def audit_capture(path: str, catalog: KeCatalog | None = None, *, prefilter: bool = True,
                   esp: bool = True, progress: Progress | None = None,
-                  keys: KeyTable | None = None, rekey_window: float = REKEY_WINDOW_S) -> CaptureAudit:
+                  keys: KeyTable | None = None, rekey_window: float = REKEY_WINDOW_S,
+                  vxlan_ports: Iterable[int] = ()) -> CaptureAudit:
     """Audit one capture file. Raises sources.CaptureError for a file that is not a capture."""
     return audit_captures([path], catalog, prefilter=prefilter, esp=esp, progress=progress, keys=keys,
-                          rekey_window=rekey_window)[0]
+                          rekey_window=rekey_window, vxlan_ports=vxlan_ports)[0]
 
 
 def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jobs: int = 1,
                    prefilter: bool = True, esp: bool = True, progress: Progress | None = None,
                    keys: KeyTable | None = None, rotated: bool = False,
-                   rekey_window: float = REKEY_WINDOW_S) -> list[CaptureAudit]:
+                   rekey_window: float = REKEY_WINDOW_S, vxlan_ports: Iterable[int] = ()) -> list[CaptureAudit]:
     """Audit captures given together; one CaptureAudit per path, in the order given.
 
     rekey_window: how long before an IKE SA met without its IKE_SA_INIT another SA's
@@ -115,6 +118,7 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
     prefilter=False decodes every frame in Python (as without libpcap). esp=False keeps
     native ESP out too: faster on span captures, but `esp_flows` then lists ESP-in-UDP
     only (and stats count no native ESP); scan and mtu, which do not report ESP, use it.
+    vxlan_ports: UDP ports besides 4789 on which VXLAN-encapsulated frames arrive.
 
     Each file is tracked alone, and gives exactly the negotiations it gives scanned
     alone, unless its name shows it is part of a rotation (`sources.rotations`: tcpdump
@@ -137,7 +141,7 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
     else:
         runs = rotations(paths, starts)
     order = [index for run in runs for index in run]
-    expressions = scan_filter(esp=esp) if prefilter else ()
+    expressions = _Reading(scan_filter(esp=esp, vxlan_ports=vxlan_ports) if prefilter else (), tuple(vxlan_ports))
     parsed: dict[int, _Parsed] = {}
     by_file: dict[int, list[AuditedNegotiation]] = {i: [] for i in range(len(paths))}
     workers = _parallel(paths, order, expressions, jobs, progress, keys) if jobs > 1 and len(paths) > 1 else None
@@ -166,6 +170,15 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
 
 
 # ---------------------------------------------------------------------------- per file
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """How each file is read: the prefilter's expressions (none: every frame decoded in
+    Python) and the extra VXLAN ports extraction opens."""
+
+    prefilter: tuple[str, ...]
+    vxlan_ports: tuple[int, ...] = ()
 
 
 @dataclass
@@ -201,10 +214,11 @@ def _extract(items: Iterable[Frame | Anomaly], parsed: _Parsed, sink: Callable[[
     _Dissector(keys)(_datagrams(items, parsed), parsed, sink)
 
 
-def _datagrams(items: Iterable[Frame | Anomaly], parsed: _Parsed) -> Iterator[IkeDatagram]:
+def _datagrams(items: Iterable[Frame | Anomaly], parsed: _Parsed,
+               vxlan_ports: Iterable[int] = ()) -> Iterator[IkeDatagram]:  # fmt: skip
     """The extraction stage over a capture: IKE datagrams out, anomalies, counters and
     ESP flows into parsed."""
-    extractor = Extractor()
+    extractor = Extractor(vxlan_ports=(VXLAN_PORT, *vxlan_ports))
     note = parsed.note
     order = TimeOrder()
     for item in order(items):
@@ -261,12 +275,12 @@ class _Dissector:
             sink(record)
 
 
-def _read(path: str, expressions: tuple[str, ...], progress: Progress | None,
+def _read(path: str, expressions: _Reading, progress: Progress | None,
           sink: Callable[[Dissected], None], keys: KeyTable | None = None) -> _Parsed:  # fmt: skip
     parsed = _Parsed(path)
-    capture = open_capture(path, prefilter=expressions, progress=progress)
+    capture = open_capture(path, prefilter=expressions.prefilter, progress=progress)
     try:
-        _Dissector(keys)(_datagrams(capture, parsed), parsed, sink)
+        _Dissector(keys)(_datagrams(capture, parsed, expressions.vxlan_ports), parsed, sink)
     finally:
         capture.close()
     _count_frames(parsed, capture)
@@ -280,7 +294,7 @@ def _count_frames(parsed: _Parsed, capture: Capture) -> None:
         parsed.stats["prefiltered"] = capture.frames - capture.passed
 
 
-def _read_alongside(path: str, expressions: tuple[str, ...], progress: Progress | None,
+def _read_alongside(path: str, expressions: _Reading, progress: Progress | None,
                     sink: Callable[[Dissected], None], keys: KeyTable | None = None) -> _Parsed:  # fmt: skip
     """_read() in two processes: a worker reads and extracts, this one dissects what it
     sends meanwhile (dissection is the other half of the work)."""
@@ -317,7 +331,7 @@ def _read_alongside(path: str, expressions: tuple[str, ...], progress: Progress 
     return parsed
 
 
-def _extract_in_worker(path: str, expressions: tuple[str, ...], connection) -> None:
+def _extract_in_worker(path: str, expressions: _Reading, connection) -> None:
     """Send datagrams in batches, with the file bytes read so far, then the rest of _Parsed."""
     batch: list[IkeDatagram] = []
     done = sent = 0
@@ -336,9 +350,9 @@ def _extract_in_worker(path: str, expressions: tuple[str, ...], connection) -> N
 
     try:
         parsed = _Parsed(path)
-        capture = open_capture(path, prefilter=expressions, progress=progress)
+        capture = open_capture(path, prefilter=expressions.prefilter, progress=progress)
         try:
-            for datagram in _datagrams(capture, parsed):
+            for datagram in _datagrams(capture, parsed, expressions.vxlan_ports):
                 batch.append(datagram)
                 if len(batch) >= 64:
                     send()
@@ -438,7 +452,7 @@ def _late_marked(negotiation: Negotiation, late: frozenset[int]) -> Negotiation:
 _worker_progress: object | None = None  # a shared counter of bytes read, in worker processes
 
 
-def _parallel(paths: list[str], order: list[int], expressions: tuple[str, ...], jobs: int,
+def _parallel(paths: list[str], order: list[int], expressions: _Reading, jobs: int,
               progress: Progress | None, keys: KeyTable | None) -> Iterator[_Parsed]:  # fmt: skip
     """Parsed captures in `order`, read by `jobs` worker processes."""
     context = _context()
@@ -484,7 +498,7 @@ def _count_progress(done: int) -> None:
         _worker_progress.value += done
 
 
-def _read_in_worker(path: str, expressions: tuple[str, ...], keys: KeyTable | None) -> _Parsed:
+def _read_in_worker(path: str, expressions: _Reading, keys: KeyTable | None) -> _Parsed:
     records: list[Dissected] = []
     progress = _count_progress if _worker_progress is not None else None
     parsed = _read(path, expressions, progress, records.append, keys)

@@ -176,7 +176,8 @@ def test_malformed_ike_past_the_listing_bound_is_counted(monkeypatch):
     monkeypatch.setattr(pipeline, "MAX_LISTED", 2)
     monkeypatch.setattr(ikeaudit.dissect, "dissect", undissectable)
     datagram = eth(IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=500, dport=500) / ike())
-    audit = pipeline.audit_frames("t", [mk(datagram, number=i) for i in range(1, 6)])
+    # A second apart: identical packets at one instant would be a mirror's duplicates.
+    audit = pipeline.audit_frames("t", [mk(datagram, number=i, ts=float(i)) for i in range(1, 6)])
     assert len(audit.malformed) == 2 and audit.stats["malformed_ike"] == 5
     assert [a.detail for a in audit.anomalies if a.kind == "overflow"] == [
         "3 more malformed IKE datagram anomalies not listed (the first 2 are)"]

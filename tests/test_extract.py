@@ -34,6 +34,10 @@ from scapy.all import (
     fragment,
     fragment6,
 )
+from scapy.contrib.erspan import ERSPAN_II, ERSPAN_III
+from scapy.layers.l2 import GRE
+from scapy.layers.ppp import PPP, PPPoE
+from scapy.layers.vxlan import VXLAN
 from scapy.utils import RawPcapReader
 
 from conftest import FUZZED
@@ -639,9 +643,10 @@ def test_ike_over_tcp_retransmission_is_used_once():
     ex = Extractor()
     first = tcp_seg(CLIENT, SERVER, 1001, data=data[:20])
     segments = handshake() + [first, first, tcp_seg(CLIENT, SERVER, 1001, data=data)]
-    record = one(feed(ex, segments))
+    record = one(feed(ex, segments, step=0.3))  # TCP's retransmission timeout is 200 ms at least
     assert record.payload == ike()
     assert ex.stats["tcp_retransmissions"] == 1
+    assert ex.stats["duplicates"] == 0
 
 
 def test_ike_over_tcp_gap_never_filled_is_incomplete_at_flush():
@@ -772,7 +777,9 @@ THIRDPARTY_CAPTURES = sorted(p for p in glob.glob(str(THIRDPARTY / "*" / "*"))
     ids=lambda p: f"{Path(p).parent.name}/{Path(p).name}",
 )
 def test_capture_datagrams_match_tshark_isakmp_frames(path):
-    ex = Extractor()
+    # tshark lists every copy a mirror delivered (stopddos's capture has some, suricata's
+    # every frame twice): here no copy is dropped; tests/test_encapsulation.py has those.
+    ex = Extractor(duplicate_window=0)
     records = [r for frame in read_frames(path) for r in ex.feed(frame)] + ex.flush()
     assert [r.frame for r in datagrams(records)] == tshark_isakmp_frames(path)
     assert not anomalies(records)
@@ -780,3 +787,140 @@ def test_capture_datagrams_match_tshark_isakmp_frames(path):
 
 def test_there_are_captures_to_compare():
     assert OUR_CAPTURES
+
+
+# --- tunnels (the lab captures wrapped in each one: tests/test_encapsulation.py)
+
+MIRROR = ("198.51.100.1", "198.51.100.2")
+
+
+def vxlan4(inner, **ip) -> IP:
+    return IP(src=MIRROR[0], dst=MIRROR[1], **ip) / UDP(sport=55555, dport=4789) / VXLAN(vni=1) / inner
+
+
+def test_tunnel_addresses_are_not_the_peers_and_the_encapsulation_is_counted():
+    ex = Extractor()
+    record = one(ex.feed(mk(eth(vxlan4(eth(udp4()))))))
+    assert (record.src, record.dst, record.ip_length) == (A4, B4, 28 + 28)
+    assert ex.stats["encap_vxlan"] == 1
+
+
+def test_unknown_gre_protocol_is_counted_and_told_once_with_its_first_frame():
+    ex = Extractor()
+    wccp = eth(IP(src=MIRROR[0], dst=MIRROR[1]) / GRE(proto=0x883E) / Raw(bytes(24)))
+    records = feed(ex, [eth(udp4(sport=53, dport=53)), wccp, wccp])
+    assert only_anomaly(records, "unsupported").frame == 2
+    assert "GRE protocol type 0x883e" in records[0].detail
+    assert ex.stats["unsupported_encapsulation"] == 2
+
+
+def test_tunnels_nested_beyond_the_bound_are_malformed():
+    pkt = udp4()
+    for _ in range(9):
+        pkt = IP(src=MIRROR[0], dst=MIRROR[1]) / GRE(proto=0x0800) / pkt
+    assert "nested encapsulations" in only_anomaly(Extractor().feed(mk(eth(pkt))), "malformed").detail
+    pkt = udp4()
+    for _ in range(8):
+        pkt = IP(src=MIRROR[0], dst=MIRROR[1]) / GRE(proto=0x0800) / pkt
+    assert one(Extractor().feed(mk(eth(pkt)))).src == A4
+
+
+def test_mpls_stack_without_bottom_label_is_malformed():
+    labels = b"".join(struct.pack("!I", (label << 12) | 64) for label in range(17))  # S bit never set
+    frame = bytes(Ether(type=0x8847)) + labels + bytes(udp4())
+    assert "MPLS labels" in only_anomaly(Extractor().feed(mk(frame)), "malformed").detail
+
+
+def test_fragmented_tunnel_packet_is_reassembled_then_opened():
+    pieces = fragment(vxlan4(eth(udp4(payload=BIG)), id=77), fragsize=1000)
+    ex = Extractor()
+    record = one(feed(ex, [eth(p) for p in pieces]))
+    assert (record.src, record.payload) == (A4, BIG)
+    assert record.frames == tuple(range(1, len(pieces) + 1))
+    assert record.first_timestamp == 100.001  # the first piece's
+    assert ex.stats["encap_vxlan"] == 1 and ex.stats["reassembled"] == 1
+
+
+def test_erspan_iii_can_carry_ip_without_ethernet():
+    erspan = GRE(proto=0x22EB) / ERSPAN_III(ft=2) / udp6()
+    record = one(Extractor().feed(mk(eth(IP(src=MIRROR[0], dst=MIRROR[1]) / erspan))))
+    assert (record.src, record.ip_version) == (A6, 6)
+
+
+def test_erspan_version_that_contradicts_the_protocol_type_is_unsupported():
+    bad = GRE(proto=0x88BE, seqnum_present=1) / ERSPAN_II(ver=2) / eth(udp4())
+    only_anomaly(Extractor().feed(mk(eth(IP(src=MIRROR[0], dst=MIRROR[1]) / bad))), "unsupported")
+
+
+def test_tunnel_cut_by_the_snaplen_is_incomplete():
+    data = bytes(eth(vxlan4(eth(udp4()))))
+    anomaly = only_anomaly(Extractor().feed(Frame(5, 1.0, 1, data[:110], len(data))), "incomplete")
+    assert anomaly.frame == 5
+
+
+def test_pppoe_link_control_is_not_ip():
+    ex = Extractor()
+    assert ex.feed(mk(Ether() / PPPoE(sessionid=1) / PPP(proto=0xC021) / Raw(b"\x09\x01\x00\x08" + bytes(4)))) == []
+    assert ex.stats["non_ip"] == 1 and ex.stats["encap_pppoe"] == 1
+
+
+def test_ipv6_extension_headers_repeated_and_out_of_order_are_walked():
+    pkt = (IPv6(src=A6, dst=B6) / IPv6ExtHdrDestOpt() / IPv6ExtHdrRouting() / IPv6ExtHdrDestOpt()
+           / IPv6ExtHdrHopByHop() / UDP(sport=500, dport=500) / Raw(ike()))  # fmt: skip
+    assert one(Extractor().feed(mk(eth(pkt)))).ip_length == 40 + 32 + 8 + 28
+    # A Mobility header (RFC 6275) has the common format; "no next header" (59) ends it.
+    mobility = bytes(IPv6(src=A6, dst=B6, nh=135) / Raw(bytes([59, 0]) + bytes(6)))
+    ex = Extractor()
+    assert ex.feed(mk(bytes(Ether(type=0x86DD)) + mobility)) == [] and ex.stats["non_ike"] == 1
+
+
+# --- duplicates
+
+
+def test_span_copy_microseconds_later_is_dropped_as_a_duplicate():
+    ex = Extractor()
+    copy = udp4(ttl=63)  # one hop later: TTL and checksum differ
+    records = ex.feed(mk(eth(udp4()), 1, 10.0)) + ex.feed(mk(eth(copy), 2, 10.00001))
+    assert one(records).frame == 1
+    assert ex.stats["duplicates"] == 1
+
+
+def test_copy_in_another_encapsulation_is_a_duplicate_too():
+    ex = Extractor()
+    records = ex.feed(mk(eth(udp6()), 1, 10.0)) + ex.feed(mk(eth(vxlan4(eth(udp6()))), 2, 10.00002))
+    assert one(records).frame == 1 and ex.stats["duplicates"] == 1
+
+
+def test_retransmission_a_second_later_is_kept():
+    ex = Extractor()
+    records = ex.feed(mk(eth(udp4()), 1, 10.0)) + ex.feed(mk(eth(udp4()), 2, 11.0))
+    assert [r.frame for r in datagrams(records)] == [1, 2]
+    assert ex.stats["duplicates"] == 0
+
+
+def test_a_zero_window_keeps_every_copy():
+    ex = Extractor(duplicate_window=0)
+    assert len(datagrams(feed(ex, [eth(udp4()), eth(udp4())], step=0.0))) == 2
+
+
+def test_different_packets_at_the_same_instant_are_not_duplicates():
+    ex = Extractor()
+    records = ex.feed(mk(eth(udp4()), 1, 10.0)) + ex.feed(mk(eth(udp4(payload=ike(body=b"x"))), 2, 10.0))
+    assert len(datagrams(records)) == 2
+
+
+def test_esp_copies_count_once():
+    ex = Extractor()
+    esp = IP(src=A4, dst=B4) / ESP(spi=0x1234, seq=1) / Raw(bytes(40))
+    feed(ex, [eth(esp), eth(esp)], step=0.00001)
+    (flow,) = ex.esp_flows()
+    assert flow.packets == 1 and ex.stats["duplicates"] == 1
+
+
+def test_duplicate_memory_is_bounded():
+    ex = Extractor()
+    frame = bytearray(bytes(eth(udp4(payload=ike(body=bytes(4))))))
+    for i in range(70_000):  # all different, all within the window
+        frame[-4:] = struct.pack("!I", i)
+        ex.feed(mk(bytes(frame), i, 10.0))
+    assert len(ex._recent) <= 1 << 16 and ex.stats["ike_datagrams"] == 70_000

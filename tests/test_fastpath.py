@@ -305,6 +305,27 @@ def test_fast_path_and_fallback_agree_on_a_span_capture(span, monkeypatch):
     assert stats["frames"] == 20_000 and stats["prefiltered"] > 15_000
 
 
+@pytest.fixture(scope="module")
+def vxlan_span(tmp_path_factory) -> Path:
+    """The span capture as a cloud traffic mirror delivers it: every frame in VXLAN."""
+    path = tmp_path_factory.mktemp("span") / "span-vxlan.pcap"
+    make_span.generate(path, frames=20_000, ike_messages=300, seed=7, vxlan=True)
+    return path
+
+
+def test_fast_path_and_fallback_agree_on_a_vxlan_span_capture(vxlan_span, span, monkeypatch):
+    """The VXLAN mirror's frames are judged in C as the plain ones are: what it passes to
+    Python on top are only the frames inside with two VLAN tags."""
+    fast = scan(str(vxlan_span))
+    assert_same_audit(fast, fallback_scan(monkeypatch, str(vxlan_span)))
+    plain = scan(str(span))
+    assert [{**n, "capture": None} for n in fast["negotiations"]] == \
+        [{**n, "capture": None} for n in plain["negotiations"]]
+    stats, plain_stats = fast["captures"][0]["stats"], plain["captures"][0]["stats"]
+    assert stats["encap_vxlan"] == stats["frames"] - stats["prefiltered"]
+    assert plain_stats["prefiltered"] - stats["prefiltered"] == stats["non_ike"] < 0.02 * stats["frames"]
+
+
 def test_span_scan_finds_exactly_the_generated_ike(span):
     truth = json.loads(Path(f"{span}.truth.json").read_text())
     document = scan(str(span))

@@ -505,12 +505,16 @@ def test_live_on_a_veth_reports_what_scan_finds(veth, tmp_path, name):
     check_against_scan(path, run, report)
     # The kernel filter kept ESP, ARP and the rest out of Python; IKE and its fragments
     # all came through, and the pcap kept them: scanned again, it tells the same story
-    # with the same frame numbers.
+    # with the same frame numbers. IPv6 packets with extension headers (MLD's Hop-by-Hop,
+    # the veth's own among them) pass as they pass the scan's prefilter: a filter cannot
+    # see the ports past them.
     stats, scanned = report["captures"][0]["stats"], scan_view(path)["captures"][0]["stats"]
-    assert not any(stats.get(k) for k in ("esp", "non_ike", "non_ip", "ah"))
+    assert not any(stats.get(k) for k in ("esp", "non_ip", "ah"))
+    assert stats.get("non_ike", 0) >= scanned.get("non_ike", 0)
     ike_frames = sum(scanned.get(k, 0) for k in ("ike_datagrams", "ip_fragments", "esp_in_udp",
                                                  "nat_keepalive")) - scanned.get("reassembled", 0)
-    assert report["live"]["packets_captured"] == stats["frames"] == ike_frames < sent
+    assert report["live"]["packets_captured"] == stats["frames"] == ike_frames + stats.get("non_ike", 0)
+    assert ike_frames < sent
     rescanned = scan_view(str(tmp_path / "seen.pcap"))
     for live_n, again in zip(report["negotiations"], rescanned["negotiations"], strict=True):
         assert {**live_n, "capture": None} == {**again, "capture": None}

@@ -34,7 +34,7 @@ def captures() -> list[Path]:
 
 
 def ikeaudit_messages(path: Path) -> dict[int, list]:
-    extractor = Extractor()
+    extractor = Extractor(duplicate_window=0)  # tshark decodes every copy a mirror delivered
     by_frame: dict[int, list] = {}
     for item in iter_capture(str(path)):
         if not hasattr(item, "linktype"):
