@@ -77,14 +77,11 @@ from bisect import bisect_left, insort
 from collections import Counter, deque
 from collections.abc import Callable
 
+from ikeaudit.iana import IKE_HEADER_LENGTH as IKE_HEADER_LEN, IKE_PORTS as IKE_UDP_PORTS, NAT_T_PORT, NON_ESP_MARKER
 from ikeaudit.records import Anomaly, EspFlow, Frame, IkeDatagram
 
 Record = IkeDatagram | Anomaly
 
-IKE_UDP_PORTS = frozenset((500, 4500))
-NAT_T_PORT = 4500
-IKE_HEADER_LEN = 28
-NON_ESP_MARKER = b"\x00\x00\x00\x00"
 NAT_KEEPALIVE = b"\xff"
 IKETCP_PREFIX = b"IKETCP"
 TCP_STREAM_CAP = 1 << 18  # bytes one TCP direction may hold unframed or out of order

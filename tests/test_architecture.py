@@ -32,10 +32,18 @@ def modules() -> list[Path]:
 
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_only_dissect_and_layers_import_scapy(path):
-    if path.stem in ("dissect", "layers"):
+def test_only_dissect_layers_and_show_import_scapy(path):
+    if path.stem in ("dissect", "layers", "show"):
         return
     assert not any(name.startswith("scapy") for name in imports_of(path))
+
+
+def test_the_hot_path_reads_bytes_without_scapy():
+    """fastdissect is the struct half of dissection: no Scapy, not even through our layers,
+    and it knows no stage but the tables of iana."""
+    names = imports_of(PACKAGE / "fastdissect.py")
+    assert not any(name.startswith("scapy") for name in names)
+    assert {n for n in names if n.startswith("ikeaudit")} <= {"ikeaudit", "ikeaudit.iana"}
 
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -51,8 +59,8 @@ def test_a_stage_never_reaches_forward_or_back(stage):
     assert not imports_of(PACKAGE / f"{stage}.py") & others
 
 
-@pytest.mark.parametrize("stage", ["extract", "dissect", "track", "classify", "iana", "layers", "records",
-                                   "decrypt"])
+@pytest.mark.parametrize("stage", ["extract", "dissect", "fastdissect", "track", "classify", "iana", "layers",
+                                   "records", "decrypt"])
 def test_only_sources_does_capture_io(stage):
     path = PACKAGE / f"{stage}.py"
     assert not calls_open(path)
