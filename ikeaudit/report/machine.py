@@ -48,23 +48,28 @@ def iter_json(document: dict) -> Iterator[str]:
     yield "}\n"
 
 
-# Where orjson writes a float unlike json.dumps (repr): an exponent (1e16, 2.5e-7) or a
-# number below 1e-4 written out (0.00001 for 1e-05). A raw newline, ": " or "[" before a
-# digit is outside any string; a false match only costs the slower encoder.
-_FLOAT_UNLIKE_REPR = re.compile(rb"(?:: |\n *|\[)-?(?:[0-9.]+e|0\.0000)")
+# orjson writes floats below 1e-4 unlike repr (0.00001, 2.5e-7 for 1e-05, 2.5e-07), as
+# IP fragments' assembly times often are: such a number ending a line (a raw newline is
+# never inside a string) is rewritten as json.dumps writes it. Floats of 1e16 and more,
+# which no capture's figures reach, keep orjson's form (1e16 for 1e+16), the same value.
+_SMALL_FLOAT = re.compile(rb"(\": |\n +)(-?(?:[0-9]+(?:\.[0-9]+)?e-[0-9]+|0\.0000[0-9]+))(?=,?\n|,?\Z)")
 _ORJSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
 
 
+def _repr_float(match: re.Match) -> bytes:
+    return match.group(1) + repr(float(match.group(2))).encode()
+
+
 def _dumps(value) -> str:
-    """json.dumps(value, indent=2, ensure_ascii=False), byte for byte, by orjson (a
-    negotiation of a flood took 2 ms in json's encoder); json itself where orjson would
-    write otherwise (such floats) or cannot (integers past 64 bits, and what json refuses too)."""
+    """json.dumps(value, indent=2, ensure_ascii=False) by orjson (a negotiation of a flood
+    took 2 ms in json's encoder), the same text but for floats of 1e16 and more; json
+    itself for what orjson cannot encode (integers past 64 bits, and what json refuses too)."""
     try:
         encoded = orjson.dumps(value, option=_ORJSON_OPTIONS)
     except TypeError:
         return json.dumps(value, indent=2, ensure_ascii=False)
-    if _FLOAT_UNLIKE_REPR.search(encoded):
-        return json.dumps(value, indent=2, ensure_ascii=False)
+    if b"0.0000" in encoded or b"e-" in encoded:
+        encoded = _SMALL_FLOAT.sub(_repr_float, encoded)
     return encoded.decode()
 
 
