@@ -225,3 +225,5 @@ from ikeaudit.cli_live import live  # noqa: E402
 main.add_command(live)
 from ikeaudit.cli_report import report  # noqa: E402
 main.add_command(report)
+from ikeaudit.show import show  # noqa: E402
+main.add_command(show)

@@ -258,11 +258,7 @@ def _open(message: IkeMessage, data: bytes, walk: _Walk, keys: decrypt.KeyTable,
     """Decrypt the SK payload and dissect what it held; for an SKF fragment, decrypt its
     share only, which InnerReassembly joins with the others."""
     fragment = message.fragment
-    opened = decrypt.open_encrypted(
-        data, walk.encrypted_at, walk.encrypted_end, SKF_HEADER if fragment else SK_HEADER,
-        walk.encrypted_next, message.from_original_initiator,
-        keys.for_pair(message.spi_i, message.spi_r),
-        whole=fragment is None or fragment == (1, 1))
+    opened = _decrypt(data, walk, keys)
     decryption = Decryption(opened.status, opened.detail,
                             opened.key_set.origin if opened.key_set else None)
     if opened.status not in (decrypt.DECRYPTED, decrypt.UNCHECKED):
@@ -271,6 +267,38 @@ def _open(message: IkeMessage, data: bytes, walk: _Walk, keys: decrypt.KeyTable,
         return replace(message, decryption=decryption, fragment_plaintext=opened.plaintext)
     return replace(message, decryption=decryption,
                    inner=dissect_inner(message, walk.encrypted_next, opened.plaintext, scapy=scapy))
+
+
+def _decrypt(data: bytes, walk: _Walk, keys: decrypt.KeyTable) -> decrypt.Opened:
+    fragment = walk.fragment
+    return decrypt.open_encrypted(
+        data, walk.encrypted_at, walk.encrypted_end, SKF_HEADER if fragment else SK_HEADER,
+        walk.encrypted_next, bool(walk.flags & 0x08), keys.for_pair(walk.spi_i, walk.spi_r),
+        whole=fragment is None or fragment == (1, 1))
+
+
+def plaintext(datagram: IkeDatagram, keys: decrypt.KeyTable) -> tuple[int, bytes] | None:
+    """(first inner payload type, plaintext) of an IKEv2 datagram's SK payload, or of an
+    SKF fragment's own share, when the key table opens it; else None. For `ikeaudit show`."""
+    data = datagram.payload
+    walk = _fast(data, datagram.frame) if datagram.ike_version == 2 else None
+    if walk is None and datagram.ike_version == 2 and len(data) >= IKE_HEADER_LENGTH:
+        try:
+            packet = IKEv2(data)
+            if isinstance(packet, IKEv2):
+                walk = _Walk(datagram.frame)
+                walk.spi_i, walk.spi_r = bytes(packet.init_SPI).hex(), bytes(packet.resp_SPI).hex()
+                walk.flags = int(packet.flags)
+                _walk_payloads(packet, int(packet.next_payload), min(int(packet.length), len(data)), len(data),
+                               walk, data)
+        except Exception:  # noqa: BLE001 - what does not dissect does not decrypt either
+            walk = None
+    if walk is None or walk.encrypted_at is None:
+        return None
+    opened = _decrypt(data, walk, keys)
+    if opened.status not in (decrypt.DECRYPTED, decrypt.UNCHECKED):
+        return None
+    return walk.encrypted_next, opened.plaintext
 
 
 def dissect_inner(message: IkeMessage, first_payload: int, plaintext: bytes, *,
