@@ -18,11 +18,11 @@ import functools
 import hashlib
 from dataclasses import replace
 
-from scapy.layers.isakmp import ISAKMP
 from scapy.packet import Packet
 
 from ikeaudit import decrypt, fastdissect, iana
-from ikeaudit.layers import (
+from ikeaudit.layers import (  # first of Scapy's layers: see layers.py on routing tables
+    ISAKMP,
     IKEv2,
     IKEv2_AUTH,
     IKEv2_Encrypted,

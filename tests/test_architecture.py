@@ -82,3 +82,25 @@ def test_decryption_is_a_helper_of_dissection_not_a_stage():
         assert not any(name.startswith("cryptography") for name in imports_of(path)), path
     for stage in ("extract", "track", "classify"):
         assert "ikeaudit.decrypt" not in imports_of(PACKAGE / f"{stage}.py")
+
+
+def test_importing_the_dissector_reads_no_routing_table():
+    """Scapy reads the kernel's routing tables when scapy.route loads, unless told not to
+    (ikeaudit.layers does): an auditor of files never sends. Run in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import ikeaudit.pipeline, ikeaudit.dissect\n"
+            "from scapy.config import conf\n"
+            "print(len(conf.route.routes), len(conf.route6.routes))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "0"]
+
+
+def test_the_pipeline_imports_no_scapy_until_it_dissects():
+    import subprocess
+    import sys
+
+    code = "import sys, ikeaudit.pipeline\nprint(any(m.startswith('scapy') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

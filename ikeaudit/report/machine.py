@@ -49,15 +49,43 @@ def iter_json(document: dict) -> Iterator[str]:
 
 
 # orjson writes floats below 1e-4 unlike repr (0.00001, 2.5e-7 for 1e-05, 2.5e-07), as
-# IP fragments' assembly times often are: such a number ending a line (a raw newline is
-# never inside a string) is rewritten as json.dumps writes it. Floats of 1e16 and more,
-# which no capture's figures reach, keep orjson's form (1e16 for 1e+16), the same value.
-_SMALL_FLOAT = re.compile(rb"(\": |\n +)(-?(?:[0-9]+(?:\.[0-9]+)?e-[0-9]+|0\.0000[0-9]+))(?=,?\n|,?\Z)")
+# IP fragments' assembly times often are: such a number, found by its "0.0000" or "e-",
+# is rewritten as json.dumps writes it when it is a whole value ending its line (a raw
+# newline is never inside a string). Floats of 1e16 and more, which no capture's figures
+# reach, keep orjson's form (1e16 for 1e+16), the same value.
 _ORJSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+_NUMBER = frozenset(b"0123456789.-e")
 
 
-def _repr_float(match: re.Match) -> bytes:
-    return match.group(1) + repr(float(match.group(2))).encode()
+def _repr_small_floats(encoded: bytes) -> bytes:
+    starts: set[int] = set()
+    for marker in (b"0.0000", b"e-"):
+        at = encoded.find(marker)
+        while at >= 0:
+            start = at
+            while start and encoded[start - 1] in _NUMBER:
+                start -= 1
+            starts.add(start)
+            at = encoded.find(marker, at + len(marker))
+    pieces, done = [], 0
+    for start in sorted(starts):
+        end = start
+        while end < len(encoded) and encoded[end] in _NUMBER:
+            end += 1
+        line_start = encoded.rfind(b"\n", 0, start) + 1
+        before, after = encoded[line_start:start], encoded[end:end + 2]
+        whole_value = before.endswith(b'": ') or not before.strip(b" ")
+        if not whole_value or after[:1] not in (b"", b"\n") and after not in (b",\n", b","):
+            continue
+        if after == b"," and end + 1 != len(encoded):
+            continue
+        try:
+            text = repr(float(encoded[start:end])).encode()
+        except ValueError:
+            continue
+        pieces += [encoded[done:start], text]
+        done = end
+    return b"".join(pieces) + encoded[done:] if pieces else encoded
 
 
 def _dumps(value) -> str:
@@ -69,7 +97,7 @@ def _dumps(value) -> str:
     except TypeError:
         return json.dumps(value, indent=2, ensure_ascii=False)
     if b"0.0000" in encoded or b"e-" in encoded:
-        encoded = _SMALL_FLOAT.sub(_repr_float, encoded)
+        encoded = _repr_small_floats(encoded)
     return encoded.decode()
 
 
