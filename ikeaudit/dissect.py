@@ -75,6 +75,7 @@ SCAPY_ONLY = False
 # largest SA payload whose dissection is kept (its proposals): the cache stays a few MB.
 LAYOUT_CACHE = 4096
 CACHED_SA_BYTES = 4096
+SHARED_NOTIFY_BYTES = 16  # notify data up to this size is shared between equal notifies (not NAT-D hashes)
 
 
 def dissect(datagram: IkeDatagram, keys: decrypt.KeyTable | None = None, *,
@@ -460,7 +461,7 @@ def _record(payload_type: int, fields: tuple, data: bytes, at: int, length: int,
     elif kind == _NOTIFY:
         # The raw notification data, whatever sub-fields Scapy split it into (REDIRECT).
         start = NOTIFY_HEADER + fields[3]
-        walk.notifies.append(Notify(fields[1], fields[2], data[at + start:at + max(length, start)]))
+        walk.notifies.append(_notify(fields[1], fields[2], data[at + start:at + max(length, start)]))
     elif kind == _VENDOR_ID:
         walk.vendor_ids.append(data[at + iana.GENERIC_PAYLOAD_HEADER:at + length])
     elif kind == _ID:
@@ -475,6 +476,23 @@ def _record(payload_type: int, fields: tuple, data: bytes, at: int, length: int,
             walk.anomaly("malformed", f"SKF fragment {walk.fragment[0]} of {walk.fragment[1]}")
     elif kind == _SK:
         walk.encrypted_length = max(length - SK_HEADER, 0)
+
+
+_SHARED_NOTIFIES: dict[tuple[int, int, bytes], Notify] = {}
+
+
+def _notify(notify_type: int, protocol: int, data: bytes) -> Notify:
+    """One record for the notifies every client sends alike (FRAGMENTATION_SUPPORTED,
+    SIGNATURE_HASH_ALGORITHMS...): a gateway's tracker holds thousands of messages."""
+    if len(data) > SHARED_NOTIFY_BYTES:
+        return Notify(notify_type, protocol, data)
+    key = (notify_type, protocol, data)
+    notify = _SHARED_NOTIFIES.get(key)
+    if notify is None:
+        if len(_SHARED_NOTIFIES) >= LAYOUT_CACHE:
+            _SHARED_NOTIFIES.clear()
+        notify = _SHARED_NOTIFIES[key] = Notify(notify_type, protocol, data)
+    return notify
 
 
 def _proposals(sa: Packet, details: list[str]) -> list[Proposal]:
