@@ -71,10 +71,12 @@ NOTIFY_HEADER = iana.PAYLOAD_FIXED_LENGTHS[iana.PAYLOAD_NOTIFY]
 # True: every message is dissected by Scapy alone, payload after payload, as the
 # differential test's reference; `dissect(..., scapy=...)` decides per call.
 SCAPY_ONLY = False
-# Layouts of distinct payload prefixes held (a few hundred on a busy gateway), and the
-# largest SA payload whose dissection is kept (its proposals): the cache stays a few MB.
+# Layouts of distinct payload prefixes held (a few hundred on a busy gateway), of SA
+# payloads, and the largest SA payload whose dissection is kept: the caches stay at a
+# few MB even when hostile input fills them.
 LAYOUT_CACHE = 4096
-CACHED_SA_BYTES = 4096
+SA_LAYOUT_CACHE = 512
+CACHED_SA_BYTES = 2048
 SHARED_NOTIFY_BYTES = 16  # notify data up to this size is shared between equal notifies (not NAT-D hashes)
 
 
@@ -180,8 +182,12 @@ def _fast(data: bytes, frame: int) -> _Walk | None:
         if size > length:
             return None
         prefix = data[offset:offset + size]
-        fields = _layout(payload_type, prefix, length) if size <= CACHED_SA_BYTES else \
-            _layout.__wrapped__(payload_type, prefix, length)
+        if payload_type != iana.PAYLOAD_SA:
+            fields = _layout(payload_type, prefix, length)
+        elif size <= CACHED_SA_BYTES:
+            fields = _sa_layout(payload_type, prefix, length)
+        else:
+            fields = _layout_of(payload_type, prefix, length)
         if fields is None:
             return None
         _record(payload_type, fields, data, offset, length, walk)
@@ -199,8 +205,7 @@ _FILLS = (0x00, 0xFF)
 _SENTINEL = b"\x00\x00\x00\x08" * 4  # bytes after the payload: a well-laid-out one leaves them alone
 
 
-@functools.lru_cache(maxsize=LAYOUT_CACHE)
-def _layout(payload_type: int, prefix: bytes, length: int) -> tuple | None:
+def _layout_of(payload_type: int, prefix: bytes, length: int) -> tuple | None:
     """The fields of a payload of this type and length that starts with `prefix` (its
     layout bytes, fastdissect.layout_length), from Scapy's dissection of such a payload;
     None when Scapy would not lay it out exactly over its Length, whatever its data.
@@ -225,6 +230,19 @@ def _layout(payload_type: int, prefix: bytes, length: int) -> tuple | None:
             except Exception:  # noqa: BLE001
                 return None
     return fields
+
+
+# Layouts are few: fixed parts (a few bytes) by the thousand, SA payloads (their proposals
+# as records, tens of KB for a hostile one) by the hundred.
+_layout = functools.lru_cache(maxsize=LAYOUT_CACHE)(_layout_of)
+_sa_layout = functools.lru_cache(maxsize=SA_LAYOUT_CACHE)(_layout_of)
+
+
+def clear_caches() -> None:
+    """Forget every layout and shared notify (tests start cold with it)."""
+    _layout.cache_clear()
+    _sa_layout.cache_clear()
+    _SHARED_NOTIFIES.clear()
 
 
 @functools.lru_cache(maxsize=None)

@@ -83,7 +83,7 @@ def assert_same(items: list[IkeDatagram], keys: KeyTable | None = None) -> int:
 @pytest.fixture(autouse=True)
 def cold_cache():
     """Each test starts with no payload layout known: misses and hits both run."""
-    dissect_module._layout.cache_clear()
+    dissect_module.clear_caches()
 
 
 @pytest.mark.parametrize("path", _captures(), ids=lambda p: p.name)
