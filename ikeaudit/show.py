@@ -87,10 +87,17 @@ def render(datagram: IkeDatagram, keys: KeyTable | None = None, fragments: dict 
     if datagram.ike_version != 2:
         lines.append(f"{INDENT}IKEv1 (ISAKMP): not shown")
         return "\n".join(lines)
+    try:
+        return "\n".join(lines + _message(datagram, keys, fragments))
+    except Exception as exc:  # noqa: BLE001 - Scapy raises whatever its fields raise on hostile bytes
+        return "\n".join(lines + [f"{INDENT}does not dissect: {exc.__class__.__name__}: {exc}"])
+
+
+def _message(datagram: IkeDatagram, keys: KeyTable | None, fragments: dict | None) -> list[str]:
+    lines: list[str] = []
     packet = IKEv2(datagram.payload)
     if not isinstance(packet, IKEv2):
-        lines.append(f"{INDENT}not an IKEv2 header")
-        return "\n".join(lines)
+        return [f"{INDENT}not an IKEv2 header"]
     exchange = iana.exchange_name(int(packet.exch_type))
     flags = int(packet.flags)
     role = "response" if flags & 0x20 else "request"
@@ -103,7 +110,7 @@ def render(datagram: IkeDatagram, keys: KeyTable | None = None, fragments: dict 
         chain = chain.payload
     if keys is not None:
         lines += _decrypted(datagram, packet, keys, fragments if fragments is not None else {})
-    return "\n".join(lines)
+    return lines
 
 
 def _decrypted(datagram: IkeDatagram, packet: Packet, keys: KeyTable, fragments: dict) -> list[str]:

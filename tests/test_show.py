@@ -99,3 +99,30 @@ def test_a_file_that_is_not_a_capture_is_a_one_line_error(tmp_path):
     path.write_text("not a capture")
     result = show(str(path))
     assert result.exit_code == 2 and result.output.count("\n") == 1
+
+
+def _pcap(frames) -> bytes:
+    import struct
+
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, frames[0].linktype if frames else 1)]
+    for f in frames:
+        seconds = int(f.timestamp)
+        out.append(struct.pack("<IIII", seconds, int((f.timestamp - seconds) * 1e6), len(f.data), len(f.data)) + f.data)
+    return b"".join(out)
+
+
+def test_hostile_messages_are_shown_as_far_as_they_dissect(tmp_path):
+    """The fuzzer's structured mutations of the lab frames: never a traceback."""
+    import random
+
+    from test_differential import fuzz
+
+    seeds = fuzz.frame_seeds()
+    rng = random.Random(3)
+    path = tmp_path / "mutated.pcap"
+    for _ in range(40):
+        data = fuzz.mutate_frames(rng.choice(seeds), random.Random(rng.randrange(1 << 32)))
+        path.write_bytes(_pcap(fuzz.as_frames(data)))
+        result = show(str(path), "--keys", H01_KEYS)
+        assert result.exit_code in (0, 2), result.output
+        assert not result.exception or isinstance(result.exception, SystemExit), repr(result.exception)
