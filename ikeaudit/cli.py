@@ -139,3 +139,5 @@ def mtu(captures: tuple[str, ...], mtus: tuple[int, ...], fragment_size: int | N
 
 main.add_command(live)
 main.add_command(report)
+from ikeaudit.show import show  # noqa: E402
+main.add_command(show)

@@ -14,14 +14,15 @@ dissects the whole (RFC 7383 section 2.6).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import replace
 
-from scapy.layers.isakmp import ISAKMP
 from scapy.packet import Packet
 
-from ikeaudit import decrypt, iana
-from ikeaudit.layers import (
+from ikeaudit import decrypt, fastdissect, iana
+from ikeaudit.layers import (  # first of Scapy's layers: see layers.py on routing tables
+    ISAKMP,
     IKEv2,
     IKEv2_AUTH,
     IKEv2_Encrypted,
@@ -53,25 +54,53 @@ from ikeaudit.records import (
     Transform,
 )
 
-IKE_HEADER_LENGTH = 28
+IKE_HEADER_LENGTH = iana.IKE_HEADER_LENGTH
 # A legitimate message has a few dozen payloads at most; a longer chain is hostile
 # and would also drive Scapy's recursive dissection into the recursion limit.
 MAX_PAYLOADS = 128
+# The hot path hands a longer chain to Scapy: so far under MAX_PAYLOADS that Scapy's
+# recursion never decides a message the hot path would have read.
+FAST_MAX_PAYLOADS = 48
 MAX_PROPOSALS = 64
 MAX_TRANSFORMS = 256
 # Decrypted SKF shares held per message: a Total Fragments of 65,535 must not make one
 # message hold 65,535 plaintexts (the tracker keeps the same number of fragments).
 MAX_INNER_FRAGMENTS = 128
-SK_HEADER, SKF_HEADER = 4, 8  # generic payload header; SKF adds Fragment Number and Total
+SK_HEADER, SKF_HEADER = iana.SK_HEADER, iana.SKF_HEADER
+KE_HEADER = iana.PAYLOAD_FIXED_LENGTHS[iana.PAYLOAD_KE]
+ID_HEADER = iana.PAYLOAD_FIXED_LENGTHS[iana.PAYLOAD_IDI]
+NOTIFY_HEADER = iana.PAYLOAD_FIXED_LENGTHS[iana.PAYLOAD_NOTIFY]
+# True: every message is dissected by Scapy alone, payload after payload, as the
+# differential test's reference; `dissect(..., scapy=...)` decides per call.
+SCAPY_ONLY = False
+# Layouts of distinct payload prefixes held (a few hundred on a busy gateway), of SA
+# payloads, and the largest SA payload whose dissection is kept: the caches stay at a
+# few MB even when hostile input fills them.
+LAYOUT_CACHE = 4096
+SA_LAYOUT_CACHE = 512
+CACHED_SA_BYTES = 2048
+SHARED_NOTIFY_BYTES = 16  # notify data up to this size is shared between equal notifies (not NAT-D hashes)
 
 
-def dissect(datagram: IkeDatagram, keys: decrypt.KeyTable | None = None) -> IkeMessage | Ikev1Message | Malformed:
-    """keys: a key table to open SK/SKF payloads with; None leaves them encrypted."""
+def dissect(datagram: IkeDatagram, keys: decrypt.KeyTable | None = None, *,
+            scapy: bool | None = None) -> IkeMessage | Ikev1Message | Malformed:
+    """keys: a key table to open SK/SKF payloads with; None leaves them encrypted.
+
+    A message whose structure is clean goes through the hot path: `fastdissect` reads the
+    header and the payload chain, and each payload's fields come from Scapy's dissection
+    of its layout, kept per distinct layout (`_layout`). Anything else, or scapy=True
+    (default: SCAPY_ONLY), is dissected by Scapy as a whole. Both give the same record
+    (tests/test_differential.py)."""
     data = datagram.payload
     if len(data) < IKE_HEADER_LENGTH:
         return _malformed(datagram, f"{len(data)} bytes is shorter than an IKE header")
     if datagram.ike_version == 1:
         return _ikev1(datagram)
+    scapy = SCAPY_ONLY if scapy is None else scapy
+    if not scapy:
+        walk = _fast(data, datagram.frame)
+        if walk is not None:
+            return _message(datagram, walk, keys, scapy)
     try:
         packet = IKEv2(data)
     except Exception as exc:  # Scapy raises whatever its fields raise on hostile bytes
@@ -79,7 +108,7 @@ def dissect(datagram: IkeDatagram, keys: decrypt.KeyTable | None = None) -> IkeM
     if not isinstance(packet, IKEv2):
         return _malformed(datagram, f"not an IKEv2 header (version byte 0x{data[17]:02x})")
     try:
-        return _ikev2(datagram, packet, keys)
+        return _ikev2(datagram, packet, keys, scapy)
     except RecursionError:
         return _malformed(datagram, "payload chain too deep to dissect")
     except Exception as exc:
@@ -242,10 +271,12 @@ def _ikev1_transform_record(number: int, transform_id: int, protocol: int,
 
 
 class _Walk:
-    """Accumulates what one message's clear payloads say."""
+    """Accumulates what one message's header and clear payloads say."""
 
     def __init__(self, frame: int) -> None:
         self.frame = frame
+        self.spi_i = self.spi_r = ""
+        self.exchange = self.flags = self.message_id = self.length = 0
         self.payload_types: list[int] = []
         self.proposals: list[Proposal] = []
         self.key_exchange: KeyExchange | None = None
@@ -264,14 +295,103 @@ class _Walk:
         self.anomalies.append(Anomaly(kind, detail, self.frame))
 
 
-def _ikev2(datagram: IkeDatagram, packet: Packet, keys: decrypt.KeyTable | None) -> IkeMessage:
+def _ikev2(datagram: IkeDatagram, packet: Packet, keys: decrypt.KeyTable | None, scapy: bool) -> IkeMessage:
     walk = _Walk(datagram.frame)
-    declared = int(packet.length)
+    walk.spi_i, walk.spi_r = bytes(packet.init_SPI).hex(), bytes(packet.resp_SPI).hex()
+    walk.exchange, walk.flags, walk.message_id = int(packet.exch_type), int(packet.flags), int(packet.id)
+    declared = walk.length = int(packet.length)
     present = len(datagram.payload)
     if declared != present:
         kind = "incomplete" if declared > present else "malformed"
         walk.anomaly(kind, f"IKE header length {declared} but {present} bytes present")
-    _walk_payloads(packet, int(packet.next_payload), min(declared, present), present, walk)
+    _walk_payloads(packet, int(packet.next_payload), min(declared, present), present, walk, datagram.payload)
+    return _message(datagram, walk, keys, scapy)
+
+
+def _fast(data: bytes, frame: int) -> _Walk | None:
+    """The hot path: the walk of a message whose structure is clean, else None."""
+    head = fastdissect.header(data)
+    if head is None:
+        return None
+    payloads = fastdissect.chain(data, head[2], FAST_MAX_PAYLOADS)
+    if payloads is None:
+        return None
+    walk = _Walk(frame)
+    for payload_type, offset, length in payloads:
+        size = fastdissect.layout_length(payload_type, length)
+        if size > length:
+            return None
+        prefix = data[offset:offset + size]
+        if payload_type != iana.PAYLOAD_SA:
+            fields = _layout(payload_type, prefix, length)
+        elif size <= CACHED_SA_BYTES:
+            fields = _sa_layout(payload_type, prefix, length)
+        else:
+            fields = _layout_of(payload_type, prefix, length)
+        if fields is None:
+            return None
+        _record(payload_type, fields, data, offset, length, walk)
+        walk.payload_types.append(payload_type)
+    if payloads and payloads[-1][0] in (iana.PAYLOAD_SK, iana.PAYLOAD_SKF):
+        _, walk.encrypted_at, length = payloads[-1]
+        walk.encrypted_end = walk.encrypted_at + length
+        walk.encrypted_next = fields[1]
+    spi_i, spi_r, _, walk.exchange, walk.flags, walk.message_id, walk.length = head
+    walk.spi_i, walk.spi_r = spi_i.hex(), spi_r.hex()
+    return walk
+
+
+_FILLS = (0x00, 0xFF)
+_SENTINEL = b"\x00\x00\x00\x08" * 4  # bytes after the payload: a well-laid-out one leaves them alone
+
+
+def _layout_of(payload_type: int, prefix: bytes, length: int) -> tuple | None:
+    """The fields of a payload of this type and length that starts with `prefix` (its
+    layout bytes, fastdissect.layout_length), from Scapy's dissection of such a payload;
+    None when Scapy would not lay it out exactly over its Length, whatever its data.
+
+    The data (the rest) is filled with zeros, then with 0xFF, and each time the
+    dissection must stop at the payload's end: then the layout depends on the prefix
+    alone, and Scapy's layers within a message read the same fields. The data itself is
+    taken from the message bytes by `_record`."""
+    cls = _payload_class(payload_type)
+    fill = length - len(prefix)
+    fields = None
+    for byte in _FILLS if fill else _FILLS[:1]:
+        try:
+            layer = cls(prefix + bytes((byte,)) * fill + _SENTINEL)
+        except Exception:  # noqa: BLE001 - what Scapy cannot dissect, the slow path reports
+            return None
+        if len(layer.raw_packet_cache or b"") != length:
+            return None
+        if fields is None:
+            try:
+                fields = _fields(layer)
+            except Exception:  # noqa: BLE001
+                return None
+    return fields
+
+
+# Layouts are few: fixed parts (a few bytes) by the thousand, SA payloads (their proposals
+# as records, tens of KB for a hostile one) by the hundred.
+_layout = functools.lru_cache(maxsize=LAYOUT_CACHE)(_layout_of)
+_sa_layout = functools.lru_cache(maxsize=SA_LAYOUT_CACHE)(_layout_of)
+
+
+def clear_caches() -> None:
+    """Forget every layout and shared notify (tests start cold with it)."""
+    _layout.cache_clear()
+    _sa_layout.cache_clear()
+    _SHARED_NOTIFIES.clear()
+
+
+@functools.lru_cache(maxsize=None)
+def _payload_class(payload_type: int) -> type:
+    """The layer Scapy dissects a payload of this type with (its bindings on Next Payload)."""
+    return IKEv2_Payload(next_payload=payload_type).guess_payload_class(b"")
+
+
+def _message(datagram: IkeDatagram, walk: _Walk, keys: decrypt.KeyTable | None, scapy: bool) -> IkeMessage:
     message = IkeMessage(
         frame=datagram.frame, frames=datagram.frames, timestamp=datagram.timestamp,
         first_timestamp=datagram.first_timestamp, ip_version=datagram.ip_version,
@@ -279,9 +399,9 @@ def _ikev2(datagram: IkeDatagram, packet: Packet, keys: decrypt.KeyTable | None)
         transport=datagram.transport, non_esp_marker=datagram.non_esp_marker,
         ip_length=datagram.ip_length, ip_fragment_lengths=datagram.ip_fragment_lengths,
         udp_payload_length=datagram.udp_payload_length,
-        spi_i=bytes(packet.init_SPI).hex(), spi_r=bytes(packet.resp_SPI).hex(),
-        exchange=int(packet.exch_type), flags=int(packet.flags), message_id=int(packet.id),
-        length=declared, payload_types=tuple(walk.payload_types), proposals=tuple(walk.proposals),
+        spi_i=walk.spi_i, spi_r=walk.spi_r,
+        exchange=walk.exchange, flags=walk.flags, message_id=walk.message_id,
+        length=walk.length, payload_types=tuple(walk.payload_types), proposals=tuple(walk.proposals),
         key_exchange=walk.key_exchange, notifies=tuple(walk.notifies),
         vendor_ids=tuple(walk.vendor_ids), fragment=walk.fragment,
         encrypted_length=walk.encrypted_length,
@@ -290,18 +410,14 @@ def _ikev2(datagram: IkeDatagram, packet: Packet, keys: decrypt.KeyTable | None)
     )
     if keys is None or walk.encrypted_at is None:
         return message
-    return _open(message, datagram.payload, walk, keys)
+    return _open(message, datagram.payload, walk, keys, scapy)
 
 
-def _open(message: IkeMessage, data: bytes, walk: _Walk, keys: decrypt.KeyTable) -> IkeMessage:
+def _open(message: IkeMessage, data: bytes, walk: _Walk, keys: decrypt.KeyTable, scapy: bool) -> IkeMessage:
     """Decrypt the SK payload and dissect what it held; for an SKF fragment, decrypt its
     share only, which InnerReassembly joins with the others."""
     fragment = message.fragment
-    opened = decrypt.open_encrypted(
-        data, walk.encrypted_at, walk.encrypted_end, SKF_HEADER if fragment else SK_HEADER,
-        walk.encrypted_next, message.from_original_initiator,
-        keys.for_pair(message.spi_i, message.spi_r),
-        whole=fragment is None or fragment == (1, 1))
+    opened = _decrypt(data, walk, keys)
     decryption = Decryption(opened.status, opened.detail,
                             opened.key_set.origin if opened.key_set else None)
     if opened.status not in (decrypt.DECRYPTED, decrypt.UNCHECKED):
@@ -309,24 +425,60 @@ def _open(message: IkeMessage, data: bytes, walk: _Walk, keys: decrypt.KeyTable)
     if fragment is not None:
         return replace(message, decryption=decryption, fragment_plaintext=opened.plaintext)
     return replace(message, decryption=decryption,
-                   inner=dissect_inner(message, walk.encrypted_next, opened.plaintext))
+                   inner=dissect_inner(message, walk.encrypted_next, opened.plaintext, scapy=scapy))
 
 
-def dissect_inner(message: IkeMessage, first_payload: int, plaintext: bytes) -> InnerPayloads:
+def _decrypt(data: bytes, walk: _Walk, keys: decrypt.KeyTable) -> decrypt.Opened:
+    fragment = walk.fragment
+    return decrypt.open_encrypted(
+        data, walk.encrypted_at, walk.encrypted_end, SKF_HEADER if fragment else SK_HEADER,
+        walk.encrypted_next, bool(walk.flags & 0x08), keys.for_pair(walk.spi_i, walk.spi_r),
+        whole=fragment is None or fragment == (1, 1))
+
+
+def plaintext(datagram: IkeDatagram, keys: decrypt.KeyTable) -> tuple[int, bytes] | None:
+    """(first inner payload type, plaintext) of an IKEv2 datagram's SK payload, or of an
+    SKF fragment's own share, when the key table opens it; else None. For `ikeaudit show`."""
+    data = datagram.payload
+    walk = _fast(data, datagram.frame) if datagram.ike_version == 2 else None
+    if walk is None and datagram.ike_version == 2 and len(data) >= IKE_HEADER_LENGTH:
+        try:
+            packet = IKEv2(data)
+            if isinstance(packet, IKEv2):
+                walk = _Walk(datagram.frame)
+                walk.spi_i, walk.spi_r = bytes(packet.init_SPI).hex(), bytes(packet.resp_SPI).hex()
+                walk.flags = int(packet.flags)
+                _walk_payloads(packet, int(packet.next_payload), min(int(packet.length), len(data)), len(data),
+                               walk, data)
+        except Exception:  # noqa: BLE001 - what does not dissect does not decrypt either
+            walk = None
+    if walk is None or walk.encrypted_at is None:
+        return None
+    opened = _decrypt(data, walk, keys)
+    if opened.status not in (decrypt.DECRYPTED, decrypt.UNCHECKED):
+        return None
+    return walk.encrypted_next, opened.plaintext
+
+
+def dissect_inner(message: IkeMessage, first_payload: int, plaintext: bytes, *,
+                  scapy: bool | None = None) -> InnerPayloads:
     """Dissect a decrypted payload chain by the same walk as clear payloads: behind a
     copy of the message's IKE header whose Next Payload names the first inner payload."""
     length = IKE_HEADER_LENGTH + len(plaintext)
     header = (bytes.fromhex(message.spi_i) + bytes.fromhex(message.spi_r)
               + bytes([first_payload & 0xFF, 0x20, message.exchange & 0xFF, message.flags & 0xFF])
               + (message.message_id & 0xFFFFFFFF).to_bytes(4, "big") + length.to_bytes(4, "big"))
-    walk = _Walk(message.frame)
-    try:
-        packet = IKEv2(header + plaintext)
-        _walk_payloads(packet, first_payload, length, length, walk)
-    except RecursionError:
-        walk.anomaly("malformed", "decrypted payload chain too deep to dissect")
-    except Exception as exc:  # Scapy raises whatever its fields raise on hostile bytes
-        walk.anomaly("malformed", f"decrypted payloads do not dissect: {exc.__class__.__name__}: {exc}")
+    data = header + plaintext
+    walk = None if (SCAPY_ONLY if scapy is None else scapy) else _fast(data, message.frame)
+    if walk is None:
+        walk = _Walk(message.frame)
+        try:
+            packet = IKEv2(data)
+            _walk_payloads(packet, first_payload, length, length, walk, data)
+        except RecursionError:
+            walk.anomaly("malformed", "decrypted payload chain too deep to dissect")
+        except Exception as exc:  # Scapy raises whatever its fields raise on hostile bytes
+            walk.anomaly("malformed", f"decrypted payloads do not dissect: {exc.__class__.__name__}: {exc}")
     anomalies = tuple(replace(a, detail="inside the encrypted payload: " + a.detail) for a in walk.anomalies)
     return InnerPayloads(
         payload_types=tuple(walk.payload_types), proposals=tuple(walk.proposals),
@@ -346,10 +498,12 @@ class InnerReassembly:
     Bounded: at most max_messages partly arrived messages are held; past that the oldest
     is dropped and an "overflow" anomaly rides on the record that pushed it out. A message
     holds at most MAX_INNER_FRAGMENTS shares; a share past that is not kept, and says so.
+    scapy: as for `dissect`.
     """
 
-    def __init__(self, max_messages: int = 4096) -> None:
+    def __init__(self, max_messages: int = 4096, *, scapy: bool | None = None) -> None:
         self.max_messages = max_messages
+        self.scapy = scapy
         self._pending: dict[tuple, dict[int, IkeMessage]] = {}
 
     def feed(self, record: IkeMessage | Ikev1Message | Malformed) -> IkeMessage | Ikev1Message | Malformed:
@@ -374,16 +528,20 @@ class InnerReassembly:
             return record
         del self._pending[key]
         plaintext = b"".join(pieces[n].fragment_plaintext for n in range(1, total + 1))
-        return replace(record, inner=dissect_inner(record, pieces[1].encrypted_next_payload, plaintext))
+        return replace(record, inner=dissect_inner(record, pieces[1].encrypted_next_payload, plaintext,
+                                                   scapy=self.scapy))
 
 
-def _walk_payloads(packet: Packet, first_type: int, available: int, present: int, walk: _Walk) -> None:
-    """Follow the Next Payload chain, checking each length against the bytes left.
+def _walk_payloads(packet: Packet, first_type: int, available: int, present: int, walk: _Walk,
+                   data: bytes) -> None:
+    """Follow Scapy's layers along the Next Payload chain, checking each length against the bytes left.
 
     available is what the IKE header's Length admits, present what was captured: a
     payload running past the header's length is malformed; past the captured bytes,
-    incomplete."""
+    incomplete. Data fields are sliced from `data` where Scapy's layer lies (its
+    offset: the bytes the layers before it took), never rebuilt with bytes(layer)."""
     layer = packet.payload
+    at = len(packet.raw_packet_cache or b"")
     payload_type = first_type
     remaining = available - IKE_HEADER_LENGTH
     beyond = present - available
@@ -404,7 +562,7 @@ def _walk_payloads(packet: Packet, first_type: int, available: int, present: int
             kind = "incomplete" if length > remaining + beyond else "malformed"
             walk.anomaly(kind, f"{iana.payload_name(payload_type)} payload length {length} "
                                f"but the message has {remaining} bytes left")
-        _read_payload(payload_type, layer, walk)
+        _record(payload_type, _fields(layer), data, at, length, walk)
         if payload_type in (iana.PAYLOAD_SK, iana.PAYLOAD_SKF):
             # Its Next Payload names the first payload inside the ciphertext, not a successor.
             walk.encrypted_at = available - remaining
@@ -414,71 +572,120 @@ def _walk_payloads(packet: Packet, first_type: int, available: int, present: int
             break
         remaining -= length
         payload_type = int(layer.next_payload or 0)
+        at += len(layer.raw_packet_cache or b"")
         layer = layer.payload
     if remaining > 0:
         walk.anomaly("malformed", f"{remaining} bytes after the last payload")
 
 
-def _read_payload(payload_type: int, layer: Packet, walk: _Walk) -> None:
+# What _fields reads from a layer, by kind: the first item of its tuple.
+_SA, _KE, _NOTIFY, _VENDOR_ID, _ID, _AUTH, _SKF, _SK, _OTHER = range(9)
+
+
+def _fields(layer: Packet) -> tuple:
+    """The fields dissection hands on from one payload layer, as plain values."""
     if isinstance(layer, IKEv2_SA):
-        walk.proposals.extend(_proposals(layer, walk))
-    elif isinstance(layer, IKEv2_KE):
+        details: list[str] = []
+        return _SA, tuple(_proposals(layer, details)), tuple(details)
+    if isinstance(layer, IKEv2_KE):
+        return _KE, int(layer.group)
+    if isinstance(layer, IKEv2_Notify):
+        spi_size = int(layer.SPIsize or 0)
+        return _NOTIFY, int(layer.type), int(layer.proto or 0), spi_size
+    if isinstance(layer, IKEv2_VendorID):
+        return (_VENDOR_ID,)
+    if isinstance(layer, (IKEv2_IDi, IKEv2_IDr)):
+        return _ID, int(layer.IDtype)
+    if isinstance(layer, IKEv2_AUTH):
+        return _AUTH, int(layer.auth_type)
+    if isinstance(layer, IKEv2_Encrypted_Fragment):
+        return _SKF, int(layer.next_payload or 0), int(layer.frag_number), int(layer.frag_total)
+    if isinstance(layer, IKEv2_Encrypted):
+        return _SK, int(layer.next_payload or 0)
+    return (_OTHER,)
+
+
+def _record(payload_type: int, fields: tuple, data: bytes, at: int, length: int, walk: _Walk) -> None:
+    """Add one payload's fields to the walk; `at` is where the payload starts in data."""
+    kind = fields[0]
+    if kind == _SA:
+        walk.proposals.extend(fields[1])
+        for detail in fields[2]:
+            walk.anomaly("malformed", detail)
+    elif kind == _KE:
         if walk.key_exchange is not None:
             walk.anomaly("malformed", "more than one KE payload")
-        walk.key_exchange = KeyExchange(int(layer.group), max(int(layer.length) - 8, 0))
-    elif isinstance(layer, IKEv2_Notify):
+        walk.key_exchange = KeyExchange(fields[1], max(length - KE_HEADER, 0))
+    elif kind == _NOTIFY:
         # The raw notification data, whatever sub-fields Scapy split it into (REDIRECT).
-        start = 8 + int(layer.SPIsize or 0)
-        data = bytes(layer)[start:max(int(layer.length), start)]
-        walk.notifies.append(Notify(int(layer.type), int(layer.proto or 0), data))
-    elif isinstance(layer, IKEv2_VendorID):
-        walk.vendor_ids.append(bytes(layer.vendorID))
-    elif isinstance(layer, (IKEv2_IDi, IKEv2_IDr)):
-        data = bytes(layer)[8:max(int(layer.length), 8)]
-        walk.identifications.append(Identification(payload_type, int(layer.IDtype), data))
-    elif isinstance(layer, IKEv2_AUTH):
-        walk.auth_method = int(layer.auth_type)
-    elif isinstance(layer, IKEv2_Encrypted_Fragment):
-        walk.fragment = (int(layer.frag_number), int(layer.frag_total))
-        walk.encrypted_length = max(int(layer.length) - 8, 0)
+        start = NOTIFY_HEADER + fields[3]
+        walk.notifies.append(_notify(fields[1], fields[2], data[at + start:at + max(length, start)]))
+    elif kind == _VENDOR_ID:
+        walk.vendor_ids.append(data[at + iana.GENERIC_PAYLOAD_HEADER:at + length])
+    elif kind == _ID:
+        walk.identifications.append(Identification(payload_type, fields[1],
+                                                   data[at + ID_HEADER:at + max(length, ID_HEADER)]))
+    elif kind == _AUTH:
+        walk.auth_method = fields[1]
+    elif kind == _SKF:
+        walk.fragment = (fields[2], fields[3])
+        walk.encrypted_length = max(length - SKF_HEADER, 0)
         if not 1 <= walk.fragment[0] <= walk.fragment[1]:
             walk.anomaly("malformed", f"SKF fragment {walk.fragment[0]} of {walk.fragment[1]}")
-    elif isinstance(layer, IKEv2_Encrypted):
-        walk.encrypted_length = max(int(layer.length) - 4, 0)
+    elif kind == _SK:
+        walk.encrypted_length = max(length - SK_HEADER, 0)
 
 
-def _proposals(sa: Packet, walk: _Walk) -> list[Proposal]:
+_SHARED_NOTIFIES: dict[tuple[int, int, bytes], Notify] = {}
+
+
+def _notify(notify_type: int, protocol: int, data: bytes) -> Notify:
+    """One record for the notifies every client sends alike (FRAGMENTATION_SUPPORTED,
+    SIGNATURE_HASH_ALGORITHMS...): a gateway's tracker holds thousands of messages."""
+    if len(data) > SHARED_NOTIFY_BYTES:
+        return Notify(notify_type, protocol, data)
+    key = (notify_type, protocol, data)
+    notify = _SHARED_NOTIFIES.get(key)
+    if notify is None:
+        if len(_SHARED_NOTIFIES) >= LAYOUT_CACHE:
+            _SHARED_NOTIFIES.clear()
+        notify = _SHARED_NOTIFIES[key] = Notify(notify_type, protocol, data)
+    return notify
+
+
+def _proposals(sa: Packet, details: list[str]) -> list[Proposal]:
+    """The SA payload's proposals; what is wrong with them goes to details."""
     proposals: list[Proposal] = []
     layer = sa.prop
     while isinstance(layer, IKEv2_Proposal):
         if len(proposals) >= MAX_PROPOSALS:
-            walk.anomaly("malformed", f"more than {MAX_PROPOSALS} proposals")
+            details.append(f"more than {MAX_PROPOSALS} proposals")
             break
-        transforms = _transforms(layer, walk)
+        transforms = _transforms(layer, details)
         if layer.trans_nb is not None and int(layer.trans_nb) != len(transforms):
-            walk.anomaly("malformed", f"proposal #{layer.proposal} announces {layer.trans_nb} "
-                                      f"transforms, carries {len(transforms)}")
+            details.append(f"proposal #{layer.proposal} announces {layer.trans_nb} "
+                           f"transforms, carries {len(transforms)}")
         proposals.append(Proposal(int(layer.proposal), int(layer.proto),
                                   bytes(layer.SPI or b"").hex(), tuple(transforms)))
-        if int(layer.next_payload or 0) != 2:
+        if int(layer.next_payload or 0) != iana.MORE_PROPOSALS:
             break
         layer = layer.payload
     if not proposals:
-        walk.anomaly("malformed", "SA payload without a proposal")
+        details.append("SA payload without a proposal")
     return proposals
 
 
-def _transforms(proposal: Packet, walk: _Walk) -> list[Transform]:
+def _transforms(proposal: Packet, details: list[str]) -> list[Transform]:
     transforms: list[Transform] = []
     layer = proposal.trans
     while isinstance(layer, IKEv2_Transform):
         if len(transforms) >= MAX_TRANSFORMS:
-            walk.anomaly("malformed", f"more than {MAX_TRANSFORMS} transforms in a proposal")
+            details.append(f"more than {MAX_TRANSFORMS} transforms in a proposal")
             break
         key_length = layer.key_length if int(layer.length or 0) > 8 else None
         transforms.append(Transform(int(layer.transform_type), int(layer.transform_id),
                                     None if key_length is None else int(key_length)))
-        if int(layer.next_payload or 0) != 3:
+        if int(layer.next_payload or 0) != iana.MORE_TRANSFORMS:
             break
         layer = layer.payload
     return transforms

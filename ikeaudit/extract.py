@@ -109,14 +109,11 @@ from ikeaudit.iana import (ETHERTYPE_ERSPAN_II, ETHERTYPE_ERSPAN_III, ETHERTYPE_
                            ETHERTYPE_MPLS, ETHERTYPE_PPPOE_SESSION, ETHERTYPE_TEB, ETHERTYPE_VLAN, GENEVE_PORT,
                            IPPROTO_GRE, IPPROTO_IPV4_IN_IP, IPPROTO_IPV6_IN_IP, IPV6_EXTENSION_HEADERS,
                            PPP_IPV4, PPP_IPV6, VXLAN_PORT)
+from ikeaudit.iana import IKE_HEADER_LENGTH as IKE_HEADER_LEN, IKE_PORTS as IKE_UDP_PORTS, NAT_T_PORT, NON_ESP_MARKER
 from ikeaudit.records import Anomaly, EspFlow, Frame, IkeDatagram
 
 Record = IkeDatagram | Anomaly
 
-IKE_UDP_PORTS = frozenset((500, 4500))
-NAT_T_PORT = 4500
-IKE_HEADER_LEN = 28
-NON_ESP_MARKER = b"\x00\x00\x00\x00"
 NAT_KEEPALIVE = b"\xff"
 IKETCP_PREFIX = b"IKETCP"
 TCP_STREAM_CAP = 1 << 18  # bytes one TCP direction may hold unframed or out of order

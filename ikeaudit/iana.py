@@ -56,6 +56,24 @@ PAYLOAD_SA, PAYLOAD_KE, PAYLOAD_NOTIFY, PAYLOAD_VENDOR_ID = 33, 34, 41, 43
 PAYLOAD_IDI, PAYLOAD_IDR, PAYLOAD_AUTH = 35, 36, 39
 PAYLOAD_SK, PAYLOAD_SKF = 46, 53
 PAYLOAD_EAP = 48
+PAYLOAD_CERT, PAYLOAD_CERTREQ, PAYLOAD_DELETE, PAYLOAD_TSI, PAYLOAD_TSR, PAYLOAD_CP = 37, 38, 42, 44, 45, 47
+# Next Payload values inside an SA payload (RFC 7296 section 3.3): "more proposals" and
+# "more transforms" follow. Scapy binds them as payload types too.
+MORE_PROPOSALS, MORE_TRANSFORMS = 2, 3
+
+# Header sizes (RFC 7296 sections 3.1-3.2, RFC 7383 section 2.5).
+IKE_HEADER_LENGTH = 28
+GENERIC_PAYLOAD_HEADER = 4  # Next Payload, Critical, Payload Length
+SK_HEADER = GENERIC_PAYLOAD_HEADER  # the Encrypted payload adds nothing before its IV
+SKF_HEADER = 8  # the generic header, Fragment Number and Total Fragments
+# The fixed part of each payload, before its variable-length data: what decides how a
+# payload is laid out, given its length (RFC 7296 section 3). Payloads not named have the
+# generic header only. The SA payload has no fixed part beyond it: its proposals are its body.
+PAYLOAD_FIXED_LENGTHS: dict[int, int] = {
+    PAYLOAD_KE: 8, PAYLOAD_IDI: 8, PAYLOAD_IDR: 8, PAYLOAD_CERT: 5, PAYLOAD_CERTREQ: 5, PAYLOAD_AUTH: 8,
+    PAYLOAD_NOTIFY: 8, PAYLOAD_DELETE: 8, PAYLOAD_TSI: 8, PAYLOAD_TSR: 8, PAYLOAD_CP: 8, PAYLOAD_SKF: SKF_HEADER,
+    MORE_PROPOSALS: 8, MORE_TRANSFORMS: 8,
+}  # fmt: skip
 
 PROTOCOL_IDS: dict[int, str] = {1: "IKE", 2: "AH", 3: "ESP"}
 
@@ -437,6 +455,8 @@ ERROR_NOTIFY_LIMIT = 16384
 
 IKE_PORTS: frozenset[int] = frozenset({500, 4500})
 NAT_T_PORT = 4500
+# RFC 3948 section 2.2: on port 4500 an IKE message follows four zero bytes (where ESP has its SPI).
+NON_ESP_MARKER = b"\x00\x00\x00\x00"
 
 
 def exchange_name(value: int) -> str:

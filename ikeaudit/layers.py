@@ -13,9 +13,22 @@ updated here.
 
 from __future__ import annotations
 
-from scapy.contrib import ikev2 as _scapy_ikev2
+import sys
 
-from ikeaudit import iana
+from scapy.config import conf as _conf
+
+# ikeaudit dissects and never sends: Scapy's routing tables, which scapy.route and
+# scapy.route6 read from the kernel when first imported (a good part of Scapy's import
+# time), stay empty unless something imported them already; so import Scapy's layers
+# through this module. Code of the same process that sends with Scapy can fill them:
+# conf.route.resync(), conf.route6.resync().
+if "scapy.route" not in sys.modules and "scapy.route6" not in sys.modules:
+    _conf.route_autoload = _conf.route6_autoload = False
+
+from scapy.contrib import ikev2 as _scapy_ikev2  # noqa: E402
+from scapy.layers.isakmp import ISAKMP  # noqa: E402, F401 - IKEv1, for dissect
+
+from ikeaudit import iana  # noqa: E402
 
 IKEv2 = _scapy_ikev2.IKEv2
 IKEv2_Payload = _scapy_ikev2.IKEv2_Payload

@@ -28,10 +28,8 @@ IPV4_HEADER = 20
 IPV6_HEADER = 40
 IPV6_FRAGMENT_HEADER = 8
 UDP_HEADER = 8
-NON_ESP_MARKER = 4
-IKE_HEADER = 28
-SK_HEADER = 4  # generic payload header of the Encrypted payload
-SKF_HEADER = 8  # generic payload header + Fragment Number + Total Fragments
+NON_ESP_MARKER = len(iana.NON_ESP_MARKER)
+IKE_HEADER, SK_HEADER, SKF_HEADER = iana.IKE_HEADER_LENGTH, iana.SK_HEADER, iana.SKF_HEADER
 PAD_LENGTH_FIELD = 1
 
 DEFAULT_MTUS = (1500, 1492, 1400, 1280)
@@ -151,7 +149,7 @@ class WhatIf:
 
 
 def what_if(n: Negotiation, mtus: Iterable[int] = DEFAULT_MTUS, *, ip_versions=(4, 6),
-            ports=(500, 4500), fragment_size: int | None = None) -> list[WhatIf]:
+            ports=tuple(sorted(iana.IKE_PORTS)), fragment_size: int | None = None) -> list[WhatIf]:
     overhead = sk_overhead(n.chosen)
     both_support = fragmentation_supported(n) == (True, True)
     rows: list[WhatIf] = []

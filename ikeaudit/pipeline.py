@@ -506,5 +506,11 @@ def _read_in_worker(path: str, expressions: _Reading, keys: KeyTable | None) -> 
     return parsed
 
 
-__all__ = ["AuditedNegotiation", "CaptureAudit", "audit_capture", "audit_captures", "audit_frames",
+def capture_datagrams(path: str) -> Iterator[IkeDatagram]:
+    """The IKE datagrams of one capture, every frame decoded: what `ikeaudit show` dissects.
+    Raises sources.CaptureError for a file that is not a capture."""
+    yield from _datagrams(iter_capture(path), _Parsed(path))
+
+
+__all__ = ["AuditedNegotiation", "CaptureAudit", "audit_capture", "audit_captures", "audit_frames", "capture_datagrams",
            "scan_filter"]

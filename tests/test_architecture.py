@@ -32,10 +32,18 @@ def modules() -> list[Path]:
 
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_only_dissect_and_layers_import_scapy(path):
-    if path.stem in ("dissect", "layers"):
+def test_only_dissect_layers_and_show_import_scapy(path):
+    if path.stem in ("dissect", "layers", "show"):
         return
     assert not any(name.startswith("scapy") for name in imports_of(path))
+
+
+def test_the_hot_path_reads_bytes_without_scapy():
+    """fastdissect is the struct half of dissection: no Scapy, not even through our layers,
+    and it knows no stage but the tables of iana."""
+    names = imports_of(PACKAGE / "fastdissect.py")
+    assert not any(name.startswith("scapy") for name in names)
+    assert {n for n in names if n.startswith("ikeaudit")} <= {"ikeaudit", "ikeaudit.iana"}
 
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -51,8 +59,8 @@ def test_a_stage_never_reaches_forward_or_back(stage):
     assert not imports_of(PACKAGE / f"{stage}.py") & others
 
 
-@pytest.mark.parametrize("stage", ["extract", "dissect", "track", "classify", "iana", "layers", "records",
-                                   "decrypt", "vendors"])
+@pytest.mark.parametrize("stage", ["extract", "dissect", "fastdissect", "track", "classify", "iana", "layers",
+                                   "records", "decrypt", "vendors"])
 def test_only_sources_does_capture_io(stage):
     path = PACKAGE / f"{stage}.py"
     assert not calls_open(path)
@@ -108,3 +116,25 @@ def test_vendor_id_table_is_a_pure_lookup_that_knows_no_stage():
     """classify and the renderers name Vendor IDs through it; it must not pull a stage in."""
     imported = imports_of(PACKAGE / "vendors.py")
     assert not {name for name in imported if name.startswith("ikeaudit")}
+
+
+def test_importing_the_dissector_reads_no_routing_table():
+    """Scapy reads the kernel's routing tables when scapy.route loads, unless told not to
+    (ikeaudit.layers does): an auditor of files never sends. Run in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import ikeaudit.pipeline, ikeaudit.dissect\n"
+            "from scapy.config import conf\n"
+            "print(len(conf.route.routes), len(conf.route6.routes))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "0"]
+
+
+def test_the_pipeline_imports_no_scapy_until_it_dissects():
+    import subprocess
+    import sys
+
+    code = "import sys, ikeaudit.pipeline\nprint(any(m.startswith('scapy') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
