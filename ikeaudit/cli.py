@@ -22,6 +22,7 @@ from ikeaudit import __version__
 from ikeaudit.classify import SEVERITIES, KeCatalog, PrivateKe
 from ikeaudit.cli_keys import keys_option, load_keys
 from ikeaudit.decrypt import KeyTable
+from ikeaudit.monitor.cli import MONITOR_FORMATS, monitor_closing, monitor_options
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
 from ikeaudit.pipeline import CaptureAudit, audit_captures
 from ikeaudit.report import machine, mtu_text, text, views
@@ -85,9 +86,10 @@ def main() -> None:
               help="Work in N processes: N capture files read at once (a single file is read in "
                    "one while another dissects); the output is the same as with 1.")
 @keys_option
+@monitor_options("scan")
 @output_options
 def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: str,
-         private_ke: tuple[str, ...], fail_on: str) -> None:
+         private_ke: tuple[str, ...], fail_on: str, monitor=None) -> None:
     """Find and classify every IKE negotiation in CAPTURES (files, folders or globs;
     pcap or pcapng, gzip-compressed too).
 
@@ -102,11 +104,17 @@ def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: 
       ikeaudit scan pcaps/
       ikeaudit scan 'span-*.pcapng.gz' --jobs 4 --format json > audit.json
       ikeaudit scan lab.pcap --keys lab.keys
+      ikeaudit scan old-spans/ --state tunnels.sqlite --format eve > eve.json
     """
     catalog = KeCatalog(_parse_private_ke(private_ke))
     audits = _audit(captures, catalog, jobs=jobs, esp=False, keys=load_keys(key_files))
     document = views.scan_document(audits, catalog)
-    if fmt == "json":  # written a negotiation at a time: a flood makes a large document
+    if monitor is not None:  # --state, --sink, --syslog; eve, ecs and zeek go to stdout there
+        with monitor_closing(monitor):
+            monitor.scan(document)
+    if fmt in MONITOR_FORMATS:
+        pass
+    elif fmt == "json":  # written a negotiation at a time: a flood makes a large document
         for piece in machine.iter_json(document):
             sys.stdout.write(piece)
     else:
@@ -225,3 +233,5 @@ from ikeaudit.cli_live import live  # noqa: E402
 main.add_command(live)
 from ikeaudit.cli_report import report  # noqa: E402
 main.add_command(report)
+from ikeaudit.monitor.cli import tunnels  # noqa: E402
+main.add_command(tunnels)
