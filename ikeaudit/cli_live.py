@@ -27,7 +27,7 @@ from ikeaudit.live import (
     combined_filter,
     write_atomically,
 )
-from ikeaudit.monitor.cli import MONITOR_FORMATS, monitor_closing, monitor_options
+from ikeaudit.monitor.cli import MONITOR_FORMATS, DeferredMonitor, monitor_closing, monitor_options
 from ikeaudit.monitor.service import Monitor
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
 from ikeaudit.report import machine, text, views
@@ -108,7 +108,7 @@ def _status_line(status: LiveStatus) -> str:
 def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None, count: int | None,
          write_path: str | None, fmt: str, report_every: float | None, output_dir: str | None,
          status_every: float, idle_timeout: float, buffer_mib: int, policy_name: str | None,
-         private_ke: tuple[str, ...], key_files: tuple[str, ...], monitor: Monitor) -> None:  # fmt: skip
+         private_ke: tuple[str, ...], key_files: tuple[str, ...], monitor: DeferredMonitor) -> None:  # fmt: skip
     """Audit the IKE negotiations on a network interface as they happen: each one is
     printed (or emitted as a JSON line) when its handshake completes, fails or goes
     idle. Ctrl-C or SIGTERM stops the capture, reports what was in flight, writes the
@@ -138,7 +138,7 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
 
 
 def _live(interface, bpf, with_esp, duration, count, write_path, fmt, report_every, output_dir, status_every,
-          idle_timeout, buffer_mib, policy_name, private_ke, key_files, monitor: Monitor) -> None:  # fmt: skip
+          idle_timeout, buffer_mib, policy_name, private_ke, key_files, deferred: DeferredMonitor) -> None:  # fmt: skip
     from ikeaudit.cli import _parse_private_ke  # here: cli.py imports this module at its end
 
     if report_every is not None and output_dir is None:
@@ -152,6 +152,11 @@ def _live(interface, bpf, with_esp, duration, count, write_path, fmt, report_eve
         capture = LiveCapture(interface, capture_filter, buffer_bytes=buffer_mib << 20)
     except LiveCaptureError as exc:
         raise LiveError(str(exc)) from None
+    try:
+        monitor = deferred.open()
+    except click.ClickException:
+        capture.close()
+        raise
     try:
         writer = PcapWriter(write_path, capture.linktype) if write_path else None
     except OSError as exc:

@@ -353,7 +353,8 @@ def test_sighup_reopen_begins_a_new_file_and_closes_the_old(tmp_path):
 def test_metrics_count_negotiations_tunnels_and_alerts(series, tmp_path):
     m = monitor(tmp_path)
     m.metrics = Metrics()
-    for v in scan_view(str(series))["negotiations"]:
+    views = scan_view(str(series))["negotiations"]
+    for v in views:
         m.negotiation(v)
     m.metrics.note_capture(100, 2, 1, 40, now=0.0)
     m.metrics.note_capture(150, 2, 1, 60, now=10.0)

@@ -57,11 +57,14 @@ def monitor_options(command: str):
             wanted = live or state or sinks or syslog or stdout_format
             kwargs["monitor"] = None
             if wanted:
-                kwargs["monitor"] = open_monitor(
+                spec = DeferredMonitor(
                     state=state or (default_path() if live else MEMORY), sinks=sinks, syslog=syslog, pen=syslog_pen,
                     sensor=sensor, retention_days=retention_days, rules=Rules(rekey_interval=rekey_interval,
                     pq_failure_grace=pq_failure_grace), metrics_port=metrics_port,
                     metrics_address=metrics_address, stdout_format=stdout_format)  # fmt: skip
+                # live opens it once the capture is open (a missing privilege is the first
+                # thing to say); scan at once (a bad --sink fails before a long scan).
+                kwargs["monitor"] = spec if live else spec.open()
             return func(*args, **kwargs)
 
         options = [
@@ -106,6 +109,24 @@ def monitor_options(command: str):
     return decorate
 
 
+class DeferredMonitor:
+    """The monitor of `live`, opened by the command when it is ready; ``close`` closes
+    what was opened, so that the command can hand either this or a Monitor to
+    ``monitor_closing``."""
+
+    def __init__(self, **options) -> None:
+        self.options = options
+        self.monitor: Monitor | None = None
+
+    def open(self) -> Monitor:
+        self.monitor = open_monitor(**self.options)
+        return self.monitor
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+
+
 def open_monitor(*, state: str, sinks: tuple[str, ...], syslog: str | None, pen: int, sensor: str | None,
                  retention_days: float, rules: Rules, metrics_port: int | None, metrics_address: str,
                  stdout_format: str | None) -> Monitor:  # fmt: skip
@@ -124,7 +145,7 @@ def open_monitor(*, state: str, sinks: tuple[str, ...], syslog: str | None, pen:
 
 
 @contextlib.contextmanager
-def monitor_closing(monitor: Monitor):
+def monitor_closing(monitor: Monitor | DeferredMonitor):
     """Close the monitor (Zeek footers, files, sockets, the database); a sink that
     cannot be written becomes a one-line error."""
     try:

@@ -39,6 +39,14 @@ class Metrics:
         self.capture = {"captured": captured, "dropped_kernel": dropped, "dropped_interface": interface_dropped,
                         "ike_datagrams": ike_datagrams}  # fmt: skip
 
+    def move_tunnel(self, before: str | None, after: str) -> None:
+        """A tunnel appeared (before None) or changed posture."""
+        tunnels = dict(self.tunnels)
+        if before is not None:
+            tunnels[before] = max(0, tunnels.get(before, 0) - 1)
+        tunnels[after] = tunnels.get(after, 0) + 1
+        self.tunnels = tunnels  # replaced whole: the HTTP thread reads one or the other
+
     def collect(self):
         negotiations = CounterMetricFamily("ikeaudit_negotiations", "IKE negotiations audited, by classification",
                                            labels=["classification"])  # fmt: skip

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ikeaudit.monitor.alerts import Alert, Rules, Seen, new_tunnel, observe, tick
 from ikeaudit.monitor.events import Event, alert_event, negotiation_event
 from ikeaudit.monitor.metrics import Metrics
-from ikeaudit.monitor.sinks import Sink
+from ikeaudit.monitor.sinks import Sink, SinkError
 from ikeaudit.monitor.state import StateStore
 from ikeaudit.monitor.syslog import DEFAULT_PEN, SyslogSender, SyslogTarget
 from ikeaudit.monitor.syslog import message as syslog_message
@@ -82,6 +82,7 @@ class Monitor:
         alerts: list[Alert] = []
         with self.state.transaction():
             tunnel = self.state.tunnel(seen.peers)
+            before = tunnel.shown_posture if tunnel else None
             if self.state.add_negotiation(seen, sensor):
                 tunnel = tunnel or new_tunnel(seen)
                 alerts = [a for a in observe(tunnel, seen, sensor, self.config.rules) if self.state.add_alert(a)]
@@ -94,6 +95,8 @@ class Monitor:
         self._emit(negotiation_event(view, seen, sensor, posture))
         if self.metrics is not None:
             self.metrics.negotiations[seen.classification] += 1
+            if tunnel is not None and before != posture:
+                self.metrics.move_tunnel(before, posture)
         self._raise(alerts)
         return alerts
 
@@ -118,7 +121,8 @@ class Monitor:
                     self.state.save(tunnel)
             if now - self._last_expire >= EXPIRE_EVERY:
                 self._last_expire = now
-                self.state.expire()
+                if self.state.expire() and self.metrics is not None:
+                    self.metrics.tunnels = dict(self.state.postures())
         self._raise(alerts)
         return alerts
 
@@ -145,12 +149,17 @@ class Monitor:
                 self.syslog.send(syslog_message(event, pen=self.config.pen, procid=os.getpid()))
             if self.metrics is not None:
                 self.metrics.alerts[alert.kind] += 1
-        if self.metrics is not None:
-            self.metrics.tunnels = dict(self.state.postures())
 
     def _emit(self, event: Event) -> None:
         for sink in self._sinks:
-            sink.write(event)
+            try:
+                sink.write(event)
+            except SinkError as exc:
+                # A full disk must not stop the capture nor the other outputs: counted,
+                # and said once per sink on stderr.
+                sink.failed += 1
+                if sink.failed == 1:
+                    self.warn(f"{exc}; further events to it are lost until it can be written")
 
     def request_reopen(self) -> None:
         """Safe from a signal handler: the files are reopened before the next write."""

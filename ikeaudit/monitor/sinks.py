@@ -39,6 +39,7 @@ class Sink:
         self.path = path
         self.clock = clock
         self.written = 0
+        self.failed = 0
         self._file: TextIO | None = stream
         self._owned = stream is None
         self._open()
@@ -58,6 +59,10 @@ class Sink:
         try:
             self._file.write(text)
             self._file.flush()
+        except BrokenPipeError:
+            if not self._owned:
+                raise  # stdout's reader went away: the caller stops (live) or ends (scan)
+            raise SinkError(f"{self.path}: cannot write the {self.fmt} log: broken pipe") from None
         except OSError as exc:
             raise SinkError(f"{self.path or 'stdout'}: cannot write the {self.fmt} log: "
                             f"{exc.strerror or exc}") from None

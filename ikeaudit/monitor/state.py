@@ -66,6 +66,8 @@ class StateStore:
                 os.makedirs(folder, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL" if path != ":memory:" else "PRAGMA journal_mode=MEMORY")
+            # WAL with NORMAL: a power cut may lose the last negotiations, never the database.
+            self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
             row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
