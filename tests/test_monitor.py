@@ -372,3 +372,31 @@ def test_metrics_count_negotiations_tunnels_and_alerts(series, tmp_path):
 def test_scan_without_monitoring_options_is_unchanged(series):
     _, plain = run("scan", str(series), "--format", "jsonl")
     assert [json.loads(x)["classification"] for x in plain.splitlines()] == ["hybrid-pq", "classical"]
+
+
+def test_scan_with_state_alerts_exactly_as_live_would_have(series, tmp_path):
+    """The series fed frame by frame through live's auditor, each negotiation handed to
+    the monitor as live hands it out, raises the very alerts (ids included) of a scan."""
+    from ikeaudit.classify import KeCatalog
+    from ikeaudit.live import LiveAuditor
+    from ikeaudit.records import Frame
+    from ikeaudit.report.views import negotiation_view
+    from ikeaudit.sources import iter_capture
+
+    scanned = monitor(tmp_path / "scan")
+    scan_alerts = scanned.scan(scan_view(str(series)))
+    scanned.close()
+    live = monitor(tmp_path / "live")
+    auditor, catalog, live_alerts = LiveAuditor("live:test"), KeCatalog(), []
+    for frame in iter_capture(str(series)):
+        auditor.feed(frame)
+        if isinstance(frame, Frame):
+            for item in auditor.drain(frame.timestamp):
+                live_alerts += live.negotiation(negotiation_view(item, catalog))
+            live_alerts += live.tick(frame.timestamp)
+    auditor.finish()
+    for item in auditor.late:
+        live_alerts += live.negotiation(negotiation_view(item, catalog))
+    live.close()
+    assert [a.kind for a in scan_alerts] == ["fallback"]
+    assert [(a.kind, a.alert_id) for a in live_alerts] == [(a.kind, a.alert_id) for a in scan_alerts]
