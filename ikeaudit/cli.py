@@ -22,8 +22,8 @@ from ikeaudit import __version__
 from ikeaudit.classify import SEVERITIES, KeCatalog, PrivateKe
 from ikeaudit.cli_keys import keys_option, load_keys
 from ikeaudit.decrypt import KeyTable
-from ikeaudit.monitor.cli import MONITOR_FORMATS, monitor_closing, monitor_options
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
+from ikeaudit.monitor.cli import monitor_options, scan_monitoring, tunnels
 from ikeaudit.pipeline import CaptureAudit, audit_captures
 from ikeaudit.report import machine, mtu_text, text, views
 from ikeaudit.sources import CaptureError, expand_capture_args
@@ -81,15 +81,15 @@ def main() -> None:
 
 
 @main.command()
+@monitor_options("scan")
 @click.argument("captures", nargs=-1, required=True)
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Work in N processes: N capture files read at once (a single file is read in "
                    "one while another dissects); the output is the same as with 1.")
 @keys_option
-@monitor_options("scan")
 @output_options
 def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: str,
-         private_ke: tuple[str, ...], fail_on: str, monitor=None) -> None:
+         private_ke: tuple[str, ...], fail_on: str) -> None:
     """Find and classify every IKE negotiation in CAPTURES (files, folders or globs;
     pcap or pcapng, gzip-compressed too).
 
@@ -109,17 +109,17 @@ def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: 
     catalog = KeCatalog(_parse_private_ke(private_ke))
     audits = _audit(captures, catalog, jobs=jobs, esp=False, keys=load_keys(key_files))
     document = views.scan_document(audits, catalog)
-    if monitor is not None:  # --state, --sink, --syslog; eve, ecs and zeek go to stdout there
-        with monitor_closing(monitor):
-            monitor.scan(document)
-    if fmt in MONITOR_FORMATS:
-        pass
-    elif fmt == "json":  # written a negotiation at a time: a flood makes a large document
+    if scan_monitoring(document, fmt):  # --state, --sink, --syslog; it wrote --format eve|ecs|zeek
+        sys.exit(exit_code(document, fail_on))
+    if fmt == "json":  # written a negotiation at a time: a flood makes a large document
         for piece in machine.iter_json(document):
             sys.stdout.write(piece)
     else:
         click.echo(RENDERERS[fmt](document), nl=fmt == "table")
     sys.exit(exit_code(document, fail_on))
+
+
+main.add_command(tunnels)  # ikeaudit/monitor/cli.py
 
 
 def _audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp: bool = True,
@@ -233,5 +233,3 @@ from ikeaudit.cli_live import live  # noqa: E402
 main.add_command(live)
 from ikeaudit.cli_report import report  # noqa: E402
 main.add_command(report)
-from ikeaudit.monitor.cli import tunnels  # noqa: E402
-main.add_command(tunnels)

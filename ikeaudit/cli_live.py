@@ -27,8 +27,7 @@ from ikeaudit.live import (
     combined_filter,
     write_atomically,
 )
-from ikeaudit.monitor.cli import MONITOR_FORMATS, DeferredMonitor, monitor_closing, monitor_options
-from ikeaudit.monitor.service import Monitor
+from ikeaudit.monitor.cli import attach_live, monitor_options, open_live_monitor
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
 from ikeaudit.report import machine, text, views
 
@@ -38,7 +37,6 @@ PROG = "ikeaudit live"
 # Streaming rows cannot be measured first: fixed widths that fit IPv4 peers and the
 # usual method names; longer cells push the rest of their row right.
 WIDTHS = [23, 33, 33, 21, 18, 28, 22, 0]
-LINE_FORMATS = ["table", "jsonl", *MONITOR_FORMATS]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # SIGHUP reopens the --sink files (log rotation)
 
 
@@ -66,6 +64,7 @@ def _status_line(status: LiveStatus) -> str:
 
 
 @click.command("live")
+@monitor_options("live")
 @click.option("-i", "--interface", required=True, metavar="IFACE",
               help="Network interface to capture on (a span/mirror port, a veth, lo, ...).")
 @click.option("--bpf", default=None, metavar="EXPR",
@@ -82,7 +81,7 @@ def _status_line(status: LiveStatus) -> str:
               metavar="FILE.pcap",
               help="Keep the captured packets (those that passed the filter) in a pcap file "
                    "that 'ikeaudit scan' reads; frame numbers in the report refer to it.")
-@click.option("--format", "fmt", type=click.Choice(LINE_FORMATS), default="table",
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table",
               show_default=True,
               help="How each negotiation is printed on stdout as it completes: a table row, or "
                    "one JSON object a line (the 'ikeaudit scan --format jsonl' fields).")
@@ -104,11 +103,10 @@ def _status_line(status: LiveStatus) -> str:
 @click.option("--private-ke", "private_ke", multiple=True, metavar="ID=NAME[:pq|classical]",
               help="Name a private-use KE method id, as for 'ikeaudit scan'.")
 @keys_option
-@monitor_options("live")
 def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None, count: int | None,
          write_path: str | None, fmt: str, report_every: float | None, output_dir: str | None,
          status_every: float, idle_timeout: float, buffer_mib: int, policy_name: str | None,
-         private_ke: tuple[str, ...], key_files: tuple[str, ...], monitor: DeferredMonitor) -> None:  # fmt: skip
+         private_ke: tuple[str, ...], key_files: tuple[str, ...]) -> None:  # fmt: skip
     """Audit the IKE negotiations on a network interface as they happen: each one is
     printed (or emitted as a JSON line) when its handshake completes, fails or goes
     idle. Ctrl-C or SIGTERM stops the capture, reports what was in flight, writes the
@@ -129,16 +127,9 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
       sudo ikeaudit live -i eth1 --format jsonl >> /var/log/ikeaudit.jsonl
       sudo ikeaudit live -i eth1 --bpf 'host 192.0.2.1' --write span.pcap \\
            --report-every 300 -o /srv/ikeaudit
-      ikeaudit live -i eth1 --format table --sink eve:/var/log/ikeaudit/eve.json \\
+      ikeaudit live -i eth1 --sink eve:/var/log/ikeaudit/eve.json \\
            --syslog siem.example:6514/tcp --metrics-port 9500
     """
-    with monitor_closing(monitor):
-        _live(interface, bpf, with_esp, duration, count, write_path, fmt, report_every, output_dir,
-              status_every, idle_timeout, buffer_mib, policy_name, private_ke, key_files, monitor)
-
-
-def _live(interface, bpf, with_esp, duration, count, write_path, fmt, report_every, output_dir, status_every,
-          idle_timeout, buffer_mib, policy_name, private_ke, key_files, deferred: DeferredMonitor) -> None:  # fmt: skip
     from ikeaudit.cli import _parse_private_ke  # here: cli.py imports this module at its end
 
     if report_every is not None and output_dir is None:
@@ -152,11 +143,7 @@ def _live(interface, bpf, with_esp, duration, count, write_path, fmt, report_eve
         capture = LiveCapture(interface, capture_filter, buffer_bytes=buffer_mib << 20)
     except LiveCaptureError as exc:
         raise LiveError(str(exc)) from None
-    try:
-        monitor = deferred.open()
-    except click.ClickException:
-        capture.close()
-        raise
+    monitor = open_live_monitor(capture)  # state, alerts and their outputs (ikeaudit/monitor)
     try:
         writer = PcapWriter(write_path, capture.linktype) if write_path else None
     except OSError as exc:
@@ -168,12 +155,11 @@ def _live(interface, bpf, with_esp, duration, count, write_path, fmt, report_eve
     started = time.time()
     reporter = _Reporter(report_path, catalog, judge, interface, capture_filter, capture.linktype,
                          write_path, started) if report_path else None  # fmt: skip
-    on_negotiation = _monitored(monitor, output.negotiation if fmt in LINE_FORMATS[:2] else None, catalog)
-    session = LiveSession(capture, auditor, on_negotiation=on_negotiation,
+    session = LiveSession(capture, auditor, on_negotiation=output.negotiation,
                           on_status=_print_status, on_report=reporter.write if reporter else None,
                           writer=writer, duration=duration, count=count,
                           status_every=status_every or None, report_every=report_every)  # fmt: skip
-    session.on_tick = lambda now: monitor.live_tick(now, session.status)
+    attach_live(session, monitor, output.negotiation, catalog, fmt)
     if reporter:
         _guarded_report(reporter, auditor.snapshot(), session.status())
     click.echo(f"{PROG}: listening on {interface} ({capture.linktype_name}, link type "
@@ -196,18 +182,6 @@ def _live(interface, bpf, with_esp, duration, count, write_path, fmt, report_eve
     if session.error:
         raise LiveError(session.error)
     sys.exit(EXIT_OK)
-
-
-def _monitored(monitor: Monitor, show, catalog: KeCatalog):
-    """Each negotiation to the monitor (state, alerts, eve/ecs/zeek, syslog, metrics),
-    and to the table or JSONL output when that is the format."""
-
-    def negotiation(item: AuditedNegotiation) -> None:
-        if show is not None:
-            show(item)
-        monitor.negotiation(views.negotiation_view(item, catalog))
-
-    return negotiation
 
 
 def _prepare_output_dir(output_dir: str | None) -> str | None:

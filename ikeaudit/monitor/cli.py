@@ -28,6 +28,7 @@ from ikeaudit.report.views import iso_time
 EXIT_USAGE = 2
 MEMORY = ":memory:"
 MONITOR_FORMATS = FORMATS
+_META = "ikeaudit.monitor"
 
 
 class MonitorError(click.ClickException):
@@ -42,8 +43,9 @@ def _extend_format_choices(func) -> None:
 
 
 def monitor_options(command: str):
-    """Options of monitoring for `scan` or `live`; the command receives `monitor`
-    (a Monitor, or None for a scan that asked for none of it) and must close it."""
+    """Options of monitoring for `scan` or `live`. The command's signature does not
+    change: it finds its monitor with ``scan_monitoring`` / ``open_live_monitor``, and
+    the decorator closes it whatever happens."""
     live = command == "live"
 
     def decorate(func):
@@ -54,18 +56,20 @@ def monitor_options(command: str):
                     pq_failure_grace, metrics_port=None, metrics_address="127.0.0.1", **kwargs):  # fmt: skip
             fmt = kwargs.get("fmt")
             stdout_format = fmt if fmt in FORMATS else None
-            wanted = live or state or sinks or syslog or stdout_format
-            kwargs["monitor"] = None
-            if wanted:
+            spec = None
+            if live or state or sinks or syslog or stdout_format:
                 spec = DeferredMonitor(
                     state=state or (default_path() if live else MEMORY), sinks=sinks, syslog=syslog, pen=syslog_pen,
                     sensor=sensor, retention_days=retention_days, rules=Rules(rekey_interval=rekey_interval,
                     pq_failure_grace=pq_failure_grace), metrics_port=metrics_port,
                     metrics_address=metrics_address, stdout_format=stdout_format)  # fmt: skip
-                # live opens it once the capture is open (a missing privilege is the first
-                # thing to say); scan at once (a bad --sink fails before a long scan).
-                kwargs["monitor"] = spec if live else spec.open()
-            return func(*args, **kwargs)
+                if not live:  # at once: a bad --sink fails before a long scan
+                    spec.open()
+            click.get_current_context().meta[_META] = spec
+            if spec is None:
+                return func(*args, **kwargs)
+            with monitor_closing(spec):
+                return func(*args, **kwargs)
 
         options = [
             click.option("--state", default=None, metavar="FILE",
@@ -142,6 +146,46 @@ def open_monitor(*, state: str, sinks: tuple[str, ...], syslog: str | None, pen:
     except OSError as exc:  # the metrics port
         raise MonitorError(f"--metrics-port {metrics_port}: cannot listen on {metrics_address}: "
                            f"{exc.strerror or exc}") from None
+
+
+def scan_monitoring(document: dict, fmt: str) -> bool:
+    """`scan`'s hook: the document's negotiations to the monitor, if the command line
+    asked for one; True when the monitor wrote stdout itself (--format eve|ecs|zeek)."""
+    spec = click.get_current_context().meta.get(_META)
+    if spec is None or spec.monitor is None:
+        return False
+    spec.monitor.scan(document)
+    return fmt in FORMATS
+
+
+def open_live_monitor(capture) -> Monitor:
+    """`live`'s hook, once its capture is open (a missing privilege is the first thing to
+    say): opens the state and outputs; if they cannot be, closes the capture."""
+    spec = click.get_current_context().meta[_META]
+    try:
+        return spec.open()
+    except click.ClickException:
+        capture.close()
+        raise
+
+
+def live_negotiation_hook(monitor: Monitor, show, catalog):
+    """Each negotiation to the monitor (state, alerts, eve/ecs/zeek, syslog, metrics), and
+    to ``show`` (the table or JSONL output) unless the format is one of ours."""
+    from ikeaudit.report.views import negotiation_view
+
+    def negotiation(item) -> None:
+        if show is not None:
+            show(item)
+        monitor.negotiation(negotiation_view(item, catalog))
+
+    return negotiation
+
+
+def attach_live(session, monitor: Monitor, show, catalog, fmt: str) -> None:
+    """`live`'s hook on its LiveSession: negotiations and the clock to the monitor."""
+    session.on_negotiation = live_negotiation_hook(monitor, None if fmt in FORMATS else show, catalog)
+    session.on_tick = lambda now: monitor.live_tick(now, session.status)
 
 
 @contextlib.contextmanager
