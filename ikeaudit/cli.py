@@ -23,7 +23,6 @@ from ikeaudit.classify import SEVERITIES, KeCatalog, PrivateKe
 from ikeaudit.cli_keys import keys_option, load_keys
 from ikeaudit.decrypt import KeyTable
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
-from ikeaudit.monitor.cli import monitor_options, scan_monitoring, tunnels
 from ikeaudit.pipeline import CaptureAudit, audit_captures
 from ikeaudit.report import machine, mtu_text, text, views
 from ikeaudit.sources import CaptureError, expand_capture_args
@@ -80,6 +79,10 @@ def main() -> None:
     """Audit IKEv2 handshakes in packet captures: did each tunnel really negotiate ML-KEM?"""
 
 
+from ikeaudit.monitor.cli import monitor_options, scan_monitoring, tunnels  # noqa: E402
+main.add_command(tunnels)  # continuous monitoring: ikeaudit/monitor/
+
+
 @main.command()
 @monitor_options("scan")
 @click.argument("captures", nargs=-1, required=True)
@@ -117,9 +120,6 @@ def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: 
     else:
         click.echo(RENDERERS[fmt](document), nl=fmt == "table")
     sys.exit(exit_code(document, fail_on))
-
-
-main.add_command(tunnels)  # ikeaudit/monitor/cli.py
 
 
 def _audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp: bool = True,
