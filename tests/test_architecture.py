@@ -83,4 +83,3 @@ def test_decryption_is_a_helper_of_dissection_not_a_stage():
         assert not any(name.startswith("cryptography") for name in imports_of(path)), path
     for stage in ("extract", "track", "classify"):
         assert "ikeaudit.decrypt" not in imports_of(PACKAGE / f"{stage}.py")
-
