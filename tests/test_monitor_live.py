@@ -163,9 +163,10 @@ def test_a_fallback_replayed_on_a_veth_alerts_once_everywhere_and_not_again_afte
         first.wait_for(lambda: collector.messages, "the syslog alert", timeout=30)
         metrics = {}
 
-        def counted() -> bool:
+        def counted() -> bool:  # capture counters are refreshed once a second
             metrics.update(scrape(port))
-            return metrics.get(("ikeaudit_alerts_total", (("kind", "fallback"),))) == 1
+            return (metrics.get(("ikeaudit_alerts_total", (("kind", "fallback"),))) == 1
+                    and metrics.get(("ikeaudit_packets_captured_total", ()), 0) > 0)
 
         first.wait_for(counted, "the alert on /metrics", timeout=30)
         assert sum(v for (name, _), v in metrics.items() if name == "ikeaudit_negotiations_total") == 2
