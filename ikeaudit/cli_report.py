@@ -14,6 +14,7 @@ from ikeaudit.cli import EXIT_FINDINGS, InputError, _audit, _parse_private_ke, e
 from ikeaudit.cli_keys import keys_option, load_keys
 from ikeaudit.classify import SEVERITIES, KeCatalog
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
+from ikeaudit.monitor.cli import monitor_options, scan_monitoring
 from ikeaudit.policy import (
     DEFAULT_POLICY,
     PRESETS,
@@ -46,6 +47,7 @@ def _generated_at() -> str:
 
 
 @click.command()
+@monitor_options("report")
 @click.argument("captures", nargs=-1, required=True)
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder to write the report into (created if missing).")
@@ -83,6 +85,7 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
     except OSError as exc:
         raise InputError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
     document = written.pop("document")
+    scan_monitoring(document, "")  # --state, --sink, --syslog: the alerts `scan` would raise
     click.echo(document["exposure"]["headline"])
     click.echo(f"wrote {', '.join(str(out / name) for name in written['files'])}")
     sys.exit(EXIT_FINDINGS if written["verdicts_fail"] else exit_code(document, fail_on))

@@ -400,3 +400,12 @@ def test_scan_with_state_alerts_exactly_as_live_would_have(series, tmp_path):
     live.close()
     assert [a.kind for a in scan_alerts] == ["fallback"]
     assert [(a.kind, a.alert_id) for a in live_alerts] == [(a.kind, a.alert_id) for a in scan_alerts]
+
+
+def test_report_with_a_state_records_the_tunnels_and_sends_the_alerts(series, tmp_path):
+    state, eve = tmp_path / "state.sqlite", tmp_path / "eve.json"
+    result = CliRunner().invoke(main, ["report", str(series), "-o", str(tmp_path / "out"), "--state", str(state),
+                                       "--sink", f"eve:{eve}"], catch_exceptions=False)
+    assert result.exit_code in (0, 1)
+    assert [json.loads(x)["ikeaudit"].get("kind") for x in eve.read_text().splitlines()] == [None, None, "fallback"]
+    assert sqlite3.connect(state).execute("SELECT COUNT(*) FROM negotiations").fetchone()[0] == 2
