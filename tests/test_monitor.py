@@ -409,3 +409,11 @@ def test_report_with_a_state_records_the_tunnels_and_sends_the_alerts(series, tm
     assert result.exit_code in (0, 1)
     assert [json.loads(x)["ikeaudit"].get("kind") for x in eve.read_text().splitlines()] == [None, None, "fallback"]
     assert sqlite3.connect(state).execute("SELECT COUNT(*) FROM negotiations").fetchone()[0] == 2
+
+
+def test_an_unwritable_state_is_one_line_and_exit_2(series, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(main, ["scan", str(series), "--state", str(blocker / "state.sqlite")])
+    assert result.exit_code == 2 and "cannot open the state database" in result.output
+    assert "Traceback" not in result.output and result.output.count("\n") == 1

@@ -75,7 +75,8 @@ class StateStore:
             elif int(row[0]) > SCHEMA_VERSION:
                 raise StateError(f"{path}: written by a newer ikeaudit (state schema {row[0]})")
         except (sqlite3.Error, OSError) as exc:
-            raise StateError(f"{path}: cannot open the state database: {exc}") from None
+            raise StateError(f"{path}: cannot open the state database: {exc} (choose another with "
+                             "--state FILE, or --state :memory: to keep no history)") from None
         self._tunnels: dict[tuple[str, str], Tunnel] = {}
 
     # -- tunnels -----------------------------------------------------------------------
