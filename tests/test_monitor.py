@@ -417,3 +417,24 @@ def test_an_unwritable_state_is_one_line_and_exit_2(series, tmp_path):
     result = CliRunner().invoke(main, ["scan", str(series), "--state", str(blocker / "state.sqlite")])
     assert result.exit_code == 2 and "cannot open the state database" in result.output
     assert "Traceback" not in result.output and result.output.count("\n") == 1
+
+
+def test_a_tunnel_seen_again_after_visibility_lost_can_lose_it_again(tmp_path):
+    hybrid = view(lab_path("h01"))
+    m = monitor(tmp_path, rules=Rules(rekey_interval=100, visibility_factor=1.5))
+    m.negotiation(hybrid)
+    last = epoch(hybrid["last_seen"])
+    assert [a.kind for a in m.tick(last + 151)] == ["visibility-lost"]
+    m.negotiation(hybrid)  # the same IKE SA fed again, nothing newer: still lost, not raised twice
+    assert m.tick(last + 1000) == []
+    later = {**hybrid, "spi_i": "00000000000000bb", "first_seen": iso(last + 2000), "last_seen": iso(last + 2001)}
+    assert m.negotiation(later) == []  # back: and its rekey interval is now the observed ~2000 s
+    assert m.tick(last + 2001 + 2900) == []
+    assert [a.kind for a in m.tick(last + 2001 + 3100)] == ["visibility-lost"]
+    m.close()
+
+
+def iso(t: float) -> str:
+    from ikeaudit.report.views import iso_time
+
+    return iso_time(t)

@@ -202,16 +202,23 @@ def new_tunnel(n: Seen) -> Tunnel:
     return Tunnel(a, b, first_seen=n.time, last_seen=n.last_seen)
 
 
+def seen_again(t: Tunnel, n: Seen) -> None:
+    """Any sign of life of the tunnel, a negotiation stored before included; an old one
+    (a late scan) restores no visibility."""
+    if n.last_seen >= t.last_seen:
+        t.last_seen = n.last_seen
+        t.visibility_lost = False
+
+
 def observe(t: Tunnel, n: Seen, sensor: str, rules: Rules = Rules()) -> list[Alert]:
     """A negotiation not seen before. Alerts only from negotiations newer than the one
     that decided the posture: an older one (a historical capture scanned late) is
     history, not news."""
     t.negotiations += 1
-    t.last_seen = max(t.last_seen, n.last_seen)
+    seen_again(t, n)
     t.first_seen = min(t.first_seen, n.time)
     if sensor not in t.sensors:
         t.sensors.append(sensor)
-    t.visibility_lost = False
     if n.time < t.decided_time:
         return []
     t.last_flow = _flow(n)

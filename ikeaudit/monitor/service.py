@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from ikeaudit.monitor.alerts import Alert, Rules, Seen, new_tunnel, observe, tick
+from ikeaudit.monitor.alerts import Alert, Rules, Seen, new_tunnel, observe, seen_again, tick
 from ikeaudit.monitor.events import Event, alert_event, negotiation_event
 from ikeaudit.monitor.metrics import Metrics
 from ikeaudit.monitor.sinks import Sink, SinkError
@@ -88,8 +88,7 @@ class Monitor:
                 alerts = [a for a in observe(tunnel, seen, sensor, self.config.rules) if self.state.add_alert(a)]
                 self.state.save(tunnel)
             elif tunnel is not None:  # seen before: still a sign of life
-                tunnel.last_seen = max(tunnel.last_seen, seen.last_seen)
-                tunnel.visibility_lost = False
+                seen_again(tunnel, seen)
                 self.state.save(tunnel)
         posture = tunnel.shown_posture if tunnel else "unassessed"
         self._emit(negotiation_event(view, seen, sensor, posture))
