@@ -273,6 +273,10 @@ def test_tunnels_lists_posture_and_last_change(series, tmp_path):
     _, text = run("tunnels", "--state", state, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(text)))
     assert rows[0]["posture"] == "classical"
+    _, out = run("tunnels", "--state", state, "--format", "json", "--history")
+    (tunnel,) = json.loads(out)["tunnels"]
+    assert [n["classification"] for n in tunnel["history"]] == [RECORDS["h01"]["expected_classification"],
+                                                                RECORDS["c01"]["expected_classification"]]
     _, recent = run("tunnels", "--state", state, "--since", "1h", "--format", "json")
     assert json.loads(recent)["tunnels"] == []  # the lab captures are older than an hour
 

@@ -228,7 +228,7 @@ def parse_since(text: str, now: float) -> float:
     return when.timestamp()
 
 
-def tunnel_rows(store: StateStore, since: float | None) -> list[dict]:
+def tunnel_rows(store: StateStore, since: float | None, history: bool = False) -> list[dict]:
     rows = []
     for t in store.tunnels():
         if since is not None and t.last_seen < since:
@@ -245,6 +245,11 @@ def tunnel_rows(store: StateStore, since: float | None) -> list[dict]:
             "flags": flags, "sensors": list(t.sensors),
             "decided_by": t.decided_by,
         })  # fmt: skip
+        if history:  # the posture over time, for a plot or a spreadsheet
+            rows[-1]["history"] = [
+                {"time": iso_time(n["time"]), "classification": n["classification"], "confidence": n["confidence"],
+                 "observation": n["observation"], "spi_i": n["spi_i"], "spi_r": n["spi_r"], "sensor": n["sensor"]}
+                for n in store.history((t.peer_a, t.peer_b))]  # fmt: skip
     return rows
 
 
@@ -282,7 +287,9 @@ def render_tunnels(rows: list[dict], fmt: str) -> str:
               help="Only tunnels seen since WHEN: a duration back from now (24h, 7d) or an ISO date.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True, help="Output format.")
-def tunnels(state: str | None, since: str | None, fmt: str) -> None:
+@click.option("--history", is_flag=True, help="With --format json: every stored negotiation of each tunnel "
+                                               "(time, class, confidence), its posture over time.")
+def tunnels(state: str | None, since: str | None, fmt: str, history: bool) -> None:
     """List the tunnels of a state database with their current posture (post-quantum,
     classical, unassessed), when it last changed, and open conditions (downgraded,
     pq-failing, visibility-lost).
@@ -302,7 +309,7 @@ def tunnels(state: str | None, since: str | None, fmt: str) -> None:
     except StateError as exc:
         raise MonitorError(str(exc)) from None
     try:
-        rows = tunnel_rows(store, parse_since(since, time.time()) if since else None)
+        rows = tunnel_rows(store, parse_since(since, time.time()) if since else None, history and fmt == "json")
     finally:
         store.close()
     click.echo(render_tunnels(rows, fmt))
