@@ -442,3 +442,15 @@ def iso(t: float) -> str:
     from ikeaudit.report.views import iso_time
 
     return iso_time(t)
+
+
+def test_a_syslog_collector_that_is_away_costs_a_warning_not_the_scan(series):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = CliRunner().invoke(main, ["scan", str(series), "--format", "eve", "--syslog", f"127.0.0.1:{port}/tcp"])
+    assert result.exit_code == 0
+    assert result.stderr.count(f"syslog 127.0.0.1:{port}/tcp: cannot send") == 1
+    assert [json.loads(x)["event_type"] for x in result.stdout.splitlines()].count("ikeaudit_alert") == 1

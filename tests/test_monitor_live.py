@@ -4,7 +4,8 @@ network namespace over a veth pair to `ikeaudit live` on the other end, which mu
 exactly one `fallback` alert: received by a strict RFC 5424 collector on 127.0.0.1,
 present in the eve, ecs and zeek sinks (the Zeek log read by zat, ECS names checked
 against the field list), counted on /metrics (scraped, parsed with prometheus_client's
-parser). Restarted on the same --state, the same negotiations raise nothing.
+parser). Restarted on the same --state, the same negotiations raise nothing; its sink
+files moved away and SIGHUP sent, it goes on writing into new files.
 
 Skipped without root, `ip netns` or tcpreplay. The sniffing end stays in the root
 namespace so that the collector and /metrics on 127.0.0.1 are the test's own.
@@ -185,9 +186,16 @@ def test_a_fallback_replayed_on_a_veth_alerts_once_everywhere_and_not_again_afte
         assert len(found["negotiations"]) == 2
 
         second = start("second", free_port())
+        # logrotate's way: move the files away, SIGHUP; live goes on into new files.
+        for name in ("eve.json", "ecs.json", "ikeaudit.log"):
+            (tmp_path / "second" / name).rename(tmp_path / "second" / f"{name}.1")
+        second.process.send_signal(signal.SIGHUP)
+        second.wait_for(lambda: (tmp_path / "second" / "ikeaudit.log.1").read_text().rstrip().splitlines()[-1]
+                        .startswith("#close"), "the rotated Zeek log's #close line", timeout=30)
         replay(ns, inner, series)
         second.wait_for(lambda: len(second.negotiations()) >= 2, "both negotiations again")
         assert second.stop() == 0
+        assert not [x for x in (tmp_path / "second" / "eve.json.1").read_text().splitlines() if x]
         again = alerts_in(tmp_path / "second")
         assert again["eve"] == again["ecs"] == again["zeek"] == []
         assert len(again["negotiations"]) == 2
