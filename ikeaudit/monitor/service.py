@@ -50,7 +50,6 @@ class Monitor:
                  warn=None) -> None:  # fmt: skip
         self.config = config
         self.warn = warn or (lambda text: print(f"warning: {text}", file=sys.stderr))
-        self.alerts: list[Alert] = []
         self._sinks: list[Sink] = []
         self._reopen_requested = False
         self._last_tick = float("-inf")
@@ -141,7 +140,6 @@ class Monitor:
     # -- output ------------------------------------------------------------------------
     def _raise(self, alerts: list[Alert]) -> None:
         for alert in alerts:
-            self.alerts.append(alert)
             event = alert_event(alert)
             self._emit(event)
             if self.syslog is not None:
