@@ -454,3 +454,14 @@ def test_a_syslog_collector_that_is_away_costs_a_warning_not_the_scan(series):
     assert result.exit_code == 0
     assert result.stderr.count(f"syslog 127.0.0.1:{port}/tcp: cannot send") == 1
     assert [json.loads(x)["event_type"] for x in result.stdout.splitlines()].count("ikeaudit_alert") == 1
+
+
+def test_tunnels_plot_draws_the_posture_over_time(series, tmp_path):
+    state = str(tmp_path / "state.sqlite")
+    run("scan", str(series), "--state", state, "--format", "json")
+    code, out = run("tunnels", "--state", state, "--plot", str(tmp_path / "posture"))
+    assert code == 0 and "classical" in out
+    png = (tmp_path / "posture.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = (tmp_path / "posture.svg").read_text()
+    assert "fallback" in svg and "hybrid-pq" in svg and "classical" in svg  # legend: classes and the alert

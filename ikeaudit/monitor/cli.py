@@ -289,7 +289,10 @@ def render_tunnels(rows: list[dict], fmt: str) -> str:
               show_default=True, help="Output format.")
 @click.option("--history", is_flag=True, help="With --format json: every stored negotiation of each tunnel "
                                                "(time, class, confidence), its posture over time.")
-def tunnels(state: str | None, since: str | None, fmt: str, history: bool) -> None:
+@click.option("--plot", "plot_prefix", default=None, metavar="PREFIX",
+              help="Also draw the posture over time of the tunnels (their negotiations and alerts) "
+                   "to PREFIX.png and PREFIX.svg.")
+def tunnels(state: str | None, since: str | None, fmt: str, history: bool, plot_prefix: str | None) -> None:
     """List the tunnels of a state database with their current posture (post-quantum,
     classical, unassessed), when it last changed, and open conditions (downgraded,
     pq-failing, visibility-lost).
@@ -297,6 +300,7 @@ def tunnels(state: str | None, since: str | None, fmt: str, history: bool) -> No
     \b
     Example:
       ikeaudit tunnels --since 24h
+      ikeaudit tunnels --since 30d --plot reports/posture
       ikeaudit tunnels --state /var/lib/ikeaudit/state.sqlite --format json
     """
     import os
@@ -309,8 +313,21 @@ def tunnels(state: str | None, since: str | None, fmt: str, history: bool) -> No
     except StateError as exc:
         raise MonitorError(str(exc)) from None
     try:
-        rows = tunnel_rows(store, parse_since(since, time.time()) if since else None, history and fmt == "json")
+        cutoff = parse_since(since, time.time()) if since else None
+        rows = tunnel_rows(store, cutoff, history=(history and fmt == "json") or bool(plot_prefix))
+        alerts = store.alerts() if plot_prefix else []
     finally:
         store.close()
+    if plot_prefix:
+        from ikeaudit.report.plots import save
+        from ikeaudit.report.posture import posture_timeline
+
+        try:
+            save(posture_timeline(rows, alerts), [f"{plot_prefix}.png", f"{plot_prefix}.svg"])
+        except OSError as exc:
+            raise MonitorError(f"{plot_prefix}: cannot write the plot: {exc.strerror or exc}") from None
+        if not (history and fmt == "json"):
+            for row in rows:
+                row.pop("history", None)
     click.echo(render_tunnels(rows, fmt))
     sys.exit(0)
