@@ -14,7 +14,7 @@ from ikeaudit.cli import EXIT_FINDINGS, InputError, _audit, _parse_private_ke, e
 from ikeaudit.cli_keys import keys_option, load_keys
 from ikeaudit.classify import SEVERITIES, KeCatalog
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
-from ikeaudit.monitor.cli import monitor_options, scan_monitoring
+from ikeaudit.monitor.cli import monitor_options, report_monitoring
 from ikeaudit.policy import (
     DEFAULT_POLICY,
     PRESETS,
@@ -85,7 +85,6 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
     except OSError as exc:
         raise InputError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
     document = written.pop("document")
-    scan_monitoring(document, "")  # --state, --sink, --syslog: the alerts `scan` would raise
     click.echo(document["exposure"]["headline"])
     click.echo(f"wrote {', '.join(str(out / name) for name in written['files'])}")
     sys.exit(EXIT_FINDINGS if written["verdicts_fail"] else exit_code(document, fail_on))
@@ -113,6 +112,10 @@ def _write(out: Path, audits, catalog: KeCatalog, policy, day: date, fail_on: st
     figures = []
     for stem, builder, caption in FIGURES:
         png = plots.png(getattr(plots, builder)(document))
+        (out / f"{stem}.png").write_bytes(png)
+        figures.append((png, caption, f"{stem}.png"))
+        files.append(f"{stem}.png")
+    for stem, png, caption in report_monitoring(document):  # --state, --sink, --syslog; posture plot
         (out / f"{stem}.png").write_bytes(png)
         figures.append((png, caption, f"{stem}.png"))
         files.append(f"{stem}.png")

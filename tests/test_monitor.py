@@ -413,6 +413,9 @@ def test_report_with_a_state_records_the_tunnels_and_sends_the_alerts(series, tm
     assert result.exit_code in (0, 1)
     assert [json.loads(x)["ikeaudit"].get("kind") for x in eve.read_text().splitlines()] == [None, None, "fallback"]
     assert sqlite3.connect(state).execute("SELECT COUNT(*) FROM negotiations").fetchone()[0] == 2
+    assert (tmp_path / "out" / "posture.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Posture of these tunnels over time" in (tmp_path / "out" / "report.html").read_text()
+    assert "posture.png" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_an_unwritable_state_is_one_line_and_exit_2(series, tmp_path):

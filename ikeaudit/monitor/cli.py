@@ -158,6 +158,29 @@ def scan_monitoring(document: dict, fmt: str) -> bool:
     return fmt in FORMATS
 
 
+def report_monitoring(document: dict) -> list[tuple[str, bytes, str]]:
+    """`report`'s hook: the negotiations to the monitor, as `scan` gives them; with a
+    --state file, the posture over time of the report's tunnels as a figure
+    (stem, PNG, caption) for the report."""
+    spec = click.get_current_context().meta.get(_META)
+    if spec is None or spec.monitor is None:
+        return []
+    monitor = spec.monitor
+    monitor.scan(document)
+    if monitor.state.path == MEMORY:
+        return []
+    from ikeaudit.report.plots import png
+    from ikeaudit.report.posture import posture_timeline
+
+    peers = {tuple(sorted((n["initiator"], n["responder"]))) for n in document["negotiations"]}
+    rows = [r for r in tunnel_rows(monitor.state, None, history=True) if (r["peer_a"], r["peer_b"]) in peers]
+    alerts = [a for a in monitor.state.alerts() if tuple(a["tunnel"]["peers"]) in peers]
+    if not rows:
+        return []
+    return [("posture", png(posture_timeline(rows, alerts)),
+             "Posture of these tunnels over time, from the state history: negotiations by class, alerts")]
+
+
 def open_live_monitor(capture) -> Monitor:
     """`live`'s hook, once its capture is open (a missing privilege is the first thing to
     say): opens the state and outputs; if they cannot be, closes the capture."""
