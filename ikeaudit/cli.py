@@ -42,7 +42,12 @@ def main() -> None:
     """Audit IKEv2 handshakes in packet captures: did each tunnel really negotiate ML-KEM?"""
 
 
+from ikeaudit.monitor.cli import monitor_options, scan_monitoring, tunnels  # noqa: E402
+main.add_command(tunnels)  # continuous monitoring: ikeaudit/monitor/
+
+
 @main.command()
+@monitor_options("scan")
 @click.argument("captures", nargs=-1, required=True)
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Work in N processes: N capture files read at once (a single file is read in "
@@ -68,11 +73,14 @@ def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: 
       ikeaudit scan pcaps/
       ikeaudit scan 'span-*.pcapng.gz' --jobs 4 --format json > audit.json
       ikeaudit scan lab.pcap --keys lab.keys
+      ikeaudit scan old-spans/ --state tunnels.sqlite --format eve > eve.json
     """
     catalog = KeCatalog(parse_private_ke(private_ke))
     audits = run_audit(captures, catalog, jobs=jobs, esp=False, keys=load_keys(key_files),
                        rekey_window=rekey_window, rotated=rotated)
     document = views.scan_document(audits, catalog)
+    if scan_monitoring(document, fmt):  # --state, --sink, --syslog; it wrote --format eve|ecs|zeek
+        sys.exit(exit_code(document, fail_on))
     if fmt == "json":  # written a negotiation at a time: a flood makes a large document
         for piece in machine.iter_json(document):
             sys.stdout.write(piece)

@@ -27,6 +27,7 @@ from ikeaudit.live import (
     combined_filter,
     write_atomically,
 )
+from ikeaudit.monitor.cli import attach_live, monitor_options, open_live_monitor
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
 from ikeaudit.report import machine, text, views
 
@@ -35,7 +36,7 @@ PROG = "ikeaudit live"
 # Streaming rows cannot be measured first: fixed widths that fit IPv4 peers and the
 # usual method names; longer cells push the rest of their row right.
 WIDTHS = [23, 33, 33, 21, 18, 28, 22, 0]
-STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # SIGHUP reopens the --sink files (log rotation)
 
 
 class LiveError(click.ClickException):
@@ -62,6 +63,7 @@ def _status_line(status: LiveStatus) -> str:
 
 
 @click.command("live")
+@monitor_options("live")
 @click.option("-i", "--interface", required=True, metavar="IFACE",
               help="Network interface to capture on (a span/mirror port, a veth, lo, ...).")
 @click.option("--bpf", default=None, metavar="EXPR",
@@ -115,11 +117,18 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
     pass the kernel filter, so span traffic stays out of Python. Needs root or the
     CAP_NET_RAW and CAP_NET_ADMIN capabilities.
 
+    Each tunnel's posture is kept in --state across runs; alerts (fallback,
+    new-classical-tunnel, downgrade, pq-failure, visibility-lost) go with the events to
+    --format eve|ecs|zeek, --sink files, --syslog and --metrics-port. SIGHUP reopens the
+    --sink files.
+
     \b
     Example:
       sudo ikeaudit live -i eth1 --format jsonl >> /var/log/ikeaudit.jsonl
       sudo ikeaudit live -i eth1 --bpf 'host 192.0.2.1' --write span.pcap \\
            --report-every 300 -o /srv/ikeaudit
+      ikeaudit live -i eth1 --sink eve:/var/log/ikeaudit/eve.json \\
+           --syslog siem.example:6514/tcp --metrics-port 9500
     """
     if report_every is not None and output_dir is None:
         raise click.UsageError("--report-every needs -o DIR, the folder to write the report to")
@@ -132,6 +141,7 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
         capture = LiveCapture(interface, capture_filter, buffer_bytes=buffer_mib << 20)
     except LiveCaptureError as exc:
         raise LiveError(str(exc)) from None
+    monitor = open_live_monitor(capture)  # state, alerts and their outputs (ikeaudit/monitor)
     try:
         writer = PcapWriter(write_path, capture.linktype) if write_path else None
     except OSError as exc:
@@ -147,6 +157,7 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
                           on_status=_print_status, on_report=reporter.write if reporter else None,
                           writer=writer, duration=duration, count=count,
                           status_every=status_every or None, report_every=report_every)  # fmt: skip
+    attach_live(session, monitor, output.negotiation, catalog, fmt)
     if reporter:
         _guarded_report(reporter, auditor.snapshot(), session.status())
     click.echo(f"{PROG}: listening on {interface} ({capture.linktype_name}, link type "
@@ -157,6 +168,8 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
         session.stop(signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    if hasattr(signal, "SIGHUP"):
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda _s, _f: monitor.request_reopen())
     try:
         audit = session.run()
     finally:

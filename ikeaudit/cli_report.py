@@ -16,6 +16,7 @@ from ikeaudit.cli_common import (
     private_ke_option, rekey_window_option, rotated_option, run_audit, vxlan_option,
 )
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
+from ikeaudit.monitor.cli import monitor_options, report_monitoring
 from ikeaudit.policy import (
     DEFAULT_POLICY,
     PRESETS,
@@ -49,6 +50,7 @@ def _generated_at() -> str:
 
 
 @click.command()
+@monitor_options("report")
 @click.argument("captures", nargs=-1, required=True)
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder to write the report into (created if missing).")
@@ -117,6 +119,10 @@ def _write(out: Path, audits, catalog: KeCatalog, policy, day: date, fail_on: st
     figures = []
     for stem, builder, caption in FIGURES:
         png = plots.png(getattr(plots, builder)(document))
+        (out / f"{stem}.png").write_bytes(png)
+        figures.append((png, caption, f"{stem}.png"))
+        files.append(f"{stem}.png")
+    for stem, png, caption in report_monitoring(document):  # --state, --sink, --syslog; posture plot
         (out / f"{stem}.png").write_bytes(png)
         figures.append((png, caption, f"{stem}.png"))
         files.append(f"{stem}.png")

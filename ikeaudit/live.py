@@ -503,6 +503,7 @@ class LiveSession:
     on_negotiation: Callable[[AuditedNegotiation], None]
     on_status: Callable[[LiveStatus], None] | None = None
     on_report: Callable[[CaptureAudit, LiveStatus], None] | None = None
+    on_tick: Callable[[float], None] | None = None  # the capture clock, after each drain
     writer: PcapWriter | None = None
     duration: float | None = None
     count: int | None = None
@@ -567,6 +568,8 @@ class LiveSession:
                     # Capture time, not wall time: when Python is behind the kernel's
                     # buffer, negotiations must not look idle because of our own lag.
                     self._emit(auditor.drain(capture_time))
+                    if self.on_tick is not None:
+                        self.on_tick(capture_time)
                     next_drain = now + self.drain_every
                 if next_status is not None and now >= next_status:
                     next_status = now + self.status_every

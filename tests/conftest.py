@@ -49,3 +49,18 @@ def lab_ids() -> list[str]:
 
 def lab_path(record_id: str) -> str:
     return str(PCAPS / RECORDS[record_id]["file"])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_home(tmp_path_factory):
+    """`ikeaudit live` keeps tunnel history under $XDG_DATA_HOME by default: the tests'
+    runs (and the processes they start) write to a temporary one, never the user's."""
+    import os
+
+    previous = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = previous

@@ -72,6 +72,15 @@ def test_renderers_do_not_touch_the_stages():
         assert not imports_of(path) & {f"ikeaudit.{s}" for s in ("sources", "extract", "dissect", "track")}
 
 
+@pytest.mark.parametrize("path", sorted((PACKAGE / "monitor").glob("*.py")), ids=lambda p: p.name)
+def test_monitoring_reads_the_output_views_never_the_stages(path):
+    """ikeaudit/monitor consumes negotiations as their JSON views (report.views), the
+    documented output contract: it never reaches into the stages or the pipeline."""
+    banned = {f"ikeaudit.{s}" for s in [*STAGES, "pipeline", "live", "records", "decrypt", "layers"]}
+    assert not imports_of(path) & banned
+    assert not any(name.startswith("scapy") for name in imports_of(path))
+
+
 def test_decryption_is_a_helper_of_dissection_not_a_stage():
     """decrypt works on bytes and key sets: it knows no stage, and of the stages only
     dissect (which holds the message bytes) calls it; crypto stays out of the rest."""
