@@ -135,7 +135,7 @@ def test_rekey_window_reaches_the_pipeline(command, monkeypatch, tmp_path):
     seen = {}
 
     def audit_captures(paths, catalog=None, *, jobs=1, prefilter=True, esp=True, progress=None, keys=None,
-                       rekey_window=300.0, rotated=False):
+                       rekey_window=300.0, **options):
         seen["rekey_window"] = rekey_window
         return []
 

@@ -37,8 +37,9 @@ MAIN_MODE, QUICK_MODE, INFORMATIONAL, AGGRESSIVE = 2, 32, 5, 4
 
 @lru_cache(maxsize=None)
 def records(path: str) -> tuple:
-    """Every IKE record of a capture, dissected, in capture order."""
-    extractor, found = Extractor(), []
+    """Every IKE record of a capture, dissected, in capture order; mirrored copies kept,
+    as tshark lists them (and as these captures hold real repeats with equal timestamps)."""
+    extractor, found = Extractor(duplicate_window=0), []
     for item in iter_capture(path):
         if hasattr(item, "linktype"):
             found += [dissect(out) for out in extractor.feed(item) if hasattr(out, "payload")]

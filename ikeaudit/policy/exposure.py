@@ -203,8 +203,8 @@ def unanswered_traffic(audits: Iterable, esp: Iterable[EspFlow] | None = None) -
     groups, flows = _grouped(audits, esp)
     items = [i for pair, group in groups.items() if not _is_tunnel(group, flows.get(pair, [])) for i in group]
     pairs = sum(1 for pair, group in groups.items() if not _is_tunnel(group, flows.get(pair, [])))
-    sources = Counter(i.negotiation.initiator for i in items)
-    destinations = Counter(i.negotiation.responder for i in items)
+    sources = Counter(_sender(i.negotiation)[0] for i in items)
+    destinations = Counter(_sender(i.negotiation)[1] for i in items)
     by_class = Counter(i.classification.name for i in items)
     messages = sum(len(i.negotiation.messages) for i in items)
     return UnansweredTraffic(
@@ -212,6 +212,16 @@ def unanswered_traffic(audits: Iterable, esp: Iterable[EspFlow] | None = None) -
         sources=tuple(sorted(sources.items(), key=lambda kv: (-kv[1], kv[0]))),
         destinations=tuple(sorted(destinations.items(), key=lambda kv: (-kv[1], kv[0]))),
         findings=tuple(_unanswered_findings(items, sources, destinations, by_class)))
+
+
+def _sender(n) -> tuple[str, str]:
+    """(source, destination) of what a negotiation that formed no tunnel put on the wire:
+    a flood of answers that nobody asked for (reflection) comes from the responders."""
+    if n.messages:
+        return n.messages[0].src, n.messages[0].dst
+    if n.ike_version == 1 and not n.ikev1_offered and n.ikev1_chosen is not None:
+        return n.responder, n.initiator
+    return n.initiator, n.responder
 
 
 def _volume(items: list, by_class: Counter) -> str:
@@ -228,8 +238,9 @@ def _unanswered_findings(items: list, sources: Counter, destinations: Counter, b
     senders: dict[str, set[str]] = {}
     targets: dict[str, set[str]] = {}
     for i in items:
-        senders.setdefault(i.negotiation.responder, set()).add(i.negotiation.initiator)
-        targets.setdefault(i.negotiation.initiator, set()).add(i.negotiation.responder)
+        source, destination = _sender(i.negotiation)
+        senders.setdefault(destination, set()).add(source)
+        targets.setdefault(source, set()).add(destination)
     for address, count in destinations.most_common():
         if len(senders[address]) >= FLOOD_PEERS:
             named = [a for a, _ in sources.most_common() if a in senders[address]][:5]
