@@ -35,7 +35,10 @@ _spec.loader.exec_module(fuzz)
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".gz")
 SHARED = next((p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if (p / "pcaps").is_dir()), None)
-FUZZ_CORPUS = ROOT / "bench" / "out" / "fuzz"
+FUZZ_CORPUS = ROOT / "bench" / "out" / "fuzz"  # where bench/fuzz.py writes a run's corpus
+# A committed part of an atheris run's corpus (frames-keys target, the inputs under 4 KB),
+# so that the differential test always covers what coverage-guided fuzzing found.
+COMMITTED_CORPUS = ROOT / "tests" / "data" / "fuzz-corpus"
 SEEDED_INPUTS = 240
 
 
@@ -133,9 +136,8 @@ def test_scapy_only_switch_sends_everything_through_scapy(monkeypatch):
 
 
 def _saved_corpus() -> list[tuple[str, bytes]]:
-    if not FUZZ_CORPUS.is_dir():
-        return []
-    return [(p.parent.parent.name, p.read_bytes()) for p in sorted(FUZZ_CORPUS.glob("*/corpus/*")) if p.is_file()]
+    return [(p.parent.parent.name, p.read_bytes()) for folder in (COMMITTED_CORPUS, FUZZ_CORPUS)
+            for p in sorted(folder.glob("*/corpus/*")) if p.is_file()]
 
 
 def _seeded_corpus() -> list[tuple[int, bytes]]:
@@ -162,7 +164,7 @@ def test_seeded_fuzz_corpus_dissects_the_same_on_the_hot_path(chunk, lab_keys):
         assert_same(datagrams(fuzz.as_frames(data)), lab_keys if i % 2 else None)
 
 
-@pytest.mark.skipif(not _saved_corpus(), reason="no fuzz corpus saved under bench/out/fuzz/")
+@pytest.mark.skipif(not _saved_corpus(), reason="no fuzz corpus in tests/data/fuzz-corpus or bench/out/fuzz/")
 def test_saved_fuzz_corpus_dissects_the_same_on_the_hot_path(tmp_path, lab_keys):
     for target, data in _saved_corpus():
         if target == "capture":
