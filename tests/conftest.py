@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import subprocess
 from functools import lru_cache
 from pathlib import Path
 
@@ -64,3 +66,19 @@ def _private_data_home(tmp_path_factory):
         os.environ.pop("XDG_DATA_HOME", None)
     else:
         os.environ["XDG_DATA_HOME"] = previous
+
+
+def netns_problem(*tools: str) -> str | None:
+    """Why tests that build network namespaces and veth pairs cannot run here, if they
+    cannot: they need root, `ip` (iproute2), working `ip netns`, and the tools named."""
+    if os.geteuid() != 0:
+        return "needs root: network namespaces, veth pairs and raw capture"
+    for tool in ("ip", *tools):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    probe = f"iaprobe{secrets.token_hex(3)}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"`ip netns` is unavailable: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None

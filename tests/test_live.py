@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import PCAPS, scan_view
+from conftest import PCAPS, netns_problem, scan_view
 from ikeaudit.capture_filter import ike_filter
 from ikeaudit.classify import KeCatalog
 from ikeaudit.live import (
@@ -322,20 +322,7 @@ def test_a_missing_interface_is_one_line_and_exit_2():
 # ---------------------------------------------------------------------------- namespaces
 
 
-def _netns_problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: network namespaces, veth pairs and raw capture"
-    if shutil.which("ip") is None:
-        return "iproute2 (`ip`) is not installed"
-    probe = f"iaprobe{secrets.token_hex(3)}"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if made.returncode != 0:
-        return f"`ip netns` is unavailable: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
-
-
-NETNS_PROBLEM = _netns_problem()
+NETNS_PROBLEM = netns_problem()
 needs_netns = pytest.mark.skipif(NETNS_PROBLEM is not None, reason=NETNS_PROBLEM or "")
 IKEAUDIT = [sys.executable, "-c", "from ikeaudit.cli import main; main(prog_name='ikeaudit')"]
 

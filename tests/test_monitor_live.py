@@ -14,9 +14,7 @@ namespace so that the collector and /metrics on 127.0.0.1 are the test's own.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +26,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import netns_problem
 from series import INITIATOR, RESPONDER, make_series
 from syslog5424 import Collector
 from test_monitor import ecs_fields, flatten
@@ -35,21 +34,7 @@ from test_monitor import ecs_fields, flatten
 IKEAUDIT = [sys.executable, "-c", "from ikeaudit.cli import main; main(prog_name='ikeaudit')"]
 
 
-def _problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: a network namespace, a veth pair and raw capture"
-    for tool in ("ip", "tcpreplay"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    probe = f"iamp{secrets.token_hex(3)}"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if made.returncode != 0:
-        return f"`ip netns` is unavailable: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
-
-
-PROBLEM = _problem()
+PROBLEM = netns_problem("tcpreplay")
 pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=PROBLEM or "")
 
 
