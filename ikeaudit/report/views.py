@@ -11,7 +11,9 @@ from datetime import datetime, timezone
 from typing import Iterable
 
 from ikeaudit import __version__, iana, vendors
+from ikeaudit.certs import AuthInventory, CertificateInfo, SignatureAlgorithm
 from ikeaudit.classify import KeCatalog, describe_proposal
+from ikeaudit.peer import Implementation
 from ikeaudit.mtu import FragmentationProfile, WhatIf, fragmentation_supported, intermediate_supported
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
 from ikeaudit.records import Anomaly, ChildExchange, Decryption, Identification, InnerPayloads, KeyExchange, \
@@ -62,6 +64,44 @@ def inner_view(inner: InnerPayloads | None, catalog: KeCatalog) -> dict | None:
         "identities": [identification_view(i) for i in inner.identifications],
         "auth_method": iana.auth_method_name(inner.auth_method) if inner.auth_method is not None else None,
     }
+
+
+def signature_view(s: SignatureAlgorithm | None) -> dict | None:
+    if s is None:
+        return None
+    return {"name": s.name, "oid": s.oid, "post_quantum": s.post_quantum, "composite": s.composite,
+            "nist_category": s.nist_category}
+
+
+def certificate_view(c: CertificateInfo) -> dict:
+    return {"from_initiator": c.from_initiator, "encoding": iana.cert_encoding_name(c.encoding),
+            "subject": c.subject, "issuer": c.issuer, "serial": c.serial, "not_before": c.not_before,
+            "not_after": c.not_after, "key_algorithm": c.key_algorithm, "key_oid": c.key_oid,
+            "key_bits": c.key_bits, "curve": c.curve, "signature_algorithm": signature_view(c.signature),
+            "post_quantum": c.post_quantum, "post_quantum_key": c.post_quantum_key, "bytes": c.size,
+            "sha256": c.fingerprint_sha256, "error": c.error}
+
+
+def authentication_view(inv: AuthInventory) -> dict:
+    """What the negotiation shows of its authentication. `visible` false: IKE_AUTH was not
+    decrypted (no key, or not captured), so methods and certificates are unknown."""
+    return {
+        "visible": inv.visible,
+        "ike_auth_seen": inv.ike_auth_seen,
+        "methods": [{"from_initiator": a.from_initiator, "method": a.method_name, "id": a.method,
+                     "signature_algorithm": signature_view(a.algorithm), "shared_key": a.shared_key,
+                     "post_quantum": a.post_quantum} for a in inv.authentications],
+        "certificates": [certificate_view(c) for c in inv.certificates],
+        "cert_requests": [{"from_initiator": who, "encoding": iana.cert_encoding_name(encoding),
+                           "authorities": count} for who, encoding, count in inv.cert_requests],
+        "signature_hash_algorithms": [{"from_initiator": who, "hashes": list(names)}
+                                      for who, names in inv.signature_hashes],
+    }
+
+
+def implementation_view(i: Implementation) -> dict:
+    return {"name": i.name, "version": i.version, "confidence": i.confidence, "evidence": list(i.evidence),
+            "capabilities": list(i.capabilities)}
 
 
 def child_exchange_view(x: ChildExchange, catalog: KeCatalog) -> dict:
@@ -263,6 +303,9 @@ def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
         "vendor_ids": [v.hex() for v in n.vendor_ids],
         "vendor_id_texts": [printable(v) for v in n.vendor_ids],
         "vendor_id_names": [named.label if (named := vendors.name_vendor_id(v)) else None for v in n.vendor_ids],
+        "authentication": authentication_view(item.authentication),
+        "implementation": {"initiator": implementation_view(item.peers[0]),
+                           "responder": implementation_view(item.peers[1])},
         "evidence": list(c.evidence),
         "fragmentation": fragmentation_view(item.fragmentation),
         "findings": [{"severity": f.severity, "code": f.code, "detail": f.detail}
