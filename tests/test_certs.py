@@ -253,3 +253,67 @@ def test_openssl_reads_the_handmade_mldsa_certificate_when_it_can(tmp_path):
     done = subprocess.run(["openssl", "asn1parse", "-inform", "DER", "-in", str(tmp_path / "c.der")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "gw-pq.example" in done.stdout
+
+
+def test_the_fragmented_mldsa_ike_auth_dissects_the_same_on_both_paths(tmp_path):
+    """The new CERT, CERTREQ and AUTH fields come out equal from the struct hot path and
+    from Scapy alone (tests/test_differential.py), on a 7 KB certificate in fragments."""
+    from test_differential import assert_same, datagrams
+
+    from ikeaudit.sources import iter_capture
+
+    _ike_auth_with_mldsa(tmp_path)
+    keys = parse_key_table(LAB.with_suffix(".keys").read_text(), "c01.keys")
+    items = datagrams(iter_capture(str(tmp_path / "c01_mldsa87.pcap")))
+    assert assert_same(items, keys) == len([d for d in items if d.ike_version == 2])
+
+
+# ---------------------------------------------------------------------------- CBOM
+
+
+def _cbom(item) -> dict:
+    from test_cbom import assert_valid
+
+    from ikeaudit.classify import KeCatalog
+    from ikeaudit.report import cbom, views
+
+    bom = cbom.build_cbom([views.negotiation_view(item, KeCatalog())], serial_number="urn:uuid:3e671687-395b-41f5"
+                          "-a30f-a58921a69b79", timestamp="2026-11-27T12:00:00Z")
+    assert_valid(bom)
+    return bom
+
+
+def _assets(bom: dict, asset_type: str) -> list[dict]:
+    return [c for c in bom["components"] if c["cryptoProperties"]["assetType"] == asset_type]
+
+
+@needs_thirdparty
+def test_cbom_lists_the_packetgen_certificate_and_its_algorithms():
+    bom = _cbom(_packetgen())
+    [cert] = _assets(bom, "certificate")
+    props = cert["cryptoProperties"]["certificateProperties"]
+    assert (props["subjectName"], props["issuerName"]) == ("CN=ike_c1,DC=netkit-conf,DC=org",
+                                                          "CN=ike_ca,DC=netkit-conf,DC=org")
+    by_ref = {c["bom-ref"]: c for c in bom["components"]}
+    related = [by_ref[a["ref"]]["cryptoProperties"] for a in props["relatedCryptographicAssets"]]
+    assert {"oid": "1.2.840.10045.4.3.2", "family": "ECDSA"} in [
+        {"oid": r.get("oid"), "family": r["algorithmProperties"].get("algorithmFamily")} for r in related]
+    assert any(r["algorithmProperties"].get("ellipticCurve") == "nist/P-256" for r in related)
+    [protocol] = _assets(bom, "protocol")
+    linked = {a["ref"] for a in protocol["cryptoProperties"]["protocolProperties"]["relatedCryptographicAssets"]}
+    assert cert["bom-ref"] in linked  # the certificate and the AUTH's ECDSA hang off the IKEv2 protocol
+    assert any(by_ref[r]["cryptoProperties"].get("algorithmProperties", {}).get("algorithmFamily") == "ECDSA"
+               and by_ref[r]["cryptoProperties"]["algorithmProperties"].get("primitive") == "signature"
+               for r in linked)
+
+
+def test_cbom_marks_the_mldsa87_certificate_post_quantum(tmp_path):
+    item, _, _ = _ike_auth_with_mldsa(tmp_path)
+    bom = _cbom(item)
+    signatures = [c for c in _assets(bom, "algorithm")
+                  if c["cryptoProperties"].get("oid") == MLDSA87_OID and c["name"] == "ML-DSA-87"]
+    assert signatures and all(s["cryptoProperties"]["algorithmProperties"]["nistQuantumSecurityLevel"] == 5
+                              for s in signatures)
+    [service] = bom["services"]
+    props = {p["name"]: p["value"] for p in service["properties"]}
+    assert props["ikeaudit:auth:responder"] == "Shared Key Message Integrity Code"
