@@ -61,12 +61,18 @@ def _side(n: Negotiation, from_initiator: bool) -> Implementation:
         evidence.append(f"Vendor ID {named.label!r} ({named.match} match, {named.source}): "
                         f"{named.vendor}, confidence {confidence}")
         if best is None or _RANK[confidence] > best[0]:
-            best = (_RANK[confidence], named.vendor, named.version, confidence)
+            best = (_RANK[confidence], named.vendor, named.version or _version_of(best, named.vendor), confidence)
+        elif best[1] == named.vendor and best[2] is None and named.version:
+            best = (best[0], best[1], named.version, best[3])  # another ID of the same product gives its version
     if best is None:
         return Implementation(side, None, None, None, tuple(evidence) or ("no product Vendor ID was sent",),
                               tuple(dict.fromkeys(capabilities)))
     _, name, version, confidence = best
     return Implementation(side, name, version, confidence, tuple(evidence), tuple(dict.fromkeys(capabilities)))
+
+
+def _version_of(best: tuple | None, vendor: str) -> str | None:
+    return best[2] if best is not None and best[1] == vendor else None
 
 
 def _entry_length(raw: bytes, named: vendors.VendorId) -> int:
