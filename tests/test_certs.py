@@ -317,3 +317,28 @@ def test_cbom_marks_the_mldsa87_certificate_post_quantum(tmp_path):
     [service] = bom["services"]
     props = {p["name"]: p["value"] for p in service["properties"]}
     assert props["ikeaudit:auth:responder"] == "Shared Key Message Integrity Code"
+
+
+# ---------------------------------------------------------------------------- RFC 7427
+
+
+def test_signature_hash_algorithms_of_each_side_are_read_from_the_clear_ike_sa_init():
+    # tshark: frames 8 and 9 of c01 carry notify 16431 with data 0002000300040005 (strongSwan 6.0.6)
+    [item] = audit_capture(str(LAB.with_suffix(".pcap"))).negotiations
+    assert item.authentication.signature_hashes == (
+        (True, ("SHA2-256", "SHA2-384", "SHA2-512", "Identity")),
+        (False, ("SHA2-256", "SHA2-384", "SHA2-512", "Identity")))
+
+
+@needs_tshark
+def test_signature_hash_algorithms_agree_with_tshark():
+    done = subprocess.run(["tshark", "-r", str(LAB.with_suffix(".pcap")), "-Y", "isakmp.notify.msgtype == 16431",
+                           "-T", "fields", "-e", "isakmp.flags", "-e", "isakmp.notify.msgtype",
+                           "-e", "isakmp.notify.data"], capture_output=True, text=True, timeout=120, check=True)
+    tshark = set()
+    for line in done.stdout.splitlines():
+        flags, types, data = line.split("\t")
+        hashes = dict(zip(types.split(","), data.split(",")))["16431"]
+        tshark.add((bool(int(flags, 16) & 0x08), tuple(int(hashes[i:i + 4], 16) for i in range(0, len(hashes), 4))))
+    [item] = audit_capture(str(LAB.with_suffix(".pcap"))).negotiations
+    assert set(item.negotiation.signature_hash_algorithms) == tshark
