@@ -792,7 +792,7 @@ def _peer_content(sa: _SaBuilder, messages: list[TrackedMessage]) -> dict:
     """What each side showed of itself (issue 17): Vendor IDs, CERTREQ and RFC 7427
     SIGNATURE_HASH_ALGORITHMS from the clear messages the builders hold, and CERT, CERTREQ
     and AUTH payloads from the decrypted ones."""
-    clear = sorted((b.first for bs in sa.messages.values() for b in bs), key=lambda m: m.frame)
+    clear = sorted((b.first for bs in sa.messages.values() for b in bs), key=lambda m: (m.first_timestamp, m.frame))
     vendor_ids = [(m.from_original_initiator, v) for m in clear for v in m.vendor_ids]
     requests = [(m.from_original_initiator, r) for m in clear for r in m.cert_requests]
     hashes = [(m.from_original_initiator, tuple(int.from_bytes(n.data[i:i + 2], "big")
