@@ -25,6 +25,8 @@ from ikeaudit.layers import (  # first of Scapy's layers: see layers.py on routi
     ISAKMP,
     IKEv2,
     IKEv2_AUTH,
+    IKEv2_CERT,
+    IKEv2_CERTREQ,
     IKEv2_Encrypted,
     IKEv2_Encrypted_Fragment,
     IKEv2_IDi,
@@ -39,6 +41,9 @@ from ikeaudit.layers import (  # first of Scapy's layers: see layers.py on routi
 )
 from ikeaudit.records import (
     Anomaly,
+    Authentication,
+    Certificate,
+    CertificateRequest,
     Decryption,
     Identification,
     IkeDatagram,
@@ -69,6 +74,8 @@ MAX_INNER_FRAGMENTS = 128
 SK_HEADER, SKF_HEADER = iana.SK_HEADER, iana.SKF_HEADER
 KE_HEADER = iana.PAYLOAD_FIXED_LENGTHS[iana.PAYLOAD_KE]
 ID_HEADER = iana.PAYLOAD_FIXED_LENGTHS[iana.PAYLOAD_IDI]
+CERT_HEADER = iana.PAYLOAD_FIXED_LENGTHS[iana.PAYLOAD_CERT]  # CERT and CERTREQ: 1-byte encoding
+AUTH_HEADER = iana.PAYLOAD_FIXED_LENGTHS[iana.PAYLOAD_AUTH]
 NOTIFY_HEADER = iana.PAYLOAD_FIXED_LENGTHS[iana.PAYLOAD_NOTIFY]
 # True: every message is dissected by Scapy alone, payload after payload, as the
 # differential test's reference; `dissect(..., scapy=...)` decides per call.
@@ -289,6 +296,9 @@ class _Walk:
         self.encrypted_next = 0
         self.identifications: list[Identification] = []
         self.auth_method: int | None = None
+        self.authentication: Authentication | None = None
+        self.certificates: list[Certificate] = []
+        self.cert_requests: list[CertificateRequest] = []
         self.anomalies: list[Anomaly] = []
 
     def anomaly(self, kind: str, detail: str) -> None:
@@ -407,6 +417,7 @@ def _message(datagram: IkeDatagram, walk: _Walk, keys: decrypt.KeyTable | None, 
         encrypted_length=walk.encrypted_length,
         digest=hashlib.blake2b(datagram.payload, digest_size=16).digest(),
         anomalies=tuple(walk.anomalies), encrypted_next_payload=walk.encrypted_next,
+        cert_requests=tuple(walk.cert_requests),
     )
     if keys is None or walk.encrypted_at is None:
         return message
@@ -484,7 +495,8 @@ def dissect_inner(message: IkeMessage, first_payload: int, plaintext: bytes, *,
         payload_types=tuple(walk.payload_types), proposals=tuple(walk.proposals),
         key_exchange=walk.key_exchange, notifies=tuple(walk.notifies),
         identifications=tuple(walk.identifications), auth_method=walk.auth_method,
-        anomalies=anomalies,
+        anomalies=anomalies, certificates=tuple(walk.certificates), cert_requests=tuple(walk.cert_requests),
+        authentication=walk.authentication, vendor_ids=tuple(walk.vendor_ids),
     )
 
 
@@ -579,7 +591,7 @@ def _walk_payloads(packet: Packet, first_type: int, available: int, present: int
 
 
 # What _fields reads from a layer, by kind: the first item of its tuple.
-_SA, _KE, _NOTIFY, _VENDOR_ID, _ID, _AUTH, _SKF, _SK, _OTHER = range(9)
+_SA, _KE, _NOTIFY, _VENDOR_ID, _ID, _AUTH, _SKF, _SK, _OTHER, _CERT, _CERTREQ = range(11)
 
 
 def _fields(layer: Packet) -> tuple:
@@ -598,6 +610,10 @@ def _fields(layer: Packet) -> tuple:
         return _ID, int(layer.IDtype)
     if isinstance(layer, IKEv2_AUTH):
         return _AUTH, int(layer.auth_type)
+    if isinstance(layer, IKEv2_CERT):
+        return _CERT, int(layer.cert_encoding)
+    if isinstance(layer, IKEv2_CERTREQ):
+        return _CERTREQ, int(layer.cert_encoding)
     if isinstance(layer, IKEv2_Encrypted_Fragment):
         return _SKF, int(layer.next_payload or 0), int(layer.frag_number), int(layer.frag_total)
     if isinstance(layer, IKEv2_Encrypted):
@@ -627,6 +643,12 @@ def _record(payload_type: int, fields: tuple, data: bytes, at: int, length: int,
                                                    data[at + ID_HEADER:at + max(length, ID_HEADER)]))
     elif kind == _AUTH:
         walk.auth_method = fields[1]
+        walk.authentication = Authentication(fields[1], data[at + AUTH_HEADER:at + max(length, AUTH_HEADER)])
+    elif kind == _CERT:
+        walk.certificates.append(Certificate(fields[1], data[at + CERT_HEADER:at + max(length, CERT_HEADER)]))
+    elif kind == _CERTREQ:
+        walk.cert_requests.append(CertificateRequest(fields[1],
+                                                     data[at + CERT_HEADER:at + max(length, CERT_HEADER)]))
     elif kind == _SKF:
         walk.fragment = (fields[2], fields[3])
         walk.encrypted_length = max(length - SKF_HEADER, 0)

@@ -506,6 +506,33 @@ def auth_method_name(value: int) -> str:
     return AUTH_METHODS.get(value, f"AUTH_METHOD_{value}")
 
 
+AUTH_SHARED_KEY, AUTH_DIGITAL_SIGNATURE = 2, 14
+SIGNATURE_HASH_ALGORITHMS = 16431  # notify type, RFC 7427 section 4
+# RFC 7427 section 7 and the IANA "IKEv2 Hash Algorithms" registry; Identity (5) is what
+# EdDSA (RFC 8420) and ML-DSA/SLH-DSA in IKEv2 (draft-ietf-ipsecme-ikev2-mldsa) announce.
+HASH_ALGORITHMS: dict[int, str] = {
+    0: "RESERVED", 1: "SHA1", 2: "SHA2-256", 3: "SHA2-384", 4: "SHA2-512", 5: "Identity",
+    6: "STREEBOG-256", 7: "STREEBOG-512",
+}
+# RFC 7296 section 3.6 and the IANA "IKEv2 Certificate Encodings" registry.
+CERT_ENCODINGS: dict[int, str] = {
+    1: "PKCS #7 wrapped X.509 certificate", 2: "PGP Certificate", 3: "DNS Signed Key",
+    4: "X.509 Certificate - Signature", 6: "Kerberos Token", 7: "Certificate Revocation List (CRL)",
+    8: "Authority Revocation List (ARL)", 9: "SPKI Certificate", 10: "X.509 Certificate - Attribute",
+    11: "Raw RSA Key", 12: "Hash and URL of X.509 certificate", 13: "Hash and URL of X.509 bundle",
+    14: "OCSP Content", 15: "Raw Public Key",
+}
+CERT_X509_SIGNATURE = 4
+
+
+def hash_algorithm_name(value: int) -> str:
+    return HASH_ALGORITHMS.get(value, f"HASH_{value}")
+
+
+def cert_encoding_name(value: int) -> str:
+    return CERT_ENCODINGS.get(value, f"CERT_ENCODING_{value}")
+
+
 # ---------------------------------------------------------------------------------------
 # IKEv1 (ISAKMP, RFC 2408; IKE, RFC 2409; IPsec DOI, RFC 2407) and the IANA "Internet Key
 # Exchange (IKE) Attributes" and "ISAKMP" registries. IKEv1 has no post-quantum key

@@ -43,6 +43,8 @@ IKEv2_Encrypted_Fragment = _scapy_ikev2.IKEv2_Encrypted_Fragment
 IKEv2_IDi = _scapy_ikev2.IKEv2_IDi
 IKEv2_IDr = _scapy_ikev2.IKEv2_IDr
 IKEv2_AUTH = _scapy_ikev2.IKEv2_AUTH
+IKEv2_CERT = _scapy_ikev2.IKEv2_CERT
+IKEv2_CERTREQ = _scapy_ikev2.IKEv2_CERTREQ
 
 
 def _field(cls, name: str):

@@ -33,13 +33,16 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
+from ikeaudit.certs import AuthInventory, inventory
 from ikeaudit.capture_filter import ike_filter, ip_filter, untagged_filter
 from ikeaudit.classify import Classification, KeCatalog, classify_all
 from ikeaudit.decrypt import KeyTable
 from ikeaudit.extract import Extractor
 from ikeaudit.iana import VXLAN_PORT
 from ikeaudit.mtu import FragmentationProfile, profile
+from ikeaudit.peer import Implementation, identify
 from ikeaudit.records import (Anomaly, EspFlow, Frame, IkeDatagram, Ikev1Message, IkeMessage, Malformed,
                               Negotiation)
 from ikeaudit.sources import Capture, TimeOrder, iter_capture, open_capture, rotations
@@ -58,6 +61,15 @@ class AuditedNegotiation:
     negotiation: Negotiation
     classification: Classification
     fragmentation: FragmentationProfile
+
+    # Read on first use, so every path that builds one (scan, live) gets them alike.
+    @cached_property
+    def authentication(self) -> AuthInventory:
+        return inventory(self.negotiation)
+
+    @cached_property
+    def peers(self) -> tuple[Implementation, Implementation]:
+        return identify(self.negotiation)
 
 
 @dataclass

@@ -143,6 +143,33 @@ class Identification:
 
 
 @dataclass(frozen=True, slots=True)
+class Certificate:
+    """A CERT payload as carried (RFC 7296 section 3.6): encoding 4 is a DER X.509
+    certificate; `ikeaudit.certs` reads it."""
+
+    encoding: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRequest:
+    """A CERTREQ payload (RFC 7296 section 3.7): for X.509, the SHA-1 hashes of the
+    public keys of the CAs the sender trusts, concatenated."""
+
+    encoding: int
+    authorities: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    """An AUTH payload (RFC 7296 section 3.8): its method and data. For method 14
+    (RFC 7427 Digital Signature) the data starts with the signature's AlgorithmIdentifier."""
+
+    method: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class InnerPayloads:
     """The payloads inside an SK payload, or inside a whole set of SKF fragments joined
     after decryption: dissected by the same code as clear payloads."""
@@ -154,6 +181,10 @@ class InnerPayloads:
     identifications: tuple[Identification, ...] = ()
     auth_method: int | None = None
     anomalies: tuple[Anomaly, ...] = ()
+    certificates: tuple[Certificate, ...] = ()
+    cert_requests: tuple[CertificateRequest, ...] = ()
+    authentication: Authentication | None = None  # the AUTH payload, whose method is auth_method
+    vendor_ids: tuple[bytes, ...] = ()
 
     def notify_types(self) -> tuple[int, ...]:
         return tuple(n.type for n in self.notifies)
@@ -210,6 +241,7 @@ class IkeMessage:
     inner: InnerPayloads | None = None  # SK: this message's; SKF: the whole message's, on the
     # fragment that completed it
     fragment_plaintext: bytes = b""  # SKF: this fragment's decrypted share, until joined
+    cert_requests: tuple[CertificateRequest, ...] = ()  # clear CERTREQ payloads (IKE_SA_INIT response)
 
     @property
     def is_response(self) -> bool:
@@ -440,4 +472,10 @@ class Negotiation:
     ikev1_offered: tuple[Ikev1Proposal, ...] = ()
     ikev1_chosen: Ikev1Proposal | None = None
     ikev1_mode: str | None = None  # "main", "aggressive" or None when phase 1 was not seen
-    peer_vendor_ids: tuple[tuple[bool, bytes], ...] = ()  # (from initiator, Vendor ID); IKEv1 fills it
+    peer_vendor_ids: tuple[tuple[bool, bytes], ...] = ()  # (from initiator, Vendor ID), IKEv1 and IKEv2
+    # What the peers showed of their authentication, each item (from initiator, ...):
+    certificates: tuple[tuple[bool, Certificate], ...] = ()  # CERT payloads of the decrypted IKE_AUTH
+    cert_requests: tuple[tuple[bool, CertificateRequest], ...] = ()  # clear IKE_SA_INIT and decrypted IKE_AUTH
+    authentications: tuple[tuple[bool, Authentication], ...] = ()  # AUTH payloads of the decrypted IKE_AUTH
+    # RFC 7427 SIGNATURE_HASH_ALGORITHMS of the clear IKE_SA_INIT: the hash ids each side accepts
+    signature_hash_algorithms: tuple[tuple[bool, tuple[int, ...]], ...] = ()

@@ -689,7 +689,7 @@ class Tracker:
             rekeyed_from=sa.rekeyed_from,
             rekey_evidence=sa.rekey_evidence, ikev1_exchanges=tuple(sa.ikev1_exchanges),
             rekey_linked_by=sa.rekey_linked_by, child_exchanges=child_exchanges(messages),
-            **_auth_content(messages),
+            **_auth_content(messages), **_peer_content(sa, messages),
             ppk_notifies=tuple(dict.fromkeys((m.exchange, n.type) for m in messages if m.inner
                                              for n in m.inner.notifies if n.type in iana.PPK_NOTIFIES)),
         ))
@@ -786,6 +786,30 @@ def _auth_content(messages: list[TrackedMessage]) -> dict:
             methods.append((m.from_initiator, m.inner.auth_method))
     return {"child_sa_offered": tuple(offered), "child_sa_chosen": chosen,
             "identifications": tuple(dict.fromkeys(identifications)), "auth_methods": tuple(methods)}
+
+
+def _peer_content(sa: _SaBuilder, messages: list[TrackedMessage]) -> dict:
+    """What each side showed of itself (issue 17): Vendor IDs, CERTREQ and RFC 7427
+    SIGNATURE_HASH_ALGORITHMS from the clear messages the builders hold, and CERT, CERTREQ
+    and AUTH payloads from the decrypted ones."""
+    clear = sorted((b.first for bs in sa.messages.values() for b in bs), key=lambda m: (m.first_timestamp, m.frame))
+    vendor_ids = [(m.from_original_initiator, v) for m in clear for v in m.vendor_ids]
+    requests = [(m.from_original_initiator, r) for m in clear for r in m.cert_requests]
+    hashes = [(m.from_original_initiator, tuple(int.from_bytes(n.data[i:i + 2], "big")
+                                                for i in range(0, len(n.data) - 1, 2)))
+              for m in clear for n in m.notifies if n.type == iana.SIGNATURE_HASH_ALGORITHMS]
+    certificates, authentications = [], []
+    for m in messages:
+        if m.inner is None:
+            continue
+        vendor_ids += [(m.from_initiator, v) for v in m.inner.vendor_ids]
+        requests += [(m.from_initiator, r) for r in m.inner.cert_requests]
+        certificates += [(m.from_initiator, c) for c in m.inner.certificates]
+        if m.inner.authentication is not None:
+            authentications.append((m.from_initiator, m.inner.authentication))
+    return {"peer_vendor_ids": tuple(dict.fromkeys(vendor_ids)), "cert_requests": tuple(dict.fromkeys(requests)),
+            "signature_hash_algorithms": tuple(dict.fromkeys(hashes)),
+            "certificates": tuple(dict.fromkeys(certificates)), "authentications": tuple(authentications)}
 
 
 def child_exchanges(messages: list[TrackedMessage]) -> tuple[ChildExchange, ...]:

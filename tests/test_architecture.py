@@ -83,10 +83,12 @@ def test_monitoring_reads_the_output_views_never_the_stages(path):
 
 def test_decryption_is_a_helper_of_dissection_not_a_stage():
     """decrypt works on bytes and key sets: it knows no stage, and of the stages only
-    dissect (which holds the message bytes) calls it; crypto stays out of the rest."""
+    dissect (which holds the message bytes) calls it; crypto stays out of the rest.
+    certs.py is the one other user of `cryptography`: for its X.509 parser (issue 17),
+    reading certificates the tracker handed on as bytes; it decrypts nothing."""
     assert not imports_of(PACKAGE / "decrypt.py") & {f"ikeaudit.{s}" for s in STAGES}
     for path in modules():
-        if path.stem in ("decrypt",):
+        if path.stem in ("decrypt", "certs"):
             continue
         assert not any(name.startswith("cryptography") for name in imports_of(path)), path
     for stage in ("extract", "track", "classify"):
@@ -119,6 +121,15 @@ def test_policy_modules_do_not_touch_packets_or_renderers():
     for path in (PACKAGE / "policy").glob("*.py"):
         assert not imports_of(path) & {f"ikeaudit.{s}" for s in ("sources", "extract", "dissect", "track",
                                                                   "layers", "report")}, path
+
+
+def test_certificate_and_peer_readers_know_no_packet_stage():
+    """certs and peer read a Negotiation's plain records; neither reaches into a stage
+    nor into decryption."""
+    for module in ("certs", "peer"):
+        imported = imports_of(PACKAGE / f"{module}.py")
+        assert not imported & {f"ikeaudit.{s}" for s in [*STAGES, "decrypt", "layers", "pipeline"]}, module
+        assert not any(name.startswith("scapy") for name in imported)
 
 
 def test_vendor_id_table_is_a_pure_lookup_that_knows_no_stage():

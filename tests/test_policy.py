@@ -65,17 +65,18 @@ MATRIX = {
     ("hybrid-required", "h02"): {"hybrid-key-exchange": P},
     ("hybrid-required", "p02"): {"hybrid-key-exchange": P},
     # cnsa2: ML-KEM-1024; a classical part only ECDH P-384 (group 20) or MODP >= 3072 (RFC 9206),
-    # none needed beside ML-KEM-1024; AES-256, SHA-384 or stronger for PRF and INTEG
+    # none needed beside ML-KEM-1024; AES-256, SHA-384 or stronger for PRF and INTEG; ML-DSA-87
+    # authentication, "not visible" (warn) here because these audits have no keys
     ("cnsa2", "c01"): {"negotiation": F, "ml-kem-1024": F, "classical-part": F, "aes-256": P, "prf-sha384": F,
-                       "integ-sha384": F},
+                       "integ-sha384": F, "ml-dsa-87": W},
     ("cnsa2", "c02"): {"negotiation": F, "ml-kem-1024": F, "classical-part": F, "aes-256": P, "prf-sha384": F,
-                       "integ-sha384": F},
+                       "integ-sha384": F, "ml-dsa-87": W},
     ("cnsa2", "h01"): {"negotiation": P, "ml-kem-1024": F, "classical-part": F, "aes-256": P, "prf-sha384": F,
-                       "integ-sha384": F},
+                       "integ-sha384": F, "ml-dsa-87": W},
     ("cnsa2", "h02"): {"negotiation": P, "ml-kem-1024": P, "classical-part": P, "aes-256": P, "prf-sha384": P,
-                       "integ-sha384": P},
+                       "integ-sha384": P, "ml-dsa-87": W},
     ("cnsa2", "p02"): {"negotiation": P, "ml-kem-1024": P, "classical-part": P, "aes-256": P, "prf-sha384": F,
-                       "integ-sha384": F},
+                       "integ-sha384": F, "ml-dsa-87": W},
     # nist-ir-8547 in 2026: every classical group here is still allowed
     ("nist-ir-8547", "c01"): {"negotiation": NA, "classical-sunset": P},
     ("nist-ir-8547", "c02"): {"negotiation": NA, "classical-sunset": P},
@@ -133,7 +134,7 @@ def test_cnsa2_h01_fails_on_ml_kem_768_and_sha256_with_evidence():
 def test_cnsa2_aead_needs_no_integ():
     got = outcomes("cnsa2", "h04", BEFORE_2026)  # AES-GCM-16/256 + PRF SHA-384 + ML-KEM-768
     assert got == {"negotiation": P, "ml-kem-1024": F, "classical-part": F, "aes-256": P, "prf-sha384": P,
-                   "integ-sha384": NA}
+                   "integ-sha384": NA, "ml-dsa-87": W}
 
 
 @pytest.mark.parametrize("as_of,severity", [
@@ -516,10 +517,13 @@ NOT_PASSABLE = ("unconfirmed", "contradicted", "inferred", None)
 @pytest.mark.parametrize("policy", PRESETS)
 def test_no_preset_passes_what_the_capture_does_not_prove(policy, confidence):
     """h02 (ECP-384 + ML-KEM-1024, AES-256, SHA-384: manifest) passes every rule of every
-    preset when negotiated; the same negotiation with a confidence that cannot pass
-    passes no rule of any preset."""
+    preset when negotiated (authentication aside: without keys its IKE_AUTH is not
+    visible); the same negotiation with a confidence that cannot pass passes no rule of
+    any preset."""
     loaded = load_policy(policy)
-    assert all(v.outcome in (P, NA) for v in evaluate(loaded, item("h02"), BEFORE_2026))
+    authentication = {r.id for r in loaded.rules if r.kind == "authentication"}
+    assert all(v.outcome in (P, NA) for v in evaluate(loaded, item("h02"), BEFORE_2026)
+               if v.rule not in authentication)
     unproven = _with("h02", confidence=confidence)
     verdicts = evaluate(loaded, unproven, BEFORE_2026)
     assert not [v for v in verdicts if v.outcome == P]
@@ -632,3 +636,59 @@ def test_esp_after_an_sa_infers_its_establishment_and_says_so():
     [t] = exposure([quiet], esp=[flow])
     assert (t.status, t.established_by_esp, t.esp_packets, t.observation) == ("exposed", 1, 4, "inferred")
     assert any("inferred from ESP" in i for i in t.inferences)
+
+
+# ---------------------------------------------------------------- authentication (issue 17)
+
+
+def _with_keys(record_id: str):
+    from ikeaudit.decrypt import parse_key_table
+    from ikeaudit.pipeline import audit_capture
+
+    path = lab_path(record_id)
+    keys = path.replace(".pcap", ".keys")
+    return audit_capture(path, keys=parse_key_table(open(keys).read(), keys)).negotiations[0]
+
+
+def _auth_verdict(audited):
+    [verdict] = [v for v in evaluate(load_policy("cnsa2"), audited, BEFORE_2026) if v.rule == "ml-dsa-87"]
+    return verdict
+
+
+def test_authentication_not_decrypted_is_not_visible_never_a_pass():
+    verdict = _auth_verdict(item("c01"))
+    assert verdict.outcome == W and "not visible" in verdict.detail
+
+
+def test_shared_key_authentication_warns_as_shared_key():
+    verdict = _auth_verdict(_with_keys("c01"))
+    assert verdict.outcome == W and "shared key" in verdict.detail and "not visible" not in verdict.detail
+    assert verdict.evidence == ("initiator AUTH: Shared Key Message Integrity Code",
+                                "responder AUTH: Shared Key Message Integrity Code")
+
+
+def test_mldsa87_on_both_sides_passes_and_a_classical_certificate_fails():
+    from dataclasses import replace
+
+    from ikeaudit.certs import AuthenticationInfo, AuthInventory, CertificateInfo, signature_algorithm
+
+    mldsa87, ecdsa = signature_algorithm("2.16.840.1.101.3.4.3.19"), signature_algorithm("1.2.840.10045.4.3.2")
+    auths = tuple(AuthenticationInfo(who, 14, "Digital Signature", mldsa87) for who in (True, False))
+    good = AuthInventory(True, True, authentications=auths)
+
+    class Audited:
+        negotiation, classification = item("h02").negotiation, item("h02").classification
+        authentication = good
+
+    assert _auth_verdict(Audited()).outcome == P
+    classical = CertificateInfo(False, 4, "00", 500, subject="CN=gw", issuer="CN=ca", key_algorithm="EC",
+                                curve="P-384", key_bits=384, signature=ecdsa)
+    Audited.authentication = replace(good, certificates=(classical,))
+    verdict = _auth_verdict(Audited())
+    assert verdict.outcome == F and "certificate CN=gw" in verdict.detail
+
+
+def test_an_unknown_signature_algorithm_name_is_a_policy_error():
+    with pytest.raises(PolicyError, match="signature algorithm"):
+        parse_policy('name = "x"\n[[rules]]\nid = "a"\nkind = "authentication"\n'
+                     'signature_algorithms = ["ML-DSA-88"]\n')

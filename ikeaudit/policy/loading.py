@@ -65,6 +65,17 @@ Rule kinds and their own keys:
 ``integrity``
     ``algorithms``: INTEG names from ``ikeaudit.iana.INTEGRITY_ALGORITHMS``. An AEAD
     cipher carries its own integrity, so its proposal has none: not-applicable.
+``authentication``
+    What the decrypted IKE_AUTH shows of each side's authentication (issue 17).
+    ``signature_algorithms`` (names as in ``ikeaudit.certs.PQ_SIGNATURES``, e.g.
+    ``["ML-DSA-87"]``): every AUTH payload must sign with one of them (RFC 7427 Digital
+    Signature) and every certificate sent must carry such a key and be signed with one;
+    a classical signature fails. ``shared_key_outcome`` (default ``"warn"``): the outcome
+    of shared-key authentication, which is no signature (not quantum-vulnerable in itself;
+    the key exchange still decides harvest-now-decrypt-later). ``not_visible_outcome``
+    (``warn`` or ``fail``, default ``warn``): when an IKE_AUTH was on the wire but a side's
+    AUTH was not decrypted ("not visible"), never a pass. A negotiation that did not reach
+    IKE_AUTH, failed or is IKEv1 is not-applicable.
 ``classical-sunset``
     Dates on which classical-only key establishment becomes deprecated and then
     disallowed, by security strength. ``[[rules.schedule]]`` entries, first match wins:
@@ -99,6 +110,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ikeaudit import iana
+from ikeaudit.certs import PQ_SIGNATURES
 from ikeaudit.classify import (
     CLASSES, CLASSICAL, CLASSICAL_PQ_OFFERED, FAILED, HYBRID_PQ, IKEV1, INCOMPLETE, PQ_ONLY,
     SEVERITIES, UNKNOWN,
@@ -133,7 +145,7 @@ DEFAULT_CONFIDENCE_OUTCOMES: Mapping[str, str] = {
 }
 
 RULE_KINDS = ("classification", "pq-key-exchange", "classical-key-exchange", "encryption", "prf",
-              "integrity", "classical-sunset")
+              "integrity", "classical-sunset", "authentication")
 
 
 class PolicyError(Exception):
@@ -188,6 +200,10 @@ class Rule:
     min_key_bits: int | None = None
     # classical-sunset
     schedule: tuple[SunsetStep, ...] = ()
+    # authentication
+    signature_algorithms: tuple[str, ...] = ()
+    shared_key_outcome: str = WARN
+    not_visible_outcome: str = WARN
 
 
 @dataclass(frozen=True)
@@ -241,6 +257,7 @@ class _Parser:
         "prf": {"algorithms"},
         "integrity": {"algorithms"},
         "classical-sunset": {"schedule"},
+        "authentication": {"signature_algorithms", "shared_key_outcome", "not_visible_outcome"},
     }
     NAMES = {
         "encryption": set(iana.ENCRYPTION_ALGORITHMS.values()),
@@ -428,6 +445,17 @@ class _Parser:
         if not steps:
             raise self.fail(where, "'schedule' needs at least one entry")
         return dict(schedule=tuple(steps))
+
+    def kind_authentication(self, data: dict, where: str) -> dict:
+        names = self.string_list(data, "signature_algorithms", where)
+        known = sorted(name for name, _ in PQ_SIGNATURES.values())
+        for name in names:
+            self.choice(name, known, "signature algorithm", where)
+        shared = self.choice(self.get(data, "shared_key_outcome", str, where, default=WARN), OUTCOMES,
+                             "shared_key_outcome", where)
+        hidden = self.choice(self.get(data, "not_visible_outcome", str, where, default=WARN), (WARN, FAIL),
+                             "not_visible_outcome", where)
+        return dict(signature_algorithms=names, shared_key_outcome=shared, not_visible_outcome=hidden)
 
     def string_list(self, data: dict, key: str, where: str) -> tuple[str, ...]:
         values = self.get(data, key, list, where, default=[])

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Iterable
 from ikeaudit import iana
 from ikeaudit.classify import (
     CLASSICAL, CLASSICAL_PQ_OFFERED, FAILED, HYBRID_PQ, IKEV1, INCOMPLETE, NOT_OBSERVABLE, PASSABLE_CONFIDENCE,
-    PQ_ONLY, SEVERITIES, Classification, KeCatalog,
+    PQ_ONLY, SEVERITIES, UNKNOWN, Classification, KeCatalog,
 )
+from ikeaudit.certs import PQ_SIGNATURES, AuthInventory, inventory
 from ikeaudit.iana import KeMethod
 from ikeaudit.policy.loading import (
     CLASSICAL_ONLY_CLASSES, DEFAULT_OUTCOMES, FAIL, NOT_APPLICABLE, PASS, PQ_CLASSES, WARN, Policy, Rule,
@@ -71,6 +72,7 @@ class _Facts:
 
     n: Negotiation
     c: Classification
+    auth: AuthInventory
     methods: tuple[tuple[str, KeMethod], ...]  # (slot, method): KE first, then ADDKE1..7
     origin: str  # where the chosen proposal was read
     frame: int | None
@@ -89,7 +91,7 @@ class _Facts:
         return [(s, m) for s, m in self.methods if m.kind not in ("pq", "classical")]
 
 
-def _facts(n: Negotiation, c: Classification, catalog: KeCatalog) -> _Facts:
+def _facts(n: Negotiation, c: Classification, catalog: KeCatalog, auth: AuthInventory) -> _Facts:
     methods: list[tuple[str, KeMethod]] = []
     if c.ke_method is not None:
         methods.append(("KE", catalog.method(c.ke_method)))
@@ -109,7 +111,7 @@ def _facts(n: Negotiation, c: Classification, catalog: KeCatalog) -> _Facts:
                   "(the rekey's own proposal is encrypted)")
     else:
         origin = "no chosen proposal captured"
-    return _Facts(n, c, tuple(methods), origin, frame, proposal)
+    return _Facts(n, c, auth, tuple(methods), origin, frame, proposal)
 
 
 def describe_method(slot: str, m: KeMethod) -> str:
@@ -133,7 +135,8 @@ def evaluate(policy: Policy, audited: "AuditedNegotiation", as_of: date | None =
     The cipher rules read the classification's chosen proposal: the IKE_SA_INIT
     response's, or for a rekeyed IKE SA seen decrypted, its CREATE_CHILD_SA's."""
     as_of = as_of or datetime.now(timezone.utc).date()
-    facts = _facts(audited.negotiation, audited.classification, catalog or KeCatalog())
+    auth = getattr(audited, "authentication", None) or inventory(audited.negotiation)
+    facts = _facts(audited.negotiation, audited.classification, catalog or KeCatalog(), auth)
     return [_evaluate_rule(policy, rule, facts, as_of) for rule in policy.rules]
 
 
@@ -175,7 +178,8 @@ _CONFIDENCE_SENTENCE = {
 def _evaluate_rule(policy: Policy, rule: Rule, f: _Facts, as_of: date) -> Verdict:
     judge = _JUDGES[rule.kind]
     outcome, detail, evidence, severity, context = judge(rule, f, as_of)
-    outcome, detail = _fail_closed(rule, f, outcome, detail)
+    if rule.kind != "authentication":  # it judges IKE_AUTH, not the key exchange, and fails closed itself
+        outcome, detail = _fail_closed(rule, f, outcome, detail)
     if f.c.inferences:
         evidence = [*evidence, *(f"inferred: {i}" for i in f.c.inferences)]
     if outcome == FAIL:
@@ -469,6 +473,66 @@ def _next_day(d: date) -> str:
     return date.fromordinal(d.toordinal() + 1).isoformat()
 
 
+def _judge_authentication(rule: Rule, f: _Facts, as_of: date):
+    auth, wanted = f.auth, " or ".join(rule.signature_algorithms) or "a post-quantum signature"
+    if f.c.name in (FAILED, INCOMPLETE, IKEV1) or not auth.ike_auth_seen or (f.c.name == UNKNOWN
+                                                                             and not auth.visible):
+        return NOT_APPLICABLE, f"no IKE_AUTH to judge (classification {f.c.name})", [f.origin], None, None
+    evidence = [_auth_sentence(a) for a in auth.authentications] + [_cert_sentence(c) for c in auth.certificates]
+    evidence += [f"IKE_AUTH {'response' if m.response else 'request'} (frame {m.first_frame}): "
+                 + (m.decryption.status if m.decryption else "encrypted, no key table given")
+                 for m in f.n.messages if m.exchange == iana.IKE_AUTH and m.inner is None]
+    results: list[tuple[str, str]] = []
+    for side, from_initiator in (("initiator", True), ("responder", False)):
+        payloads = auth.side(from_initiator)
+        if not payloads:
+            results.append((rule.not_visible_outcome, f"{side}: not visible (its IKE_AUTH message was not "
+                                                       "decrypted: no key, or not captured)"))
+            continue
+        for a in payloads:
+            if a.shared_key:
+                results.append((rule.shared_key_outcome, f"{side}: shared key, not a signature (not "
+                                                         "quantum-vulnerable in itself; the key exchange decides "
+                                                         "harvest-now-decrypt-later)"))
+            elif a.algorithm is not None and _signature_ok(rule, a.algorithm):
+                results.append((PASS, f"{side}: {a.algorithm.name} signature"))
+            else:
+                name = a.algorithm.name if a.algorithm else a.method_name
+                results.append((FAIL, f"{side}: {name}, the policy requires {wanted}"))
+        for c in (c for c in auth.certificates if c.from_initiator == from_initiator):
+            if c.error or c.signature is None:
+                results.append((rule.not_visible_outcome, f"{side}: a certificate could not be read ({c.error})"))
+            elif not (_signature_ok(rule, c.signature) and c.key_algorithm in _wanted_names(rule)):
+                results.append((FAIL, f"{side}: certificate {c.subject} has a {c.key_algorithm} key signed "
+                                      f"{c.signature.name}, the policy requires {wanted}"))
+    outcome = max((o for o, _ in results), key=lambda o: _OUTCOME_RANK[o])
+    detail = "; ".join(text for o, text in results if o == outcome)
+    return outcome, detail, evidence, None, None
+
+
+def _wanted_names(rule: Rule) -> set[str]:
+    return set(rule.signature_algorithms) or {name for name, _ in PQ_SIGNATURES.values()}
+
+
+def _signature_ok(rule: Rule, algorithm) -> bool:
+    if rule.signature_algorithms:
+        return algorithm.name in rule.signature_algorithms
+    return algorithm.post_quantum
+
+
+def _auth_sentence(a) -> str:
+    who = "initiator" if a.from_initiator else "responder"
+    return f"{who} AUTH: {a.method_name}" + (f" with {a.algorithm.name} ({a.algorithm.oid})" if a.algorithm else "")
+
+
+def _cert_sentence(c) -> str:
+    who = "initiator" if c.from_initiator else "responder"
+    if c.error:
+        return f"{who} certificate: {c.error}"
+    key = c.key_algorithm + (f" {c.curve}" if c.curve else f" {c.key_bits}-bit" if c.key_bits else "")
+    return f"{who} certificate {c.subject} (issuer {c.issuer}): {key} key, signed {c.signature.name}"
+
+
 _JUDGES = {
     "classification": _judge_classification,
     "pq-key-exchange": _judge_pq,
@@ -477,6 +541,7 @@ _JUDGES = {
     "prf": _judge_named(iana.TRANSFORM_PRF, "PRF"),
     "integrity": _judge_named(iana.TRANSFORM_INTEG, "INTEG"),
     "classical-sunset": _judge_sunset,
+    "authentication": _judge_authentication,
 }
 
 

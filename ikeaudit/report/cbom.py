@@ -23,7 +23,16 @@ What goes where:
   (``ikeaudit:tunnel:status`` exposed/unassessed/protected, ``ikeaudit:tunnel:observation``);
   a tunnel seen only as ESP (no IKE negotiation captured) is a service of its own, so an
   unassessed tunnel is listed, never left out;
-* ``dependencies``: service -> protocol assets it negotiated -> algorithm assets.
+* every X.509 certificate a decrypted IKE_AUTH carried is a ``certificate`` asset
+  (subject, issuer, serial, validity, SHA-256 fingerprint of its DER) related to its
+  signature algorithm and its key's algorithm; every signature algorithm seen (the
+  certificates', RFC 7427 AUTH AlgorithmIdentifiers, the ECDSA/RSA AUTH methods) is a
+  ``signature`` ``algorithm`` asset (ML-DSA and SLH-DSA with their NIST level, classical
+  ones with level 0, a composite named so in a property), related to the IKEv2 protocol
+  asset of the negotiation, and the certificates too; shared-key authentication is a
+  property of the service (``ikeaudit:auth:<side>``), as is each side's implementation
+  identified from its Vendor IDs (``ikeaudit:implementation:<side>``);
+* ``dependencies``: service -> protocol assets it negotiated -> algorithm and certificate assets.
 
 Output is deterministic: bom-refs are derived from content, lists are sorted, and the
 serial number and timestamp are passed in (a serial derived from the content when not).
@@ -101,6 +110,7 @@ def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None
         service_ref = _service(n, services)
         if protocol is not None:
             depends.setdefault(service_ref, set()).add(protocol)
+        _authentication(n, components, depends, protocol or service_ref, services[service_ref])
     _tunnel_status(services, tunnels)
     for ref in services:
         depends.setdefault(ref, set())
@@ -378,6 +388,138 @@ def _uri_host(address: str) -> str:
         return f"[{address}]"
 
 
+# ---------------------------------------------------------------------------- authentication
+
+# RFC 7427 AUTH methods 9-11 and 1 name their signature algorithm themselves.
+AUTH_METHOD_SIGNATURES = {1: ("RSASSA-PKCS1", None), 9: ("ECDSA", "nist/P-256"), 10: ("ECDSA", "nist/P-384"),
+                          11: ("ECDSA", "nist/P-521")}
+SIGNATURE_FAMILIES = (("ML-DSA", "ML-DSA"), ("HashML-DSA", "ML-DSA"), ("SLH-DSA", "SLH-DSA"),
+                      ("ecdsa-with", "ECDSA"), ("RSASSA-PSS", "RSASSA-PSS"), ("WithRSA", "RSASSA-PKCS1"),
+                      ("ed25519", "EdDSA"), ("ed448", "EdDSA"), ("dsa-with", "DSA"))
+
+
+def _authentication(n: dict, components: dict, depends: dict, owner: str, service: dict) -> None:
+    """Certificates and signature algorithms of a negotiation's IKE_AUTH, related to its
+    protocol asset (or its service when it has none), and each side's implementation and
+    shared-key authentication as service properties."""
+    auth = n.get("authentication") or {}
+    related: set[tuple[str, str]] = set()
+    for c in auth.get("certificates", []):
+        if c.get("error") or not c.get("subject"):
+            continue
+        related.add(("certificate", _certificate(c, components, depends)))
+    for m in auth.get("methods", []):
+        side = "initiator" if m["from_initiator"] else "responder"
+        if m.get("shared_key"):
+            service.setdefault("peer", set()).add((f"auth:{side}", m["method"]))
+        signature = m.get("signature_algorithm")
+        if signature:
+            related.add(("algorithm", _signature_algorithm(signature, components)))
+        elif m["id"] in AUTH_METHOD_SIGNATURES:
+            family, curve = AUTH_METHOD_SIGNATURES[m["id"]]
+            related.add(("algorithm", _signature_algorithm({"name": m["method"], "family": family, "curve": curve},
+                                                           components)))
+    for side, implementation in (n.get("implementation") or {}).items():
+        if implementation.get("name"):
+            version = f" {implementation['version']}" if implementation.get("version") else ""
+            service.setdefault("peer", set()).add(
+                (f"implementation:{side}", f"{implementation['name']}{version} "
+                                            f"(confidence {implementation['confidence']})"))
+    if not related:
+        return
+    depends.setdefault(owner, set()).update(ref for _, ref in related)
+    component = components.get(owner)
+    if component is not None:
+        listed = component["cryptoProperties"]["protocolProperties"].setdefault("relatedCryptographicAssets", [])
+        known = {(a["type"], a["ref"]) for a in listed}
+        listed[:] = sorted([*listed, *({"type": t, "ref": r} for t, r in related - known)],
+                           key=lambda a: (a["type"], a["ref"]))
+
+
+def _certificate(c: dict, components: dict, depends: dict) -> str:
+    ref = _ref("certificate", c["sha256"][:16])
+    if ref in components:
+        return ref
+    related = [{"type": "algorithm", "ref": _signature_algorithm(c["signature_algorithm"], components)}]
+    key = _key_algorithm(c, components)
+    if key is not None:
+        related.append({"type": "algorithm", "ref": key})
+    props = {"subjectName": c["subject"], "issuerName": c["issuer"], "serialNumber": c["serial"],
+             "notValidBefore": c["not_before"], "notValidAfter": c["not_after"], "certificateFormat": "X.509",
+             "fingerprint": {"alg": "SHA-256", "content": c["sha256"]},
+             "relatedCryptographicAssets": sorted(related, key=lambda a: a["ref"])}
+    components[ref] = {
+        "type": "cryptographic-asset", "bom-ref": ref, "name": c["subject"],
+        "cryptoProperties": {"assetType": "certificate", "certificateProperties": props},
+        "properties": [_prop("certificate:sent_by", "initiator" if c["from_initiator"] else "responder"),
+                       _prop("certificate:post_quantum", str(c["post_quantum"]).lower())],
+    }
+    depends.setdefault(ref, set()).update(a["ref"] for a in related)
+    return ref
+
+
+def _signature_algorithm(sig: dict, components: dict) -> str:
+    """An algorithm asset for a signature algorithm view (certs.SignatureAlgorithm), or for
+    an AUTH method that names its own (family and curve given)."""
+    name = sig["name"]
+    ref = _ref("algorithm", "signature", sig.get("oid") or name)
+    if ref in components:
+        return ref
+    family = sig.get("family") or next((f for marker, f in SIGNATURE_FAMILIES if marker.lower() in name.lower()), None)
+    props: dict = {"primitive": "signature", "cryptoFunctions": ["sign", "verify"]}
+    if family and not sig.get("composite"):
+        props["algorithmFamily"] = family
+    if family in ("ML-DSA", "SLH-DSA") and not sig.get("composite"):
+        props["parameterSetIdentifier"] = name.split("-", 2)[-1].split(" ")[0]
+    if sig.get("curve"):
+        props["ellipticCurve"] = sig["curve"]
+    if sig.get("post_quantum"):
+        if sig.get("nist_category"):
+            props["nistQuantumSecurityLevel"] = sig["nist_category"]
+    else:
+        props["nistQuantumSecurityLevel"] = 0
+    crypto: dict = {"assetType": "algorithm", "algorithmProperties": props}
+    if sig.get("oid"):
+        crypto["oid"] = sig["oid"]
+    properties = [_prop("signature:post_quantum", str(bool(sig.get("post_quantum"))).lower())]
+    if sig.get("composite"):
+        properties.append(_prop("signature:composite", "composite ML-DSA with a classical signature "
+                                                        "(draft-ietf-lamps-pq-composite-sigs)"))
+    components[ref] = {"type": "cryptographic-asset", "bom-ref": ref, "name": name, "cryptoProperties": crypto,
+                       "properties": properties}
+    return ref
+
+
+def _key_algorithm(c: dict, components: dict) -> str | None:
+    """The certified key's algorithm as an asset: its name, size and curve."""
+    name = c.get("key_algorithm")
+    if not name:
+        return None
+    curve = f"nist/{c['curve']}" if c.get("curve", "") and c["curve"].startswith("P-") else None
+    label = name + (f" {c['curve']}" if c.get("curve") else f" {c['key_bits']}" if c.get("key_bits") else "")
+    ref = _ref("algorithm", "public-key", label)
+    if ref in components:
+        return ref
+    family = {"EC": "ECDSA", "RSA": "RSASSA-PKCS1", "Ed25519": "EdDSA", "Ed448": "EdDSA", "DSA": "DSA"}.get(name)
+    if family is None and name.startswith(("ML-DSA", "SLH-DSA")):
+        family = name.split("-")[0] + "-DSA"
+    props: dict = {"primitive": "signature", "cryptoFunctions": ["verify"]}
+    if family:
+        props["algorithmFamily"] = family
+    if curve:
+        props["ellipticCurve"] = curve
+    elif c.get("key_bits"):
+        props["parameterSetIdentifier"] = str(c["key_bits"])
+    if not c.get("post_quantum_key"):
+        props["nistQuantumSecurityLevel"] = 0
+    crypto: dict = {"assetType": "algorithm", "algorithmProperties": props}
+    if c.get("key_oid"):
+        crypto["oid"] = c["key_oid"]
+    components[ref] = {"type": "cryptographic-asset", "bom-ref": ref, "name": f"{label} public key",
+                       "cryptoProperties": crypto, "properties": [_prop("certificate:key", label)]}
+    return ref
+
+
 def _finish_service(s: dict) -> dict:
     properties = [_prop("initiator", s["initiator"]), _prop("responder", s["responder"]),
                   _prop("first_seen", s["first_seen"]), _prop("last_seen", s["last_seen"]),
@@ -385,6 +527,7 @@ def _finish_service(s: dict) -> dict:
     properties += [_prop(f"classification:{name}", count) for name, count in sorted(s["classes"].items())]
     properties += [_prop(f"observation:{name}", count) for name, count in sorted(s["observations"].items())]
     properties += s["tunnel"]
+    properties += [_prop(name, value) for name, value in sorted(s.get("peer", ()))]
     properties += [_prop("capture", c) for c in s["captures"]]
     service = {
         "bom-ref": s["ref"],

@@ -95,6 +95,26 @@ def _tunnels(document: dict) -> str:
                   rows, numeric={0, 7, 9, 10, 11})
 
 
+def _remediation(document: dict) -> str:
+    """Sources are shown without their scheme: the page links to nothing (it is read offline)."""
+    parts = []
+    for t in document["tunnels"]:
+        if not t.get("remediation"):
+            continue
+        peers = ", ".join(f"<code>{_e(i['address'])}</code> ({_e(i['label'])})" for i in t["implementations"])
+        items = []
+        for r in t["remediation"]:
+            version = f", minimum version {_e(r['min_version'])}" if r["min_version"] else ""
+            config = "".join(f"<li><code>{_e(c)}</code></li>" for c in r["config"])
+            sources = "".join(f'<li>source: <code>{_e(s["url"].split("://", 1)[-1])}</code> ({_e(s["says"])}; '
+                              f"checked {_e(s['checked'])})</li>" for s in r["sources"])
+            note = f"<li>{_e(r['note'])}</li>" if r["note"] else ""
+            items.append(f"<li><b>{_e(r['implementation'] or 'any implementation')}</b>{version}: "
+                         f"{_e(r['advice'])}<ul>{config}{note}{sources}</ul></li>")
+        parts.append(f"<p><b>#{_e(t['rank'])}</b> {_e(t['status'])}: {peers}</p><ul>{''.join(items)}</ul>")
+    return "".join(parts) or "<p>Every tunnel is protected: nothing to change.</p>"
+
+
 def _negotiations(document: dict) -> str:
     rows = []
     for n in document["negotiations"]:
@@ -135,8 +155,15 @@ def _details(document: dict) -> str:
             + (f"<p>Findings:</p><ul class=\"evidence\">{findings}</ul>" if findings else "")
             + (f"<p>Policy:</p><ul class=\"evidence\">{verdicts}</ul>" if verdicts else "")
             + (f"<p>Vendor IDs: {vendor}</p>" if vendor else "")
+            + f"<p>Implementations: initiator {_e(_label(n, 'initiator'))}, responder {_e(_label(n, 'responder'))}</p>"
+            + "<p>Authentication:</p><ul class=\"evidence\">"
+            + "".join(f"<li>{_e(line)}</li>" for line in n.get("authentication", {}).get("summary", [])) + "</ul>"
             + "</details>")
     return "".join(parts)
+
+
+def _label(n: dict, side: str) -> str:
+    return (n.get("implementation") or {}).get(side, {}).get("label", "-")
 
 
 ALERT_CODES = ("downgrade", "rekey-without-followup-ke", "evidence-mismatch", "decrypted-ke-mismatch",
@@ -182,6 +209,8 @@ def render(document: dict, figures: list[tuple[bytes, str]]) -> str:
         "<h2>Tunnels by exposure</h2>",
         f'<p class="meta">{_e(document["exposure"]["method"])}</p>',
         _tunnels(document),
+        "<h2>What to change, per tunnel</h2>",
+        _remediation(document),
         "<h2>Plots</h2>",
         "".join(_figure(png, caption) for png, caption in figures),
         "<h2>Negotiations</h2>",

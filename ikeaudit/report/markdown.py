@@ -39,6 +39,24 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _remediation(document: dict) -> list[str]:
+    lines = []
+    for t in document["tunnels"]:
+        if not t.get("remediation"):
+            continue
+        peers = ", ".join(f"{md(i['address'])} ({md(i['label'])})" for i in t["implementations"])
+        lines.append(f"- **#{md(t['rank'])}** {md(t['status'])}: {peers}")
+        for r in t["remediation"]:
+            who = md(r["implementation"] or "any implementation")
+            version = f", minimum version {md(r['min_version'])}" if r["min_version"] else ""
+            lines.append(f"  - {who}{version}: {md(r['advice'])}")
+            lines += [f"    - `{c}`" if "`" not in c else f"    - {md(c)}" for c in r["config"]]
+            if r["note"]:
+                lines.append(f"    - {md(r['note'])}")
+            lines += [f"    - source: <{s['url']}> ({md(s['says'])}; checked {md(s['checked'])})" for s in r["sources"]]
+    return lines
+
+
 def render(document: dict, figure_files: list[tuple[str, str]]) -> str:
     policy = document["policy"]
     lines = ["# IKEv2 post-quantum audit", "",
@@ -62,6 +80,8 @@ def render(document: dict, figure_files: list[tuple[str, str]]) -> str:
                       md(t["downgrades"]), md(t["downgrade_prevention"] or "not seen"),
                       md(t["esp_packets_exposed"]), md(t["esp_bytes_exposed"]), md(t["esp_packets_unassessed"])]
                      for t in document["tunnels"]])
+    lines += ["", "## What to change, per tunnel", ""]
+    lines += _remediation(document) or ["Every tunnel is protected: nothing to change."]
     lines += ["", "## Negotiations", ""]
     lines += _table(["time (UTC)", "initiator → responder", "SPIi", "class", "confidence", "observation", "KE",
                      "ADDKEs", "policy"],
@@ -70,6 +90,12 @@ def render(document: dict, figure_files: list[tuple[str, str]]) -> str:
                       _cell(n["ke"]["name"] if n["ke"] else None),
                       _cell(", ".join(f"{a['slot']}={a['name']}" for a in n["addke"])),
                       _cell(n.get("policy_outcome"))] for n in document["negotiations"]])
+    lines += ["", "## Authentication and implementations", ""]
+    for n in document["negotiations"]:
+        impl = n.get("implementation") or {}
+        lines.append(f"- `{n['spi_i']}` {md(n['initiator'])} ({md(impl.get('initiator', {}).get('label', '-'))}) → "
+                     f"{md(n['responder'])} ({md(impl.get('responder', {}).get('label', '-'))}): "
+                     + "; ".join(md(s) for s in n.get("authentication", {}).get("summary", [])))
     vendors = sorted({t for n in document["negotiations"] for t in n["vendor_id_texts"] if t})
     if vendors:
         lines += ["", "## Vendor IDs in clear text", ""] + [f"- {md(v)}" for v in vendors]

@@ -10,8 +10,10 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Iterable
 
-from ikeaudit import __version__, iana, vendors
+from ikeaudit import __version__, iana, remediation, vendors
+from ikeaudit.certs import AuthInventory, CertificateInfo, SignatureAlgorithm
 from ikeaudit.classify import KeCatalog, describe_proposal
+from ikeaudit.peer import Implementation
 from ikeaudit.mtu import FragmentationProfile, WhatIf, fragmentation_supported, intermediate_supported
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
 from ikeaudit.records import Anomaly, ChildExchange, Decryption, Identification, InnerPayloads, KeyExchange, \
@@ -62,6 +64,75 @@ def inner_view(inner: InnerPayloads | None, catalog: KeCatalog) -> dict | None:
         "identities": [identification_view(i) for i in inner.identifications],
         "auth_method": iana.auth_method_name(inner.auth_method) if inner.auth_method is not None else None,
     }
+
+
+def signature_view(s: SignatureAlgorithm | None) -> dict | None:
+    if s is None:
+        return None
+    return {"name": s.name, "oid": s.oid, "post_quantum": s.post_quantum, "composite": s.composite,
+            "nist_category": s.nist_category}
+
+
+def certificate_view(c: CertificateInfo) -> dict:
+    return {"from_initiator": c.from_initiator, "encoding": iana.cert_encoding_name(c.encoding),
+            "subject": c.subject, "issuer": c.issuer, "serial": c.serial, "not_before": c.not_before,
+            "not_after": c.not_after, "key_algorithm": c.key_algorithm, "key_oid": c.key_oid,
+            "key_bits": c.key_bits, "curve": c.curve, "signature_algorithm": signature_view(c.signature),
+            "post_quantum": c.post_quantum, "post_quantum_key": c.post_quantum_key, "bytes": c.size,
+            "sha256": c.fingerprint_sha256, "error": c.error}
+
+
+def authentication_view(inv: AuthInventory) -> dict:
+    """What the negotiation shows of its authentication. `visible` false: IKE_AUTH was not
+    decrypted (no key, or not captured), so methods and certificates are unknown."""
+    return {
+        "visible": inv.visible,
+        "ike_auth_seen": inv.ike_auth_seen,
+        "methods": [{"from_initiator": a.from_initiator, "method": a.method_name, "id": a.method,
+                     "signature_algorithm": signature_view(a.algorithm), "shared_key": a.shared_key,
+                     "post_quantum": a.post_quantum} for a in inv.authentications],
+        "certificates": [certificate_view(c) for c in inv.certificates],
+        "cert_requests": [{"from_initiator": who, "encoding": iana.cert_encoding_name(encoding),
+                           "authorities": count} for who, encoding, count in inv.cert_requests],
+        "signature_hash_algorithms": [{"from_initiator": who, "hashes": list(names)}
+                                      for who, names in inv.signature_hashes],
+        "summary": _auth_summary(inv),
+    }
+
+
+def _auth_summary(inv: AuthInventory) -> list[str]:
+    """One sentence per side and per certificate, for the HTML and Markdown reports."""
+    if not inv.ike_auth_seen:
+        return ["no IKE_AUTH exchange captured"]
+    lines = []
+    for who, side in ((True, "initiator"), (False, "responder")):
+        methods = inv.side(who)
+        if not methods:
+            lines.append(f"{side}: not visible (IKE_AUTH not decrypted)")
+        for a in methods:
+            algorithm = f" with {a.algorithm.name}" if a.algorithm else ""
+            kind = "post-quantum" if a.post_quantum else "shared key" if a.shared_key else "classical"
+            lines.append(f"{side}: {a.method_name}{algorithm} ({kind})")
+    for c in inv.certificates:
+        side = "initiator" if c.from_initiator else "responder"
+        if c.error:
+            lines.append(f"{side} certificate: {c.error}")
+            continue
+        key = c.key_algorithm + (f" {c.curve}" if c.curve else f" {c.key_bits}-bit" if c.key_bits else "")
+        lines.append(f"{side} certificate {c.subject}, issuer {c.issuer}: {key} key, signed {c.signature.name}, "
+                     f"valid {c.not_before} to {c.not_after}" + (" (post-quantum)" if c.post_quantum else ""))
+    return lines
+
+
+def implementation_view(i: Implementation) -> dict:
+    return {"name": i.name, "version": i.version, "confidence": i.confidence, "evidence": list(i.evidence),
+            "capabilities": list(i.capabilities), "label": implementation_label(i.name, i.version, i.confidence)}
+
+
+def implementation_label(name: str | None, version: str | None, confidence: str | None) -> str:
+    if name is None:
+        return "unidentified"
+    return f"{name}{' ' + version if version else ''} (confidence {confidence})"
 
 
 def child_exchange_view(x: ChildExchange, catalog: KeCatalog) -> dict:
@@ -263,6 +334,9 @@ def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
         "vendor_ids": [v.hex() for v in n.vendor_ids],
         "vendor_id_texts": [printable(v) for v in n.vendor_ids],
         "vendor_id_names": [named.label if (named := vendors.name_vendor_id(v)) else None for v in n.vendor_ids],
+        "authentication": authentication_view(item.authentication),
+        "implementation": {"initiator": implementation_view(item.peers[0]),
+                           "responder": implementation_view(item.peers[1])},
         "evidence": list(c.evidence),
         "fragmentation": fragmentation_view(item.fragmentation),
         "findings": [{"severity": f.severity, "code": f.code, "detail": f.detail}
@@ -417,6 +491,40 @@ def exposure_view(tunnels: list[dict], unanswered: dict | None = None) -> dict:
             "unanswered": unanswered}
 
 
+def _tunnel_peers(audits: list[CaptureAudit]) -> dict[frozenset, list[AuditedNegotiation]]:
+    out: dict[frozenset, list[AuditedNegotiation]] = {}
+    for a in audits:
+        for item in a.negotiations:
+            n = item.negotiation
+            out.setdefault(frozenset((n.initiator, n.responder)), []).append(item)
+    return out
+
+
+def tunnel_peers_view(tunnel: dict, items: list[AuditedNegotiation]) -> dict:
+    """Each peer's implementation as its negotiations identified it, and for a tunnel that
+    is not protected what to change (ikeaudit.remediation: sourced entries, else RFC 9370)."""
+    named: dict[str, dict] = {address: {"address": address, "name": None, "version": None, "confidence": None,
+                                        "evidence": []} for address in tunnel["peers"]}
+    rank = {"high": 3, "medium": 2, "low": 1, None: 0}
+    for item in items:
+        n = item.negotiation
+        for address, found in ((n.initiator, item.peers[0]), (n.responder, item.peers[1])):
+            entry = named.get(address)
+            if entry is None or found.name is None:
+                continue
+            if rank[found.confidence] > rank[entry["confidence"]]:
+                entry.update(name=found.name, version=found.version, confidence=found.confidence,
+                             evidence=list(found.evidence))
+    for entry in named.values():
+        entry["label"] = implementation_label(entry["name"], entry["version"], entry["confidence"])
+    implementations = [named[a] for a in tunnel["peers"]]
+    if tunnel["status"] == "protected":
+        return {"implementations": implementations, "remediation": []}
+    ikev1 = bool(items) and all(i.negotiation.ike_version == 1 for i in items)
+    advice = remediation.advise([i["name"] for i in implementations], 1 if ikev1 else 2)
+    return {"implementations": implementations, "remediation": [r.as_dict() for r in advice]}
+
+
 def report_document(audits: list[CaptureAudit], catalog: KeCatalog,
                     verdicts: dict[int, tuple[list[dict], str | None]], tunnels: list[dict], policy: dict,
                     generated_at: str, what_ifs: dict[int, list[WhatIf]], mtus: list[int],
@@ -432,6 +540,9 @@ def report_document(audits: list[CaptureAudit], catalog: KeCatalog,
             view["what_if"] = [what_if_view(row) for row in what_ifs.get(id(item), [])]
             negotiations.append(view)
     ranked = [tunnel_view(i + 1, t) for i, t in enumerate(tunnels)]
+    peers = _tunnel_peers(audits)
+    for t in ranked:
+        t.update(tunnel_peers_view(t, peers.get(frozenset(t["peers"]), [])))
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "ikeaudit", "version": __version__},
