@@ -18,6 +18,7 @@ anything it does not list is recorded as an anomaly instead of being guessed.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 
 from ikeaudit import iana
@@ -888,38 +889,46 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
     with a handshake (its IKE_SA_INIT was lost): it is no rekey and is never linked.
     """
     _link_rekeys_by_spis(sas)
-    by_pair: dict[frozenset, list[_SaBuilder]] = {}
+    orphans = [sa for sa in sas if sa.state == MIDSTREAM and not sa.ikev1_exchanges and sa.rekey_linked_by != "spis"
+               and not any(b.first.exchange in (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
+                           for bs in sa.messages.values() for b in bs)]
+    pairs = {frozenset((sa.initiator, sa.responder)) for sa in orphans}
+    if not pairs:
+        return
+    # Address pair -> every CREATE_CHILD_SA message large enough for a rekey, in time
+    # order: each orphan looks only at those of its window (a gateway pair rekeying for
+    # hours, or thousands of peers, made a walk over every parent quadratic).
+    candidates: dict[frozenset, list[tuple[float, int, int, _SaBuilder, TrackedMessage, str]]] = {}
     for parent in sas:
-        if not parent.ikev1_exchanges and any(b.first.exchange == iana.CREATE_CHILD_SA
-                                              for bs in parent.messages.values() for b in bs):
-            by_pair.setdefault(frozenset((parent.initiator, parent.responder)), []).append(parent)
-    requests: dict[int, list[TrackedMessage]] = {}  # id(parent) -> its CREATE_CHILD_SA requests
-    for sa in sas:
-        if sa.state != MIDSTREAM or sa.ikev1_exchanges or sa.rekey_linked_by == "spis":
+        pair = frozenset((parent.initiator, parent.responder))
+        if pair not in pairs or parent.ikev1_exchanges or not any(
+                b.first.exchange == iana.CREATE_CHILD_SA for bs in parent.messages.values() for b in bs):
             continue
-        if any(b.first.exchange in (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
-               for bs in sa.messages.values() for b in bs):
-            continue
+        for index, request in enumerate(_create_child_sa_requests(parent)):
+            fits, room = _rekey_room(parent, request)
+            if fits:
+                candidates.setdefault(pair, []).append(
+                    (request.first_timestamp, -parent.order, index, parent, request, room))
+    for entries in candidates.values():
+        entries.sort(key=lambda e: e[:3])
+    for sa in orphans:
         start = sa.first.timestamp
+        entries = candidates.get(frozenset((sa.initiator, sa.responder)), [])
         best: tuple[tuple, _SaBuilder, TrackedMessage, str] | None = None
-        for parent in by_pair.get(frozenset((sa.initiator, sa.responder)), ()):
-            if parent is sa or parent.first.timestamp > start:
+        # Widened by a microsecond: the exact test below decides, as float rounding would.
+        low = bisect_left(entries, start - window - 1e-6, key=_time)
+        high = bisect_right(entries, start + 1e-6, key=_time)
+        for at, rank_order, index, parent, request, room in entries[low:high]:
+            if parent is sa or parent.first.timestamp > start or not 0 <= start - at <= window:
                 continue
-            if id(parent) not in requests:
-                requests[id(parent)] = _create_child_sa_requests(parent)
-            for request in reversed(requests[id(parent)]):
-                if not 0 <= start - request.first_timestamp <= window:
-                    continue
-                fits, room = _rekey_room(parent, request)
-                if not fits:
-                    continue
-                rank = (parent.last_seen <= start, request.first_timestamp)
-                if best is None or rank > best[0]:
-                    best = (rank, parent, request, room)
-                break
+            # A parent that fell silent first, then the latest request; on a tie the
+            # parent met first, and its later request.
+            rank = (parent.last_seen <= start, at, rank_order, index)
+            if best is None or rank > best[0]:
+                best = (rank, parent, request, room)
         if best is None:
             continue
-        (ended, _), parent, request, room = best
+        (ended, *_), parent, request, room = best
         sa.rekeyed_from = (parent.spi_i, parent.spi_r)
         sa.rekey_linked_by = "addresses-time-and-size"
         sa.rekey_evidence = (
@@ -929,6 +938,10 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
             f"this SA's first message by {start - request.first_timestamp:.1f} s (rekey window {window:g} s); "
             f"{room}" + ("; the parent fell silent before this SA appeared" if ended
                          else "; the parent stayed active"))
+
+
+def _time(entry: tuple) -> float:
+    return entry[0]
 
 
 def _link_rekeys_by_spis(sas: list[_SaBuilder]) -> None:
