@@ -99,6 +99,13 @@ MAX_ANOMALIES = 256  # anomaly records per IKE SA
 # that they are counted per initiator (for at most MAX_FLOOD_SOURCES initiators).
 MAX_FLOOD_SOURCES = 1024
 
+# The negotiation table is bounded in memory (`--max-state-mb`), by an estimate that
+# errs high: tracemalloc measured about 5.0 KB for an SA holding its IKE_SA_INIT request
+# and 19.9 KB for one holding a whole handshake of 11 datagrams (bench/gateway.py's lab
+# handshakes), i.e. about 3.5 KB for the SA and 1.5 KB a datagram kept.
+SA_STATE_BYTES = 4096  # an open IKE SA, its lookup entries and its first message's builder
+DATAGRAM_STATE_BYTES = 2048  # each datagram it keeps (the dissected record and its frames)
+DEFAULT_MAX_STATE_MB = 4096  # 200,000 SAs of 8 datagrams held (a whole handshake), 690,000 of one
 MAX_RETRY_CANDIDATES = 64  # recent retry demands between two peers a new SPIi may answer
 
 # How long after a retry demand a request with a new SPIi from the same initiator is
@@ -235,6 +242,7 @@ class _SaBuilder:
     ikev1_exchanges: list[int] = field(default_factory=list)
     ikev1: _Ikev1Phase | None = None  # what an IKEv1 SA's clear messages showed
     reported: bool = False  # already handed out by Tracker.drain
+    state_bytes: int = 0  # estimated, while open (Tracker.max_state_bytes)
     dropped: dict[str, int] = field(default_factory=dict)  # what a bound kept out -> how much
     # fragmented messages still missing fragments, oldest first: id(builder) -> (key, builder)
     open_fragments: dict[int, tuple[tuple, _MessageBuilder]] = field(default_factory=dict)
@@ -258,22 +266,28 @@ class _SaBuilder:
 class Tracker:
     """Feed it dissected records in capture order; `finish()` returns the negotiations.
 
-    Bounded: at most `max_negotiations` IKE SAs are held; past that the one idle the
-    longest is closed early and an "overflow" anomaly says so. Of those closed early, the
+    Bounded: open IKE SAs are held up to `max_state_bytes` of estimated state
+    (SA_STATE_BYTES an SA, DATAGRAM_STATE_BYTES a datagram kept) and, when given, at most
+    `max_negotiations` of them; past that the one idle the longest is closed early and an
+    "overflow" anomaly says so. Of those closed early, the
     ones of a single unanswered datagram are kept up to `max_evicted_bare`, then counted
     (`anomalies()`). Each SA's messages, fragments and anomalies are bounded (MAX_*).
     """
 
-    def __init__(self, capture: str = "", *, max_negotiations: int = 10_000,
-                 max_evicted_bare: int = 1_000, rekey_window: float = REKEY_WINDOW_S) -> None:  # fmt: skip
+    def __init__(self, capture: str = "", *, max_negotiations: int | None = None,
+                 max_state_bytes: int = DEFAULT_MAX_STATE_MB << 20, max_evicted_bare: int = 1_000,
+                 rekey_window: float = REKEY_WINDOW_S) -> None:  # fmt: skip
         self.capture = capture
         self.rekey_window = rekey_window
         self.max_negotiations = max_negotiations
+        self.max_state_bytes = max_state_bytes
+        self.state_bytes = 0  # estimated state of the open IKE SAs
         self.max_evicted_bare = max_evicted_bare
         self._kept_bare = 0
         # Bare SAs evicted from the full table: initiator -> count (see MAX_FLOOD_SOURCES)
         self.evicted_bare: dict[str, int] = {}
         self.evicted_bare_total = 0
+        self.evicted_bare_bound = ""  # which bound evicted them, as the anomaly says
         self._by_pair: dict[tuple[str, str], _SaBuilder] = {}
         self._pending: dict[str, _SaBuilder] = {}  # SPIi -> SA whose SPIr is not known yet
         self._by_spi_i: dict[str, _SaBuilder] = {}  # SPIi -> SA that began with IKE_SA_INIT
@@ -306,6 +320,8 @@ class Tracker:
         self._idle[id(sa)] = sa
         self._advance(sa, message)
         self._record_message(sa, message)
+        if self.state_bytes > self.max_state_bytes:
+            self._make_room(0)
         sa.last_seen = max(sa.last_seen, message.timestamp)
         for anomaly in message.anomalies:
             sa.note(anomaly)
@@ -376,7 +392,7 @@ class Tracker:
         return None
 
     def _open(self, message: IkeMessage) -> _SaBuilder:
-        self._make_room()
+        self._make_room(SA_STATE_BYTES)
         initiator_sent = message.from_original_initiator
         initiator, responder = (message.src, message.dst) if initiator_sent else (message.dst, message.src)
         i_port, r_port = (message.sport, message.dport) if initiator_sent else (message.dport, message.sport)
@@ -385,7 +401,8 @@ class Tracker:
         sa = _SaBuilder(first=message, spi_i=message.spi_i, spi_r=message.spi_r,
                         initiator=initiator, responder=responder, initiator_port=i_port,
                         responder_port=r_port, state=NEW if starts else MIDSTREAM,
-                        order=self._order, last_seen=message.timestamp)
+                        order=self._order, last_seen=message.timestamp, state_bytes=SA_STATE_BYTES)
+        self.state_bytes += SA_STATE_BYTES
         if message.spi_r == ZERO_SPI:
             self._pending[sa.spi_i] = sa
         else:
@@ -394,22 +411,33 @@ class Tracker:
             self._by_spi_i[sa.spi_i] = sa
         return sa
 
-    def _make_room(self) -> None:
-        live = len(self._by_pair) + len(self._pending)
-        if live < self.max_negotiations:
-            return
-        oldest = next(iter(self._idle.values()))
+    def _make_room(self, needed: int) -> None:
+        """Close the SAs idle the longest until `needed` more bytes fit (and, for a new SA,
+        the count bound allows one more); the SA fed last, at the end of `_idle`, stays."""
+        while len(self._idle) > (1 if needed == 0 else 0) and (
+                self.state_bytes + needed > self.max_state_bytes
+                or (needed and self.max_negotiations is not None
+                    and len(self._by_pair) + len(self._pending) >= self.max_negotiations)):
+            self._evict(next(iter(self._idle.values())))
+
+    def _bound(self) -> str:
+        if self.max_negotiations is not None and self.state_bytes <= self.max_state_bytes:
+            return f"more than {self.max_negotiations} IKE SAs in flight"
+        return f"more than {self.max_state_bytes >> 20} MB of IKE SA state in flight (--max-state-mb)"
+
+    def _evict(self, oldest: _SaBuilder) -> None:
+        bound = self._bound()
         self._close(oldest)
         if oldest.bare:
             if self._kept_bare >= self.max_evicted_bare:
                 self._closed.pop()
-                self._count_bare(oldest)
+                self._count_bare(oldest, bound)
                 return
             self._kept_bare += 1
-        oldest.note(Anomaly("overflow", f"more than {self.max_negotiations} IKE SAs "
-                                        "in flight: closed the one idle the longest", None))
+        oldest.note(Anomaly("overflow", f"{bound}: closed the one idle the longest", None))
 
-    def _count_bare(self, sa: _SaBuilder) -> None:
+    def _count_bare(self, sa: _SaBuilder, bound: str) -> None:
+        self.evicted_bare_bound = bound
         self.evicted_bare_total += 1
         if sa.initiator in self.evicted_bare or len(self.evicted_bare) < MAX_FLOOD_SOURCES:
             self.evicted_bare[sa.initiator] = self.evicted_bare.get(sa.initiator, 0) + 1
@@ -420,13 +448,14 @@ class Tracker:
             return []
         top = sorted(self.evicted_bare.items(), key=lambda kv: -kv[1])[:5]
         sources = ", ".join(f"{address} {count}" for address, count in top)
-        return [Anomaly("overflow", f"more than {self.max_negotiations} IKE SAs in flight: "
+        return [Anomaly("overflow", f"{self.evicted_bare_bound}: "
                         f"{self.evicted_bare_total} more evicted SAs of a single unanswered datagram "
                         f"(past {self.max_evicted_bare} kept) were counted, not kept "
                         f"(most from {sources})", None)]
 
     def _close(self, sa: _SaBuilder) -> None:
-        self._idle.pop(id(sa), None)
+        if self._idle.pop(id(sa), None) is not None:
+            self.state_bytes -= sa.state_bytes
         self._by_pair.pop((sa.spi_i, sa.spi_r), None)
         if self._pending.get(sa.spi_i) is sa:
             del self._pending[sa.spi_i]
@@ -556,7 +585,12 @@ class Tracker:
             if message.fragment:
                 self._open_fragment_group(sa, key, builders[-1])
         builder = builders[-1]
+        kept = len(builder.pieces)
         dropped = builder.add(message)
+        if len(builder.pieces) > kept:
+            sa.state_bytes += DATAGRAM_STATE_BYTES
+            if id(sa) in self._idle:
+                self.state_bytes += DATAGRAM_STATE_BYTES
         if dropped:
             sa.drop(dropped)
         if id(builder) in sa.open_fragments and not builder.incomplete:
@@ -651,6 +685,7 @@ class Tracker:
         self._pending.clear()
         self._by_spi_i.clear()
         self._idle.clear()
+        self.state_bytes = 0
         self._retrying.clear()
         unique = {id(sa): sa for sa in self._closed}
         builders = sorted(unique.values(), key=lambda s: s.order)
