@@ -125,7 +125,7 @@ REKEY_WINDOW_S = 300.0
 MIN_IKE_REKEY_REQUEST = (4 + 8 + 8 + 3 * 8) + (4 + 16) + (8 + 32)
 
 
-@dataclass
+@dataclass(slots=True)
 class _MessageBuilder:
     first: IkeMessage
     frames: list[int] = field(default_factory=list)
@@ -211,7 +211,7 @@ class _MessageBuilder:
         return Decryption(status, detail, outcomes[0].key_line)
 
 
-@dataclass
+@dataclass(slots=True)
 class _SaBuilder:
     first: IkeMessage | Ikev1Message
     spi_i: str
