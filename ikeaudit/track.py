@@ -105,6 +105,9 @@ MAX_FLOOD_SOURCES = 1024
 # handshakes), i.e. about 3.5 KB for the SA and 1.5 KB a datagram kept.
 SA_STATE_BYTES = 4096  # an open IKE SA, its lookup entries and its first message's builder
 DATAGRAM_STATE_BYTES = 2048  # each datagram it keeps (the dissected record and its frames)
+# Open SAs of a single unanswered datagram: a flood of random SPIs is made of these, a
+# gateway's new negotiations stay so only for a round trip (2,000 a second at 100 ms: 200).
+MAX_BARE_IN_FLIGHT = 10_000
 DEFAULT_MAX_STATE_MB = 4096  # 200,000 SAs of 8 datagrams held (a whole handshake), 690,000 of one
 MAX_RETRY_CANDIDATES = 64  # recent retry demands between two peers a new SPIi may answer
 
@@ -269,18 +272,21 @@ class Tracker:
     Bounded: open IKE SAs are held up to `max_state_bytes` of estimated state
     (SA_STATE_BYTES an SA, DATAGRAM_STATE_BYTES a datagram kept) and, when given, at most
     `max_negotiations` of them; past that the one idle the longest is closed early and an
-    "overflow" anomaly says so. Of those closed early, the
+    "overflow" anomaly says so. Of them at most `max_bare` may hold a single unanswered
+    datagram (past that the one opened first is closed), so that a flood of random SPIs
+    stays far below the memory bound. Of those closed early, the
     ones of a single unanswered datagram are kept up to `max_evicted_bare`, then counted
     (`anomalies()`). Each SA's messages, fragments and anomalies are bounded (MAX_*).
     """
 
     def __init__(self, capture: str = "", *, max_negotiations: int | None = None,
-                 max_state_bytes: int = DEFAULT_MAX_STATE_MB << 20, max_evicted_bare: int = 1_000,
-                 rekey_window: float = REKEY_WINDOW_S) -> None:  # fmt: skip
+                 max_state_bytes: int = DEFAULT_MAX_STATE_MB << 20, max_bare: int = MAX_BARE_IN_FLIGHT,
+                 max_evicted_bare: int = 1_000, rekey_window: float = REKEY_WINDOW_S) -> None:  # fmt: skip
         self.capture = capture
         self.rekey_window = rekey_window
         self.max_negotiations = max_negotiations
         self.max_state_bytes = max_state_bytes
+        self.max_bare = max_bare
         self.state_bytes = 0  # estimated state of the open IKE SAs
         self.max_evicted_bare = max_evicted_bare
         self._kept_bare = 0
@@ -295,6 +301,8 @@ class Tracker:
         self._closed: list[_SaBuilder] = []
         # Open IKEv2 SAs, the one fed the longest ago first: eviction takes the first.
         self._idle: dict[int, _SaBuilder] = {}
+        # Open SAs of a single datagram so far, the one opened first first (max_bare).
+        self._bare: dict[int, _SaBuilder] = {}
         # (initiator, responder) -> SAs told to retry IKE_SA_INIT, by id, in that order
         self._retrying: dict[tuple[str, str], dict[int, _SaBuilder]] = {}
         self._order = 0
@@ -314,12 +322,21 @@ class Tracker:
 
     def _feed_ikev2(self, message: IkeMessage) -> None:
         sa = self._find(message)
-        if sa is None:
+        opened = sa is None
+        if opened:
             sa = self._open(message)
         self._idle.pop(id(sa), None)
         self._idle[id(sa)] = sa
         self._advance(sa, message)
         self._record_message(sa, message)
+        if opened:
+            self._bare[id(sa)] = sa
+            if len(self._bare) > self.max_bare:
+                self._evict(next(iter(self._bare.values())),
+                            f"more than {self.max_bare} IKE SAs of a single unanswered datagram in flight",
+                            "opened first")
+        elif id(sa) in self._bare and not sa.bare:
+            del self._bare[id(sa)]
         if self.state_bytes > self.max_state_bytes:
             self._make_room(0)
         sa.last_seen = max(sa.last_seen, message.timestamp)
@@ -418,15 +435,14 @@ class Tracker:
                 self.state_bytes + needed > self.max_state_bytes
                 or (needed and self.max_negotiations is not None
                     and len(self._by_pair) + len(self._pending) >= self.max_negotiations)):
-            self._evict(next(iter(self._idle.values())))
+            self._evict(next(iter(self._idle.values())), self._bound())
 
     def _bound(self) -> str:
         if self.max_negotiations is not None and self.state_bytes <= self.max_state_bytes:
             return f"more than {self.max_negotiations} IKE SAs in flight"
         return f"more than {self.max_state_bytes >> 20} MB of IKE SA state in flight (--max-state-mb)"
 
-    def _evict(self, oldest: _SaBuilder) -> None:
-        bound = self._bound()
+    def _evict(self, oldest: _SaBuilder, bound: str, which: str = "idle the longest") -> None:
         self._close(oldest)
         if oldest.bare:
             if self._kept_bare >= self.max_evicted_bare:
@@ -434,7 +450,7 @@ class Tracker:
                 self._count_bare(oldest, bound)
                 return
             self._kept_bare += 1
-        oldest.note(Anomaly("overflow", f"{bound}: closed the one idle the longest", None))
+        oldest.note(Anomaly("overflow", f"{bound}: closed the one {which}", None))
 
     def _count_bare(self, sa: _SaBuilder, bound: str) -> None:
         self.evicted_bare_bound = bound
@@ -454,6 +470,7 @@ class Tracker:
                         f"(most from {sources})", None)]
 
     def _close(self, sa: _SaBuilder) -> None:
+        self._bare.pop(id(sa), None)
         if self._idle.pop(id(sa), None) is not None:
             self.state_bytes -= sa.state_bytes
         self._by_pair.pop((sa.spi_i, sa.spi_r), None)
@@ -685,6 +702,7 @@ class Tracker:
         self._pending.clear()
         self._by_spi_i.clear()
         self._idle.clear()
+        self._bare.clear()
         self.state_bytes = 0
         self._retrying.clear()
         unique = {id(sa): sa for sa in self._closed}

@@ -148,6 +148,19 @@ def test_an_sa_growing_past_the_memory_bound_closes_the_idle_one_not_itself():
     assert len(negotiations[1].messages) == 3
 
 
+def test_sas_of_a_single_unanswered_datagram_have_their_own_bound_and_answered_ones_leave_it():
+    from test_track import sa_init_response
+
+    answered = [sa_init_request(spi_i="00000000000000a1", frame=1, ts=1.0),
+                sa_init_response(spi_i="00000000000000a1", spi_r="00000000000000b1", frame=2, ts=1.1)]
+    flood = [sa_init_request(spi_i=f"{i:016x}", frame=i, ts=float(i)) for i in range(3, 7)]
+    tracker, negotiations = run(*answered, *flood, max_bare=2)
+    closed = {n.spi_i: overflow(n) for n in negotiations if overflow(n)}
+    assert closed == {f"{i:016x}": ["more than 2 IKE SAs of a single unanswered datagram in flight: closed the one "
+                                    "opened first"] for i in (3, 4)}
+    assert len(negotiations) == 5
+
+
 def test_the_default_memory_bound_holds_200000_sas_of_eight_datagrams():
     per_sa = track.SA_STATE_BYTES + 8 * track.DATAGRAM_STATE_BYTES
     assert (track.DEFAULT_MAX_STATE_MB << 20) // per_sa >= 200_000
