@@ -135,7 +135,7 @@ class _MessageBuilder:
     last_timestamp: float = 0.0
     # SKF fragment number (0 when unfragmented) -> digest and datagram of first transmission
     pieces: dict[int, IkeMessage] = field(default_factory=dict)
-    copies: dict[int, int] = field(default_factory=dict)
+    copies: dict[int, int] | None = None  # fragment number -> retransmitted copies, once one came
     # Decrypted content: on the SKF fragment that completed the set, which may be a
     # retransmitted copy when the first transmission lost a fragment.
     inner: InnerPayloads | None = None
@@ -152,12 +152,13 @@ class _MessageBuilder:
         if self.inner is None and message.inner is not None:
             self.inner = message.inner
         if number in self.pieces:
+            if self.copies is None:
+                self.copies = {}
             self.copies[number] = self.copies.get(number, 0) + 1
         elif len(self.pieces) >= MAX_IKE_FRAGMENTS:
             dropped = f"IKE fragments of a message past the first {MAX_IKE_FRAGMENTS}"
         else:
             self.pieces[number] = message
-            self.copies[number] = 0
         return dropped
 
     @property
@@ -189,7 +190,7 @@ class _MessageBuilder:
             ike_fragments=total,
             fragments_seen=tuple(m.fragment[0] for m in ordered if m.fragment),
             ip_fragment_lengths=tuple(m.ip_fragment_lengths for m in ordered),
-            retransmissions=max(self.copies.values(), default=0),
+            retransmissions=max(self.copies.values()) if self.copies else 0,
             assembly_seconds=(max(m.timestamp for m in ordered)
                               - min(m.first_timestamp for m in ordered)),
             payload_types=first.payload_types, notifies=first.notify_types(),
