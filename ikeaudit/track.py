@@ -100,9 +100,10 @@ MAX_ANOMALIES = 256  # anomaly records per IKE SA
 MAX_FLOOD_SOURCES = 1024
 
 # The negotiation table is bounded in memory (`--max-state-mb`), by an estimate that
-# errs high: tracemalloc measured about 5.0 KB for an SA holding its IKE_SA_INIT request
-# and 19.9 KB for one holding a whole handshake of 11 datagrams (bench/gateway.py's lab
-# handshakes), i.e. about 3.5 KB for the SA and 1.5 KB a datagram kept.
+# errs high: tracemalloc measured about 3.4 KB for an SA holding its IKE_SA_INIT request
+# and 15.9 KB for one holding a whole handshake of 11 datagrams (bench/gateway.py's lab
+# handshakes), i.e. about 2.2 KB for the SA and 1.2 KB a datagram kept. A datagram with
+# hundreds of transforms holds more (dissection bounds them: 64 proposals, 256 transforms).
 SA_STATE_BYTES = 4096  # an open IKE SA, its lookup entries and its first message's builder
 DATAGRAM_STATE_BYTES = 2048  # each datagram it keeps (the dissected record and its frames)
 # Open SAs of a single unanswered datagram: a flood of random SPIs is made of these, a
