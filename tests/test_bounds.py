@@ -161,8 +161,9 @@ def test_sas_of_a_single_unanswered_datagram_have_their_own_bound_and_answered_o
     assert len(negotiations) == 5
 
 
-def test_the_default_memory_bound_holds_200000_sas_of_eight_datagrams():
-    per_sa = track.SA_STATE_BYTES + 8 * track.DATAGRAM_STATE_BYTES
+def test_the_default_memory_bound_holds_200000_sas_of_eleven_datagrams():
+    # 11 datagrams: what bench/gateway.py's lab handshakes hold on average (2,270,000 for 210,000 SAs).
+    per_sa = track.SA_STATE_BYTES + 11 * track.DATAGRAM_STATE_BYTES
     assert (track.DEFAULT_MAX_STATE_MB << 20) // per_sa >= 200_000
 
 
