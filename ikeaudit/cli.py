@@ -18,7 +18,7 @@ from ikeaudit import __version__
 from ikeaudit.classify import KeCatalog
 from ikeaudit.cli_common import (
     EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, InputError, exit_code, input_warning, keys_option, load_keys,
-    output_options, parse_private_ke, rekey_window_option, rotated_option, run_audit, vxlan_option,
+    output_options, parse_private_ke, rekey_window_option, rotated_option, run_audit, vxlan_option, max_state_option,
 )
 from ikeaudit.cli_live import live
 from ikeaudit.cli_report import report
@@ -56,6 +56,7 @@ main.add_command(tunnels)  # continuous monitoring: ikeaudit/monitor/
 @rekey_window_option
 @rotated_option
 @vxlan_option
+@max_state_option
 @output_options(RENDERERS)
 def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: str,
          private_ke: tuple[str, ...], fail_on: str, rekey_window: float, rotated: bool) -> None:
@@ -113,6 +114,7 @@ def _check_mtu(ctx, param, values):
 @rekey_window_option
 @rotated_option
 @vxlan_option
+@max_state_option
 @output_options(RENDERERS)
 def mtu(captures: tuple[str, ...], mtus: tuple[int, ...], fragment_size: int | None,
         plot_prefix: str | None, jobs: int, key_files: tuple[str, ...], fmt: str,

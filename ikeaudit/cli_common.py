@@ -24,6 +24,7 @@ from ikeaudit.decrypt import KeyTable
 from ikeaudit.extract import undecoded
 from ikeaudit.pipeline import CaptureAudit, audit_captures
 from ikeaudit.sources import CaptureError, expand_capture_args
+from ikeaudit.track import DEFAULT_MAX_STATE_MB
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 DEFAULT_REKEY_WINDOW = 300.0  # seconds: a few minutes, longer than any rekey's own exchange
@@ -77,6 +78,18 @@ def vxlan_option(func):
                              "another port, e.g. Linux's default 8472. Repeat for several.")(func)
 
 
+def max_state_option(func):
+    """--max-state-mb: kept in click's context for run_audit, as --vxlan-port."""
+    def remember(ctx, param, megabytes):
+        ctx.meta["ikeaudit.max_state_mb"] = megabytes
+    return click.option("--max-state-mb", type=click.IntRange(min=1), default=DEFAULT_MAX_STATE_MB,
+                        show_default=True, expose_value=False, callback=remember, metavar="MB",
+                        help="Bound on the IKE SAs held in flight, in estimated megabytes (about 4 KiB an SA "
+                             "and 2 KiB a datagram it holds, an estimate that errs high); past it the SA idle "
+                             "the longest is closed early with an 'overflow' anomaly. The default holds "
+                             "240,000 SAs of 11 datagrams (a lab handshake on average).")(func)
+
+
 def rotated_option(func):
     return click.option("--rotated", is_flag=True,
                         help="The captures are one capture cut by a rotation, whatever their names: track "
@@ -112,8 +125,9 @@ def run_audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, e
     Input that cannot be read is an InputError; damage that was read around is one
     warning line per capture on stderr."""
     context = click.get_current_context(silent=True)
-    vxlan_ports = context.meta.get("ikeaudit.vxlan_ports", ()) if context is not None else ()
-    options = dict(jobs=jobs, esp=esp, keys=keys, rotated=rotated, vxlan_ports=vxlan_ports)
+    meta = context.meta if context is not None else {}
+    options = dict(jobs=jobs, esp=esp, keys=keys, rotated=rotated, vxlan_ports=meta.get("ikeaudit.vxlan_ports", ()),
+                   max_state_mb=meta.get("ikeaudit.max_state_mb", DEFAULT_MAX_STATE_MB))
     if rekey_window is not None:
         options["rekey_window"] = rekey_window
     try:

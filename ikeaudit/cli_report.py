@@ -13,7 +13,7 @@ import click
 from ikeaudit.classify import KeCatalog
 from ikeaudit.cli_common import (
     EXIT_FINDINGS, InputError, exit_code, fail_on_option, keys_option, load_keys, parse_private_ke,
-    private_ke_option, rekey_window_option, rotated_option, run_audit, vxlan_option,
+    private_ke_option, rekey_window_option, rotated_option, run_audit, vxlan_option, max_state_option,
 )
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
 from ikeaudit.monitor.cli import monitor_options, report_monitoring
@@ -64,6 +64,7 @@ def _generated_at() -> str:
 @rekey_window_option
 @rotated_option
 @vxlan_option
+@max_state_option
 def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: datetime | None,
            fail_on: str, private_ke: tuple[str, ...], key_files: tuple[str, ...], rekey_window: float,
            rotated: bool) -> None:

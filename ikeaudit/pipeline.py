@@ -26,10 +26,12 @@ SKF fragments are joined after decryption within each file.
 
 from __future__ import annotations
 
+import gc
 import math
 import multiprocessing
 import sys
 from collections import Counter
+from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -46,7 +48,7 @@ from ikeaudit.peer import Implementation, identify
 from ikeaudit.records import (Anomaly, EspFlow, Frame, IkeDatagram, Ikev1Message, IkeMessage, Malformed,
                               Negotiation)
 from ikeaudit.sources import Capture, TimeOrder, iter_capture, open_capture, rotations
-from ikeaudit.track import REKEY_WINDOW_S, Tracker
+from ikeaudit.track import DEFAULT_MAX_STATE_MB, REKEY_WINDOW_S, Tracker
 
 # Anomaly and Malformed records listed per kind and capture; past that a flood of bad
 # frames is counted (stats, and one "overflow" anomaly saying how many were not listed).
@@ -121,7 +123,8 @@ def audit_capture(path: str, catalog: KeCatalog | None = None, *, prefilter: boo
 def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jobs: int = 1,
                    prefilter: bool = True, esp: bool = True, progress: Progress | None = None,
                    keys: KeyTable | None = None, rotated: bool = False,
-                   rekey_window: float = REKEY_WINDOW_S, vxlan_ports: Iterable[int] = ()) -> list[CaptureAudit]:
+                   rekey_window: float = REKEY_WINDOW_S, vxlan_ports: Iterable[int] = (),
+                   max_state_mb: int = DEFAULT_MAX_STATE_MB) -> list[CaptureAudit]:
     """Audit captures given together; one CaptureAudit per path, in the order given.
 
     rekey_window: how long before an IKE SA met without its IKE_SA_INIT another SA's
@@ -131,6 +134,7 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
     native ESP out too: faster on span captures, but `esp_flows` then lists ESP-in-UDP
     only (and stats count no native ESP); scan and mtu, which do not report ESP, use it.
     vxlan_ports: UDP ports besides 4789 on which VXLAN-encapsulated frames arrive.
+    max_state_mb: the bound on the IKE SAs in flight, in estimated megabytes (track.Tracker).
 
     Each file is tracked alone, and gives exactly the negotiations it gives scanned
     alone, unless its name shows it is part of a rotation (`sources.rotations`: tcpdump
@@ -146,7 +150,29 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
     stays in file order, so the result is the same as with jobs=1.
     Raises sources.CaptureError, before any work, for a path that is not a capture.
     """
-    paths = list(paths)
+    with _few_collections():
+        return _audit_captures(list(paths), catalog, jobs, prefilter, esp, progress, keys, rotated, rekey_window,
+                               tuple(vxlan_ports), max_state_mb)
+
+
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """Python's cyclic collector runs a young-generation pass every 700 allocations: a
+    scan allocates records by the million and frees few cycles, so with the default the
+    collector re-walks the growing tracker over and over (bench/gateway.py, 20,000
+    negotiations: dissection 5.3 -> 3.4 s, tracking 4.1 -> 1.5 s with these thresholds).
+    Restored afterwards: a caller's own program keeps its settings."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(100_000, 50, 1000)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def _audit_captures(paths: list[str], catalog: KeCatalog | None, jobs: int, prefilter: bool, esp: bool,
+                    progress: Progress | None, keys: KeyTable | None, rotated: bool, rekey_window: float,
+                    vxlan_ports: tuple[int, ...], max_state_mb: int) -> list[CaptureAudit]:
     starts = [_first_timestamp(path) for path in paths]  # raises CaptureError
     if rotated:
         runs = [sorted(range(len(paths)), key=lambda i: (starts[i] is None, starts[i] or 0.0, i))] if paths else []
@@ -159,11 +185,11 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
     workers = _parallel(paths, order, expressions, jobs, progress, keys) if jobs > 1 and len(paths) > 1 else None
     try:
         for run in runs:
-            chain = _Chain(rekey_window)
+            chain = _Chain(rekey_window, max_state_mb)
             for index in run:
                 if chain.files and not chain.continued_by(starts[index]):
                     chain.finish(paths, parsed, by_file, catalog)
-                    chain = _Chain(rekey_window)
+                    chain = _Chain(rekey_window, max_state_mb)
                 sink = chain.feed(index)
                 if workers is None:
                     read = _read_alongside if jobs > 1 else _read
@@ -405,8 +431,8 @@ def _audit(parsed: _Parsed, negotiations: list[AuditedNegotiation]) -> CaptureAu
 class _Chain:
     """Files of one rotation that follow each other in time, tracked as one capture."""
 
-    def __init__(self, rekey_window: float = REKEY_WINDOW_S) -> None:
-        self.tracker = Tracker("", rekey_window=rekey_window)
+    def __init__(self, rekey_window: float = REKEY_WINDOW_S, max_state_mb: int = DEFAULT_MAX_STATE_MB) -> None:
+        self.tracker = Tracker("", rekey_window=rekey_window, max_state_bytes=max_state_mb << 20)
         self.last = -math.inf  # time of the chain's last IKE record
         # (frame, time) of a record of the second or a later file -> that file. Records of
         # the first file are not kept (a record per IKE datagram grew without bound on a

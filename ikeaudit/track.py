@@ -18,6 +18,7 @@ anything it does not list is recorded as an anomaly instead of being guessed.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 
 from ikeaudit import iana
@@ -98,6 +99,20 @@ MAX_ANOMALIES = 256  # anomaly records per IKE SA
 # that they are counted per initiator (for at most MAX_FLOOD_SOURCES initiators).
 MAX_FLOOD_SOURCES = 1024
 
+# The negotiation table is bounded in memory (`--max-state-mb`), by an estimate that
+# errs high: tracemalloc measured about 3.4 KB for an SA holding its IKE_SA_INIT request
+# and 15.9 KB for one holding a whole handshake of 11 datagrams (bench/gateway.py's lab
+# handshakes), i.e. about 2.2 KB for the SA and 1.2 KB a datagram kept. A datagram with
+# hundreds of transforms holds more (dissection bounds them: 64 proposals, 256 transforms).
+SA_STATE_BYTES = 4096  # an open IKE SA, its lookup entries and its first message's builder
+DATAGRAM_STATE_BYTES = 2048  # each datagram it keeps (the dissected record and its frames)
+# Open SAs of a single unanswered datagram: a flood of random SPIs is made of these, a
+# gateway's new negotiations stay so only for a round trip (2,000 a second at 100 ms: 200).
+MAX_BARE_IN_FLIGHT = 10_000
+# The scan keeps every SA open to the end of its capture: at 200,000 gateway negotiations
+# (bench/gateway.py) 4096 MB closed 50,280 of them early. 6144 MB holds 240,000 SAs of
+# 11 datagrams (what the lab handshakes hold on average), a million of one.
+DEFAULT_MAX_STATE_MB = 6144
 MAX_RETRY_CANDIDATES = 64  # recent retry demands between two peers a new SPIi may answer
 
 # How long after a retry demand a request with a new SPIi from the same initiator is
@@ -117,14 +132,14 @@ REKEY_WINDOW_S = 300.0
 MIN_IKE_REKEY_REQUEST = (4 + 8 + 8 + 3 * 8) + (4 + 16) + (8 + 32)
 
 
-@dataclass
+@dataclass(slots=True)
 class _MessageBuilder:
     first: IkeMessage
     frames: list[int] = field(default_factory=list)
     last_timestamp: float = 0.0
     # SKF fragment number (0 when unfragmented) -> digest and datagram of first transmission
     pieces: dict[int, IkeMessage] = field(default_factory=dict)
-    copies: dict[int, int] = field(default_factory=dict)
+    copies: dict[int, int] | None = None  # fragment number -> retransmitted copies, once one came
     # Decrypted content: on the SKF fragment that completed the set, which may be a
     # retransmitted copy when the first transmission lost a fragment.
     inner: InnerPayloads | None = None
@@ -141,12 +156,13 @@ class _MessageBuilder:
         if self.inner is None and message.inner is not None:
             self.inner = message.inner
         if number in self.pieces:
+            if self.copies is None:
+                self.copies = {}
             self.copies[number] = self.copies.get(number, 0) + 1
         elif len(self.pieces) >= MAX_IKE_FRAGMENTS:
             dropped = f"IKE fragments of a message past the first {MAX_IKE_FRAGMENTS}"
         else:
             self.pieces[number] = message
-            self.copies[number] = 0
         return dropped
 
     @property
@@ -178,7 +194,7 @@ class _MessageBuilder:
             ike_fragments=total,
             fragments_seen=tuple(m.fragment[0] for m in ordered if m.fragment),
             ip_fragment_lengths=tuple(m.ip_fragment_lengths for m in ordered),
-            retransmissions=max(self.copies.values(), default=0),
+            retransmissions=max(self.copies.values()) if self.copies else 0,
             assembly_seconds=(max(m.timestamp for m in ordered)
                               - min(m.first_timestamp for m in ordered)),
             payload_types=first.payload_types, notifies=first.notify_types(),
@@ -203,7 +219,7 @@ class _MessageBuilder:
         return Decryption(status, detail, outcomes[0].key_line)
 
 
-@dataclass
+@dataclass(slots=True)
 class _SaBuilder:
     first: IkeMessage | Ikev1Message
     spi_i: str
@@ -234,6 +250,7 @@ class _SaBuilder:
     ikev1_exchanges: list[int] = field(default_factory=list)
     ikev1: _Ikev1Phase | None = None  # what an IKEv1 SA's clear messages showed
     reported: bool = False  # already handed out by Tracker.drain
+    state_bytes: int = 0  # estimated, while open (Tracker.max_state_bytes)
     dropped: dict[str, int] = field(default_factory=dict)  # what a bound kept out -> how much
     # fragmented messages still missing fragments, oldest first: id(builder) -> (key, builder)
     open_fragments: dict[int, tuple[tuple, _MessageBuilder]] = field(default_factory=dict)
@@ -257,22 +274,31 @@ class _SaBuilder:
 class Tracker:
     """Feed it dissected records in capture order; `finish()` returns the negotiations.
 
-    Bounded: at most `max_negotiations` IKE SAs are held; past that the one idle the
-    longest is closed early and an "overflow" anomaly says so. Of those closed early, the
+    Bounded: open IKE SAs are held up to `max_state_bytes` of estimated state
+    (SA_STATE_BYTES an SA, DATAGRAM_STATE_BYTES a datagram kept) and, when given, at most
+    `max_negotiations` of them; past that the one idle the longest is closed early and an
+    "overflow" anomaly says so. Of them at most `max_bare` may hold a single unanswered
+    datagram (past that the one opened first is closed), so that a flood of random SPIs
+    stays far below the memory bound. Of those closed early, the
     ones of a single unanswered datagram are kept up to `max_evicted_bare`, then counted
     (`anomalies()`). Each SA's messages, fragments and anomalies are bounded (MAX_*).
     """
 
-    def __init__(self, capture: str = "", *, max_negotiations: int = 10_000,
+    def __init__(self, capture: str = "", *, max_negotiations: int | None = None,
+                 max_state_bytes: int = DEFAULT_MAX_STATE_MB << 20, max_bare: int = MAX_BARE_IN_FLIGHT,
                  max_evicted_bare: int = 1_000, rekey_window: float = REKEY_WINDOW_S) -> None:  # fmt: skip
         self.capture = capture
         self.rekey_window = rekey_window
         self.max_negotiations = max_negotiations
+        self.max_state_bytes = max_state_bytes
+        self.max_bare = max_bare
+        self.state_bytes = 0  # estimated state of the open IKE SAs
         self.max_evicted_bare = max_evicted_bare
         self._kept_bare = 0
         # Bare SAs evicted from the full table: initiator -> count (see MAX_FLOOD_SOURCES)
         self.evicted_bare: dict[str, int] = {}
         self.evicted_bare_total = 0
+        self.evicted_bare_bound = ""  # which bound evicted them, as the anomaly says
         self._by_pair: dict[tuple[str, str], _SaBuilder] = {}
         self._pending: dict[str, _SaBuilder] = {}  # SPIi -> SA whose SPIr is not known yet
         self._by_spi_i: dict[str, _SaBuilder] = {}  # SPIi -> SA that began with IKE_SA_INIT
@@ -280,6 +306,8 @@ class Tracker:
         self._closed: list[_SaBuilder] = []
         # Open IKEv2 SAs, the one fed the longest ago first: eviction takes the first.
         self._idle: dict[int, _SaBuilder] = {}
+        # Open SAs of a single datagram so far, the one opened first first (max_bare).
+        self._bare: dict[int, _SaBuilder] = {}
         # (initiator, responder) -> SAs told to retry IKE_SA_INIT, by id, in that order
         self._retrying: dict[tuple[str, str], dict[int, _SaBuilder]] = {}
         self._order = 0
@@ -299,12 +327,23 @@ class Tracker:
 
     def _feed_ikev2(self, message: IkeMessage) -> None:
         sa = self._find(message)
-        if sa is None:
+        opened = sa is None
+        if opened:
             sa = self._open(message)
         self._idle.pop(id(sa), None)
         self._idle[id(sa)] = sa
         self._advance(sa, message)
         self._record_message(sa, message)
+        if opened:
+            self._bare[id(sa)] = sa
+            if len(self._bare) > self.max_bare:
+                self._evict(next(iter(self._bare.values())),
+                            f"more than {self.max_bare} IKE SAs of a single unanswered datagram in flight",
+                            "opened first")
+        elif id(sa) in self._bare and not sa.bare:
+            del self._bare[id(sa)]
+        if self.state_bytes > self.max_state_bytes:
+            self._make_room(0)
         sa.last_seen = max(sa.last_seen, message.timestamp)
         for anomaly in message.anomalies:
             sa.note(anomaly)
@@ -375,7 +414,7 @@ class Tracker:
         return None
 
     def _open(self, message: IkeMessage) -> _SaBuilder:
-        self._make_room()
+        self._make_room(SA_STATE_BYTES)
         initiator_sent = message.from_original_initiator
         initiator, responder = (message.src, message.dst) if initiator_sent else (message.dst, message.src)
         i_port, r_port = (message.sport, message.dport) if initiator_sent else (message.dport, message.sport)
@@ -384,7 +423,8 @@ class Tracker:
         sa = _SaBuilder(first=message, spi_i=message.spi_i, spi_r=message.spi_r,
                         initiator=initiator, responder=responder, initiator_port=i_port,
                         responder_port=r_port, state=NEW if starts else MIDSTREAM,
-                        order=self._order, last_seen=message.timestamp)
+                        order=self._order, last_seen=message.timestamp, state_bytes=SA_STATE_BYTES)
+        self.state_bytes += SA_STATE_BYTES
         if message.spi_r == ZERO_SPI:
             self._pending[sa.spi_i] = sa
         else:
@@ -393,22 +433,32 @@ class Tracker:
             self._by_spi_i[sa.spi_i] = sa
         return sa
 
-    def _make_room(self) -> None:
-        live = len(self._by_pair) + len(self._pending)
-        if live < self.max_negotiations:
-            return
-        oldest = next(iter(self._idle.values()))
+    def _make_room(self, needed: int) -> None:
+        """Close the SAs idle the longest until `needed` more bytes fit (and, for a new SA,
+        the count bound allows one more); the SA fed last, at the end of `_idle`, stays."""
+        while len(self._idle) > (1 if needed == 0 else 0) and (
+                self.state_bytes + needed > self.max_state_bytes
+                or (needed and self.max_negotiations is not None
+                    and len(self._by_pair) + len(self._pending) >= self.max_negotiations)):
+            self._evict(next(iter(self._idle.values())), self._bound())
+
+    def _bound(self) -> str:
+        if self.max_negotiations is not None and self.state_bytes <= self.max_state_bytes:
+            return f"more than {self.max_negotiations} IKE SAs in flight"
+        return f"more than {self.max_state_bytes >> 20} MB of IKE SA state in flight (--max-state-mb)"
+
+    def _evict(self, oldest: _SaBuilder, bound: str, which: str = "idle the longest") -> None:
         self._close(oldest)
         if oldest.bare:
             if self._kept_bare >= self.max_evicted_bare:
                 self._closed.pop()
-                self._count_bare(oldest)
+                self._count_bare(oldest, bound)
                 return
             self._kept_bare += 1
-        oldest.note(Anomaly("overflow", f"more than {self.max_negotiations} IKE SAs "
-                                        "in flight: closed the one idle the longest", None))
+        oldest.note(Anomaly("overflow", f"{bound}: closed the one {which}", None))
 
-    def _count_bare(self, sa: _SaBuilder) -> None:
+    def _count_bare(self, sa: _SaBuilder, bound: str) -> None:
+        self.evicted_bare_bound = bound
         self.evicted_bare_total += 1
         if sa.initiator in self.evicted_bare or len(self.evicted_bare) < MAX_FLOOD_SOURCES:
             self.evicted_bare[sa.initiator] = self.evicted_bare.get(sa.initiator, 0) + 1
@@ -419,13 +469,15 @@ class Tracker:
             return []
         top = sorted(self.evicted_bare.items(), key=lambda kv: -kv[1])[:5]
         sources = ", ".join(f"{address} {count}" for address, count in top)
-        return [Anomaly("overflow", f"more than {self.max_negotiations} IKE SAs in flight: "
+        return [Anomaly("overflow", f"{self.evicted_bare_bound}: "
                         f"{self.evicted_bare_total} more evicted SAs of a single unanswered datagram "
                         f"(past {self.max_evicted_bare} kept) were counted, not kept "
                         f"(most from {sources})", None)]
 
     def _close(self, sa: _SaBuilder) -> None:
-        self._idle.pop(id(sa), None)
+        self._bare.pop(id(sa), None)
+        if self._idle.pop(id(sa), None) is not None:
+            self.state_bytes -= sa.state_bytes
         self._by_pair.pop((sa.spi_i, sa.spi_r), None)
         if self._pending.get(sa.spi_i) is sa:
             del self._pending[sa.spi_i]
@@ -555,7 +607,12 @@ class Tracker:
             if message.fragment:
                 self._open_fragment_group(sa, key, builders[-1])
         builder = builders[-1]
+        kept = len(builder.pieces)
         dropped = builder.add(message)
+        if len(builder.pieces) > kept:
+            sa.state_bytes += DATAGRAM_STATE_BYTES
+            if id(sa) in self._idle:
+                self.state_bytes += DATAGRAM_STATE_BYTES
         if dropped:
             sa.drop(dropped)
         if id(builder) in sa.open_fragments and not builder.incomplete:
@@ -650,6 +707,8 @@ class Tracker:
         self._pending.clear()
         self._by_spi_i.clear()
         self._idle.clear()
+        self._bare.clear()
+        self.state_bytes = 0
         self._retrying.clear()
         unique = {id(sa): sa for sa in self._closed}
         builders = sorted(unique.values(), key=lambda s: s.order)
@@ -912,38 +971,46 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
     with a handshake (its IKE_SA_INIT was lost): it is no rekey and is never linked.
     """
     _link_rekeys_by_spis(sas)
-    by_pair: dict[frozenset, list[_SaBuilder]] = {}
+    orphans = [sa for sa in sas if sa.state == MIDSTREAM and not sa.ikev1_exchanges and sa.rekey_linked_by != "spis"
+               and not any(b.first.exchange in (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
+                           for bs in sa.messages.values() for b in bs)]
+    pairs = {frozenset((sa.initiator, sa.responder)) for sa in orphans}
+    if not pairs:
+        return
+    # Address pair -> every CREATE_CHILD_SA message large enough for a rekey, in time
+    # order: each orphan looks only at those of its window (a gateway pair rekeying for
+    # hours, or thousands of peers, made a walk over every parent quadratic).
+    candidates: dict[frozenset, list[tuple[float, int, int, _SaBuilder, TrackedMessage, str]]] = {}
     for parent in sas:
-        if not parent.ikev1_exchanges and any(b.first.exchange == iana.CREATE_CHILD_SA
-                                              for bs in parent.messages.values() for b in bs):
-            by_pair.setdefault(frozenset((parent.initiator, parent.responder)), []).append(parent)
-    requests: dict[int, list[TrackedMessage]] = {}  # id(parent) -> its CREATE_CHILD_SA requests
-    for sa in sas:
-        if sa.state != MIDSTREAM or sa.ikev1_exchanges or sa.rekey_linked_by == "spis":
+        pair = frozenset((parent.initiator, parent.responder))
+        if pair not in pairs or parent.ikev1_exchanges or not any(
+                b.first.exchange == iana.CREATE_CHILD_SA for bs in parent.messages.values() for b in bs):
             continue
-        if any(b.first.exchange in (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
-               for bs in sa.messages.values() for b in bs):
-            continue
+        for index, request in enumerate(_create_child_sa_requests(parent)):
+            fits, room = _rekey_room(parent, request)
+            if fits:
+                candidates.setdefault(pair, []).append(
+                    (request.first_timestamp, -parent.order, index, parent, request, room))
+    for entries in candidates.values():
+        entries.sort(key=lambda e: e[:3])
+    for sa in orphans:
         start = sa.first.timestamp
+        entries = candidates.get(frozenset((sa.initiator, sa.responder)), [])
         best: tuple[tuple, _SaBuilder, TrackedMessage, str] | None = None
-        for parent in by_pair.get(frozenset((sa.initiator, sa.responder)), ()):
-            if parent is sa or parent.first.timestamp > start:
+        # Widened by a microsecond: the exact test below decides, as float rounding would.
+        low = bisect_left(entries, start - window - 1e-6, key=_time)
+        high = bisect_right(entries, start + 1e-6, key=_time)
+        for at, rank_order, index, parent, request, room in entries[low:high]:
+            if parent is sa or parent.first.timestamp > start or not 0 <= start - at <= window:
                 continue
-            if id(parent) not in requests:
-                requests[id(parent)] = _create_child_sa_requests(parent)
-            for request in reversed(requests[id(parent)]):
-                if not 0 <= start - request.first_timestamp <= window:
-                    continue
-                fits, room = _rekey_room(parent, request)
-                if not fits:
-                    continue
-                rank = (parent.last_seen <= start, request.first_timestamp)
-                if best is None or rank > best[0]:
-                    best = (rank, parent, request, room)
-                break
+            # A parent that fell silent first, then the latest request; on a tie the
+            # parent met first, and its later request.
+            rank = (parent.last_seen <= start, at, rank_order, index)
+            if best is None or rank > best[0]:
+                best = (rank, parent, request, room)
         if best is None:
             continue
-        (ended, _), parent, request, room = best
+        (ended, *_), parent, request, room = best
         sa.rekeyed_from = (parent.spi_i, parent.spi_r)
         sa.rekey_linked_by = "addresses-time-and-size"
         sa.rekey_evidence = (
@@ -953,6 +1020,10 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
             f"this SA's first message by {start - request.first_timestamp:.1f} s (rekey window {window:g} s); "
             f"{room}" + ("; the parent fell silent before this SA appeared" if ended
                          else "; the parent stayed active"))
+
+
+def _time(entry: tuple) -> float:
+    return entry[0]
 
 
 def _link_rekeys_by_spis(sas: list[_SaBuilder]) -> None:

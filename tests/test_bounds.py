@@ -124,6 +124,78 @@ def test_eviction_takes_the_sa_fed_the_longest_ago_not_the_first_opened():
     assert evicted == ["0000000000000002"]
 
 
+def test_the_table_is_bounded_by_estimated_bytes_and_the_anomaly_names_the_option():
+    # Room for two SAs holding one datagram each: the third request closes the first.
+    room = 2 * (track.SA_STATE_BYTES + track.DATAGRAM_STATE_BYTES)
+    requests = [sa_init_request(spi_i=f"{i:016x}", frame=i, ts=float(i)) for i in range(1, 4)]
+    tracker, negotiations = run(*requests, max_state_bytes=room)
+    assert [n.spi_i for n in negotiations if overflow(n)] == ["0000000000000001"]
+    assert overflow(negotiations[0]) == [f"more than {room >> 20} MB of IKE SA state in flight (--max-state-mb): "
+                                         "closed the one idle the longest"]
+
+
+def test_an_sa_growing_past_the_memory_bound_closes_the_idle_one_not_itself():
+    from test_track import sa_init_response
+
+    room = 2 * track.SA_STATE_BYTES + 3 * track.DATAGRAM_STATE_BYTES
+    idle = sa_init_request(spi_i="0000000000000001", frame=1, ts=1.0)
+    busy = [sa_init_request(spi_i="0000000000000002", frame=2, ts=2.0),
+            sa_init_response(spi_i="0000000000000002", spi_r="000000000000000b", frame=3, ts=2.1),
+            msg(exchange=IKE_AUTH, message_id=1, spi_i="0000000000000002", spi_r="000000000000000b", frame=4, ts=2.2)]
+    tracker, negotiations = run(idle, *busy, max_state_bytes=room)
+    assert [(n.spi_i, bool(overflow(n))) for n in negotiations] == [("0000000000000001", True),
+                                                                    ("0000000000000002", False)]
+    assert len(negotiations[1].messages) == 3
+
+
+def test_sas_of_a_single_unanswered_datagram_have_their_own_bound_and_answered_ones_leave_it():
+    from test_track import sa_init_response
+
+    answered = [sa_init_request(spi_i="00000000000000a1", frame=1, ts=1.0),
+                sa_init_response(spi_i="00000000000000a1", spi_r="00000000000000b1", frame=2, ts=1.1)]
+    flood = [sa_init_request(spi_i=f"{i:016x}", frame=i, ts=float(i)) for i in range(3, 7)]
+    tracker, negotiations = run(*answered, *flood, max_bare=2)
+    closed = {n.spi_i: overflow(n) for n in negotiations if overflow(n)}
+    assert closed == {f"{i:016x}": ["more than 2 IKE SAs of a single unanswered datagram in flight: closed the one "
+                                    "opened first"] for i in (3, 4)}
+    assert len(negotiations) == 5
+
+
+def test_the_default_memory_bound_holds_200000_sas_of_eleven_datagrams():
+    # 11 datagrams: what bench/gateway.py's lab handshakes hold on average (2,270,000 for 210,000 SAs).
+    per_sa = track.SA_STATE_BYTES + 11 * track.DATAGRAM_STATE_BYTES
+    assert (track.DEFAULT_MAX_STATE_MB << 20) // per_sa >= 200_000
+
+
+def test_cli_max_state_mb_bounds_the_table(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from scapy.all import rdpcap, wrpcap
+
+    from ikeaudit.cli import main
+    from conftest import lab_path
+
+    # A lab IKE_SA_INIT request sent by 400 initiators (distinct SPIs): 1 MB holds about
+    # 170 SAs of one datagram, the default all of them.
+    request = next(p for p in rdpcap(lab_path("c01")) if UDP in p and p[UDP].dport == 500)
+    raw = bytes(request)
+    at = len(raw) - len(request[UDP].payload)  # the IKE header: SPIi first
+    copies = []
+    for i in range(400):
+        copy = request.__class__(raw[:at] + (i + 1).to_bytes(8, "big") + raw[at + 8:])
+        copy.time = 1_700_000_000 + i / 1000
+        copies.append(copy)
+    wrpcap(str(tmp_path / "many.pcap"), copies)
+    args = ["scan", str(tmp_path / "many.pcap"), "--format", "json"]
+    bounded = json.loads(CliRunner().invoke(main, [*args, "--max-state-mb", "1"]).stdout)["negotiations"]
+    free = json.loads(CliRunner().invoke(main, args).stdout)["negotiations"]
+    closed = [n for n in bounded if any("(--max-state-mb)" in a["detail"] for a in n["anomalies"])]
+    assert len(bounded) == len(free) == 400
+    assert 400 - 1024 * 1024 // (track.SA_STATE_BYTES + track.DATAGRAM_STATE_BYTES) == len(closed)
+    assert not any(a["kind"] == "overflow" for n in free for a in n["anomalies"])
+
+
 # --- IP reassembly
 
 

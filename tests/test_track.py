@@ -590,3 +590,27 @@ def test_wire_evidence_flags_intermediate_and_fragments():
             msg(exchange=IKE_INTERMEDIATE, message_id=1, spi_r=SPI_R, fragment=(1, 2), frame=3, ts=1.02),
             msg(exchange=IKE_INTERMEDIATE, message_id=1, spi_r=SPI_R, fragment=(2, 2), frame=4, ts=1.03))
     assert n.intermediate_seen and n.fragments_seen and not n.midstream
+
+
+def test_a_long_chain_of_rekeys_between_the_same_peers_links_each_sa_to_the_one_before():
+    # Two gateway pairs, each rekeying every 100 s for hours; every SA after the first of its
+    # pair is met mid-stream 10 s after its predecessor's CREATE_CHILD_SA, and the
+    # predecessor falls silent then, so each SA's parent is the one before it by construction.
+    count = 150
+    records: list[IkeMessage] = []
+    expected: dict[str, tuple[str, str] | None] = {}
+    for pair, (src, dst) in enumerate(((A, B), (C, D))):
+        previous = None
+        for k in range(count):
+            spi_i, spi_r = f"{pair + 1:02x}{k:014x}", f"{pair + 8:02x}{k:014x}"
+            start = 100.0 * k + 10 + pair
+            records += midstream(spi_i, spi_r, ts=start, src=src, dst=dst, frame=1)
+            records += [msg(exchange=CREATE_CHILD_SA, message_id=8, spi_i=spi_i, spi_r=spi_r, src=src, dst=dst,
+                            ts=start + 90),
+                        msg(exchange=CREATE_CHILD_SA, message_id=8, response=True, initiator=False, spi_i=spi_i,
+                            spi_r=spi_r, src=dst, dst=src, ts=start + 90.01)]
+            expected[spi_i] = previous
+            previous = (spi_i, spi_r)
+    records.sort(key=lambda m: m.timestamp)
+    negotiations = track(*records, max_negotiations=10 * count)
+    assert {n.spi_i: n.rekeyed_from for n in negotiations} == expected
