@@ -27,10 +27,7 @@ Four parts, from the inside out:
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-import select
 import struct
 import tempfile
 import time
@@ -41,11 +38,10 @@ from dataclasses import dataclass, field
 from ikeaudit.capture_filter import ike_filter
 from ikeaudit.classify import KeCatalog, classify_all
 from ikeaudit.decrypt import KeyTable
-from ikeaudit.dissect import InnerReassembly, dissect
-from ikeaudit.extract import Extractor
 from ikeaudit.mtu import profile
-from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
+from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit, Stages
 from ikeaudit.records import Anomaly, Frame, Negotiation
+from ikeaudit.sources import SNAPLEN, CaptureStats, LiveCapture, LiveCaptureError
 from ikeaudit.track import REKEY_WINDOW_S, Tracker
 
 __all__ = [
@@ -54,7 +50,6 @@ __all__ = [
 ]  # fmt: skip
 
 DEFAULT_IDLE_TIMEOUT = 120.0
-SNAPLEN = 262_144
 
 
 # ---------------------------------------------------------------------------- auditor
@@ -69,6 +64,9 @@ def _identity(n: Negotiation) -> tuple:
 class LiveAuditor:
     """Frames in, audited negotiations out while the capture runs; see the module doc.
 
+    The stages up to dissection are `pipeline.Stages` (the offline code, no reorder
+    window); the tracker is the offline one, drained as negotiations end.
+
     ``idle_timeout`` (seconds of capture time without a message) decides when a
     negotiation without an outcome is handed out and forgotten by the tracker's lookup
     tables; a message of it arriving later starts a new, mid-stream negotiation.
@@ -79,40 +77,22 @@ class LiveAuditor:
                  rekey_window: float = REKEY_WINDOW_S) -> None:  # fmt: skip
         self.capture = capture
         self.keys = keys
-        self._reassembly = InnerReassembly() if keys is not None else None
         self.catalog = catalog or KeCatalog()
         self.idle_timeout = idle_timeout
         self.emitted: list[AuditedNegotiation] = []  # as drain handed them out
         self.late: list[AuditedNegotiation] = []  # set by finish(): never drained
         self.capture_stats: Counter[str] = Counter()
-        self._extractor = Extractor()
+        self._stages = Stages(capture, keys)
         self._tracker = Tracker(capture, rekey_window=rekey_window)
-        self._anomalies: list[Anomaly] = []
         self._emitted_ids: set[tuple] = set()
         self._by_pair: dict[tuple[str, str], Negotiation] = {}  # parents for rekey inheritance
         self._result: CaptureAudit | None = None
-        # Frames go on as they come (no reorder window, which would hold them back): one
-        # older than the newest is counted as late, as the offline window counts them.
-        self._newest = float("-inf")
-        self._late_frames = 0
 
     # -- feeding -----------------------------------------------------------------------
     def feed(self, item: Frame | Anomaly) -> None:
-        if isinstance(item, Anomaly):
-            self._anomalies.append(item)
-            return
-        if item.timestamp < self._newest:
-            self._late_frames += 1
-        else:
-            self._newest = item.timestamp
-        for out in self._extractor.feed(item):
-            if isinstance(out, Anomaly):
-                self._anomalies.append(out)
-            else:
-                record = dissect(out, self.keys)
-                if self._reassembly is not None:
-                    record = self._reassembly.feed(record)
-                self._tracker.feed(record)
+        track, dissect = self._tracker.feed, self._stages.dissect
+        for datagram in self._stages.datagrams(item):
+            track(dissect(datagram))
 
     def drain(self, now: float) -> list[AuditedNegotiation]:
         """Negotiations whose handshake ended or that have been idle ``idle_timeout``
@@ -155,10 +135,9 @@ class LiveAuditor:
 
     # -- state -------------------------------------------------------------------------
     def stats(self) -> Counter[str]:
-        stats: Counter[str] = Counter(self._extractor.stats)
-        stats["malformed_ike"] += self._tracker.malformed_count
-        stats["late_frames"] += self._late_frames
-        stats["reordered_frames"] += 0  # none: live holds no window
+        if self._result is not None:
+            return self._result.stats
+        stats = self._stages.stats()
         stats.update(self.capture_stats)
         return stats
 
@@ -187,9 +166,9 @@ class LiveAuditor:
         if self._result is not None:
             return self._result
         return CaptureAudit(self.capture, negotiations=list(self.emitted),
-                            anomalies=[*self._anomalies, *self._loss_anomalies()],
-                            malformed=list(self._tracker.malformed),
-                            esp_flows=self._extractor.esp_flows(), stats=self.stats())
+                            anomalies=[*self._stages.anomalies(), *self._loss_anomalies()],
+                            malformed=list(self._stages.parsed.malformed),
+                            esp_flows=self._stages.esp_flows(), stats=self.stats())
 
     def finish(self) -> CaptureAudit:
         """End of capture: flush unfinished reassembly, close every IKE SA, classify
@@ -197,95 +176,16 @@ class LiveAuditor:
         negotiations that ``drain`` never handed out, in their final form."""
         if self._result is not None:
             return self._result
-        self._anomalies.extend(self._extractor.flush())
-        negotiations = self._tracker.finish()
-        classes = classify_all(negotiations, self.catalog)
-        items = [AuditedNegotiation(n, c, profile(n)) for n, c in zip(negotiations, classes)]
-        self.late = [item for item in items if _identity(item.negotiation) not in self._emitted_ids]
+        result = self._stages.audit(self._tracker, self.catalog)
+        result.anomalies.extend(self._loss_anomalies())
+        result.stats.update(self.capture_stats)
+        self.late = [item for item in result.negotiations if _identity(item.negotiation) not in self._emitted_ids]
         self._emitted_ids.update(_identity(item.negotiation) for item in self.late)
-        self._result = CaptureAudit(self.capture, negotiations=items,
-                                    anomalies=[*self._anomalies, *self._loss_anomalies()],
-                                    malformed=list(self._tracker.malformed),
-                                    esp_flows=self._extractor.esp_flows(), stats=self.stats())
-        return self._result
+        self._result = result
+        return result
 
 
-# ---------------------------------------------------------------------------- libpcap
-
-
-class LiveCaptureError(Exception):
-    """The capture cannot start or went away: one line that says what to do."""
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureStats:
-    received: int  # packets that passed the filter (pcap_stats ps_recv), dropped ones included
-    dropped: int  # dropped because the capture buffer was full (ps_drop)
-    interface_dropped: int  # dropped by the interface or its driver (ps_ifdrop)
-    pending: int = 0  # received and held in the buffer, not read yet (lost if the capture ends)
-
-
-class _Pkthdr(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long),
-                ("caplen", ctypes.c_uint32), ("len", ctypes.c_uint32)]  # fmt: skip
-
-
-class _Stat(ctypes.Structure):
-    _fields_ = [("ps_recv", ctypes.c_uint), ("ps_drop", ctypes.c_uint), ("ps_ifdrop", ctypes.c_uint)]
-
-
-class _BpfProgram(ctypes.Structure):
-    _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.c_void_p)]
-
-
-_ERRBUF_SIZE = 256
-_NETMASK_UNKNOWN = 0xFFFFFFFF
-_PCAP_ERROR = -1
-_PCAP_ERROR_BREAK = -2
-_PCAP_ERROR_NO_SUCH_DEVICE = -5
-_PCAP_ERROR_PERM_DENIED = -8
-_PCAP_ERROR_IFACE_NOT_UP = -9
-_PCAP_ERROR_PROMISC_PERM_DENIED = -11
-_LIBPCAP_NAMES = ("libpcap.so.1", "libpcap.so.0.8", "libpcap.so", "libpcap.dylib")
-_lib: ctypes.CDLL | None = None
-
-
-def _libpcap() -> ctypes.CDLL:
-    global _lib
-    if _lib is not None:
-        return _lib
-    names = [n for n in (ctypes.util.find_library("pcap"),) if n] + list(_LIBPCAP_NAMES)
-    for name in names:
-        try:
-            lib = ctypes.CDLL(name)
-            break
-        except OSError:
-            continue
-    else:
-        raise LiveCaptureError("libpcap is not installed: install it (Debian/Ubuntu: apt-get install "
-                               "libpcap0.8; Fedora: dnf install libpcap)")
-    p, c = ctypes.c_void_p, ctypes.c_char_p
-    i, u = ctypes.c_int, ctypes.c_uint
-    signatures = {
-        "pcap_create": ([c, c], p), "pcap_set_snaplen": ([p, i], i),
-        "pcap_set_promisc": ([p, i], i), "pcap_set_timeout": ([p, i], i),
-        "pcap_set_buffer_size": ([p, i], i), "pcap_activate": ([p], i),
-        "pcap_geterr": ([p], c), "pcap_statustostr": ([i], c), "pcap_datalink": ([p], i),
-        "pcap_datalink_val_to_name": ([i], c),
-        "pcap_compile": ([p, ctypes.POINTER(_BpfProgram), c, i, u], i),
-        "pcap_setfilter": ([p, ctypes.POINTER(_BpfProgram)], i),
-        "pcap_freecode": ([ctypes.POINTER(_BpfProgram)], None),
-        "pcap_next_ex": ([p, ctypes.POINTER(ctypes.POINTER(_Pkthdr)),
-                          ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte))], i),
-        "pcap_stats": ([p, ctypes.POINTER(_Stat)], i), "pcap_breakloop": ([p], None),
-        "pcap_setnonblock": ([p, i, c], i), "pcap_get_selectable_fd": ([p], i),
-        "pcap_close": ([p], None),
-    }  # fmt: skip
-    for name, (args, result) in signatures.items():
-        function = getattr(lib, name)
-        function.argtypes, function.restype = args, result
-    _lib = lib
-    return lib
+# ---------------------------------------------------------------------------- capture filter
 
 
 def combined_filter(user_bpf: str | None, *, esp: bool = False) -> str:
@@ -293,132 +193,6 @@ def combined_filter(user_bpf: str | None, *, esp: bool = False) -> str:
     with esp=True), narrowed by the user's expression, never widened."""
     base = ike_filter(esp=esp)
     return f"({base}) and ({user_bpf})" if user_bpf and user_bpf.strip() else base
-
-
-def _privilege_hint(interface: str) -> str:
-    return (f"{interface}: capturing needs root or the CAP_NET_RAW and CAP_NET_ADMIN capabilities: "
-            "run it with sudo, or once: sudo setcap cap_net_raw,cap_net_admin=eip "
-            "$(readlink -f $(command -v python3))")  # fmt: skip
-
-
-class LiveCapture:
-    """Frames from a network interface through libpcap, as ``Frame`` records numbered
-    from 1 in capture order. ``next_frame()`` returns None when ``timeout`` seconds pass
-    without a packet, so that the caller can keep its clocks."""
-
-    def __init__(self, interface: str, bpf: str, *, snaplen: int = SNAPLEN,
-                 buffer_bytes: int = 32 << 20, timeout: float = 0.1, promisc: bool = True) -> None:  # fmt: skip
-        self.interface = interface
-        self.bpf = bpf
-        self.linktype = -1
-        self.linktype_name = ""
-        self.frames = 0
-        self._timeout_ms = max(1, int(timeout * 1000))
-        self._poll: select.poll | None = None
-        self._lib = _libpcap()
-        errbuf = ctypes.create_string_buffer(_ERRBUF_SIZE)
-        handle = self._lib.pcap_create(interface.encode(), errbuf)
-        if not handle:
-            raise LiveCaptureError(f"{interface}: {errbuf.value.decode(errors='replace')}")
-        self._handle: int | None = handle
-        try:
-            self._lib.pcap_set_snaplen(handle, snaplen)
-            self._lib.pcap_set_promisc(handle, int(promisc))
-            self._lib.pcap_set_timeout(handle, self._timeout_ms)
-            self._lib.pcap_set_buffer_size(handle, buffer_bytes)
-            self._activate()
-            self.linktype = self._lib.pcap_datalink(handle)
-            name = self._lib.pcap_datalink_val_to_name(self.linktype)
-            self.linktype_name = name.decode() if name else str(self.linktype)
-            self._set_filter(bpf)
-            self._poll = self._nonblocking()
-        except BaseException:
-            self.close()
-            raise
-        self._header = ctypes.POINTER(_Pkthdr)()
-        self._data = ctypes.POINTER(ctypes.c_ubyte)()
-        self._header_ref = ctypes.byref(self._header)
-        self._data_ref = ctypes.byref(self._data)
-
-    def _nonblocking(self) -> select.poll | None:
-        """Our own poll with a timeout: libpcap's own timeout is no help here, since with
-        Linux TPACKET_V3 a blocking read waits forever while no packet comes (and
-        signals do not end the wait), so stop requests and clocks would go unheard."""
-        fd = self._lib.pcap_get_selectable_fd(self._handle)
-        errbuf = ctypes.create_string_buffer(_ERRBUF_SIZE)
-        if fd < 0 or self._lib.pcap_setnonblock(self._handle, 1, errbuf) != 0:
-            return None  # no selectable descriptor: rely on libpcap's read timeout
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return poller
-
-    def _error_text(self) -> str:
-        text = self._lib.pcap_geterr(self._handle)
-        return text.decode(errors="replace") if text else "unknown libpcap error"
-
-    def _activate(self) -> None:
-        status = self._lib.pcap_activate(self._handle)
-        if status >= 0:  # positive values are warnings (e.g. promiscuous mode unsupported)
-            return
-        name = self.interface
-        if status == _PCAP_ERROR_NO_SUCH_DEVICE:
-            raise LiveCaptureError(f"{name}: no such network interface (list them with `ip link`)")
-        if status in (_PCAP_ERROR_PERM_DENIED, _PCAP_ERROR_PROMISC_PERM_DENIED):
-            raise LiveCaptureError(_privilege_hint(name))
-        if status == _PCAP_ERROR_IFACE_NOT_UP:
-            raise LiveCaptureError(f"{name}: the interface is down: bring it up (ip link set {name} up)")
-        detail = self._error_text() if status == _PCAP_ERROR else ""
-        if not detail:
-            detail = (self._lib.pcap_statustostr(status) or b"").decode(errors="replace")
-        if "permission" in detail.lower() or "not permitted" in detail.lower():
-            raise LiveCaptureError(_privilege_hint(name))
-        raise LiveCaptureError(f"{name}: cannot capture: {detail}")
-
-    def _set_filter(self, bpf: str) -> None:
-        program = _BpfProgram()
-        if self._lib.pcap_compile(self._handle, ctypes.byref(program), bpf.encode(), 1,
-                                  _NETMASK_UNKNOWN) != 0:  # fmt: skip
-            raise LiveCaptureError(f"--bpf: not a valid capture filter: {self._error_text()}")
-        try:
-            if self._lib.pcap_setfilter(self._handle, ctypes.byref(program)) != 0:
-                raise LiveCaptureError(f"{self.interface}: cannot set the capture filter: "
-                                       f"{self._error_text()}")
-        finally:
-            self._lib.pcap_freecode(ctypes.byref(program))
-
-    def next_frame(self) -> Frame | None:
-        """The next frame that passed the filter, or None after the timeout."""
-        status = self._lib.pcap_next_ex(self._handle, self._header_ref, self._data_ref)
-        if status == 0 and self._poll is not None:
-            self._poll.poll(self._timeout_ms)  # a signal handler runs at once; the wait goes on
-            status = self._lib.pcap_next_ex(self._handle, self._header_ref, self._data_ref)
-        if status == 1:
-            header = self._header.contents
-            self.frames += 1
-            return Frame(self.frames, header.tv_sec + header.tv_usec / 1_000_000, self.linktype,
-                         ctypes.string_at(self._data, header.caplen), header.len)
-        if status == 0 or status == _PCAP_ERROR_BREAK:
-            return None
-        raise LiveCaptureError(f"{self.interface}: capture stopped: {self._error_text()}")
-
-    def stats(self) -> CaptureStats:
-        stat = _Stat()
-        if self._handle is None or self._lib.pcap_stats(self._handle, ctypes.byref(stat)) != 0:
-            return CaptureStats(self.frames, 0, 0)
-        # Linux counts drops in ps_recv too (PACKET_STATISTICS adds them to tp_packets).
-        pending = max(0, stat.ps_recv - stat.ps_drop - self.frames)
-        return CaptureStats(stat.ps_recv, stat.ps_drop, stat.ps_ifdrop, pending)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._lib.pcap_close(self._handle)
-            self._handle = None
-
-    def __enter__(self) -> LiveCapture:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------------------- output files

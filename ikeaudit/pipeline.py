@@ -219,17 +219,29 @@ def _datagrams(items: Iterable[Frame | Anomaly], parsed: _Parsed,
     """The extraction stage over a capture: IKE datagrams out, anomalies, counters and
     ESP flows into parsed."""
     extractor = Extractor(vxlan_ports=(VXLAN_PORT, *vxlan_ports))
-    note = parsed.note
     order = TimeOrder()
     for item in order(items):
-        if isinstance(item, Anomaly):
-            note(item)
-            continue
-        for out in extractor.feed(item):
-            if isinstance(out, Anomaly):
-                note(out)
-            else:
-                yield out
+        yield from _extracted(extractor, item, parsed)
+    _extraction_done(extractor, order, parsed)
+
+
+def _extracted(extractor: Extractor, item: Frame | Anomaly, parsed: _Parsed) -> list[IkeDatagram]:
+    """One frame through extraction: its IKE datagrams; damage into parsed."""
+    if isinstance(item, Anomaly):
+        parsed.note(item)
+        return []
+    datagrams = []
+    for out in extractor.feed(item):
+        if isinstance(out, Anomaly):
+            parsed.note(out)
+        else:
+            datagrams.append(out)
+    return datagrams
+
+
+def _extraction_done(extractor: Extractor, order: TimeOrder, parsed: _Parsed) -> None:
+    """The end of a capture's extraction: what it still held, its counters, ESP flows."""
+    note = parsed.note
     for anomaly in extractor.flush():
         note(anomaly)
     parsed.stats.update(extractor.stats)
@@ -259,20 +271,88 @@ class _Dissector:
                  sink: Callable[[Dissected], None]) -> None:  # fmt: skip
         parsed.stats["malformed_ike"] += 0  # listed even when none
         for datagram in datagrams:
-            record = self._dissect(datagram, self._keys)
-            if isinstance(record, Malformed):
-                parsed.stats["malformed_ike"] += 1
-                if len(parsed.malformed) < MAX_LISTED:
-                    parsed.malformed.append(record)
-                else:
-                    parsed.unlisted["malformed IKE datagram"] += 1
-            elif isinstance(record, IkeMessage) and record.decryption is not None:
-                parsed.stats["encrypted_datagrams_opened" if record.decryption.opened
-                             else "encrypted_datagrams_undecryptable"] += 1
-            if self._reassembly is not None:
-                record = self._reassembly.feed(record)
-            parsed.last_ike = max(parsed.last_ike, record.timestamp)
-            sink(record)
+            sink(self.one(datagram, parsed))
+
+    def one(self, datagram: IkeDatagram, parsed: _Parsed) -> Dissected:
+        """One datagram dissected; malformed ones and decryption counted in parsed."""
+        record = self._dissect(datagram, self._keys)
+        if isinstance(record, Malformed):
+            parsed.stats["malformed_ike"] += 1
+            if len(parsed.malformed) < MAX_LISTED:
+                parsed.malformed.append(record)
+            else:
+                parsed.unlisted["malformed IKE datagram"] += 1
+        elif isinstance(record, IkeMessage) and record.decryption is not None:
+            parsed.stats["encrypted_datagrams_opened" if record.decryption.opened
+                         else "encrypted_datagrams_undecryptable"] += 1
+        if self._reassembly is not None:
+            record = self._reassembly.feed(record)
+        parsed.last_ike = max(parsed.last_ike, record.timestamp)
+        return record
+
+
+class Stages:
+    """Extraction and dissection of one capture, fed one frame (or damage record) at a
+    time: what `live` runs, with the code and the bookkeeping (anomaly cap, counters) of
+    the offline path. There is no reorder window (a live capture must not hold frames
+    back): a frame older than the one before it is counted late, as the window counts
+    them. The caller tracks the records and hands the negotiations to `audit`."""
+
+    def __init__(self, capture: str, keys: KeyTable | None = None, *, vxlan_ports: Iterable[int] = ()) -> None:
+        self.parsed = _Parsed(capture)
+        self.parsed.stats["malformed_ike"] += 0  # listed even when none
+        self._order = TimeOrder(frames=0)
+        self._extractor = Extractor(vxlan_ports=(VXLAN_PORT, *vxlan_ports))
+        self._dissectors = {keys is not None: _Dissector(keys)}
+        self._keys = keys
+        self._done = False
+
+    def datagrams(self, item: Frame | Anomaly) -> list[IkeDatagram]:
+        """Extraction of one item: the IKE datagrams it completes."""
+        if isinstance(item, Frame):
+            self._order.at_once(item)
+        return _extracted(self._extractor, item, self.parsed)
+
+    def dissect(self, datagram: IkeDatagram, *, decrypt: bool = True) -> Dissected:
+        """Dissection of one datagram; decrypt=False leaves encrypted payloads closed
+        even with keys (header and sizes only: what an overloaded live capture keeps)."""
+        opened = decrypt and self._keys is not None
+        dissector = self._dissectors.get(opened)
+        if dissector is None:
+            dissector = self._dissectors[opened] = _Dissector(self._keys if opened else None)
+        return dissector.one(datagram, self.parsed)
+
+    def feed(self, item: Frame | Anomaly) -> list[Dissected]:
+        return [self.dissect(datagram) for datagram in self.datagrams(item)]
+
+    def stats(self) -> Counter:
+        """The counters so far, as `audit` will give them."""
+        if self._done:
+            return Counter(self.parsed.stats)
+        stats = Counter(self.parsed.stats)
+        stats.update(self._extractor.stats)
+        stats["late_frames"] += self._order.late
+        stats["reordered_frames"] += 0  # none: no window
+        return stats
+
+    def anomalies(self) -> list[Anomaly]:
+        return self.parsed.anomalies + self.parsed.unlisted_anomalies()
+
+    def esp_flows(self) -> list[EspFlow]:
+        return self.parsed.esp_flows if self._done else self._extractor.esp_flows()
+
+    def finish(self) -> None:
+        """End of capture: what extraction still holds (IP fragments) is flushed."""
+        if not self._done:
+            self._done = True
+            _extraction_done(self._extractor, self._order, self.parsed)
+
+    def audit(self, tracker: Tracker, catalog: KeCatalog | None = None) -> CaptureAudit:
+        """finish(), then the tracker's negotiations classified, as `audit_frames` gives them."""
+        self.finish()
+        negotiations = [_late_marked(n, self.parsed.late_frames) for n in tracker.finish()]
+        self.parsed.anomalies.extend(tracker.anomalies())
+        return _audit(self.parsed, _audited(negotiations, catalog))
 
 
 def _read(path: str, expressions: _Reading, progress: Progress | None,
@@ -512,5 +592,5 @@ def capture_datagrams(path: str) -> Iterator[IkeDatagram]:
     yield from _datagrams(iter_capture(path), _Parsed(path))
 
 
-__all__ = ["AuditedNegotiation", "CaptureAudit", "audit_capture", "audit_captures", "audit_frames", "capture_datagrams",
+__all__ = ["AuditedNegotiation", "CaptureAudit", "Stages", "audit_capture", "audit_captures", "audit_frames", "capture_datagrams",
            "scan_filter"]
