@@ -3,15 +3,15 @@
 Four parts, from the inside out:
 
 ``LiveAuditor``
-    The streaming composition of the offline stages: the same ``Extractor``,
-    ``dissect``, ``Tracker``, ``classify_all`` and ``mtu.profile`` as
-    ``pipeline.audit_frames``, fed one frame at a time. ``drain(now)`` hands out the
+    The streaming composition of the offline stages (``pipeline.Stages``: the same
+    extraction, dissection, tracking and classification as ``pipeline.audit_frames``),
+    fed one frame at a time, with load shed by priority under overload (``Shedding``). ``drain(now)`` hands out the
     negotiations whose handshake ended (or that went idle) since the last call;
     ``finish()`` returns the ``CaptureAudit`` that ``audit_frames`` would have returned
     for the same frames, and keeps in ``late`` the negotiations ``drain`` never handed
     out. It does no I/O: feeding it every frame of a file and calling ``finish()`` *is*
     ``audit_frames``.
-``LiveCapture``
+``LiveCapture`` (in ``sources``, the one libpcap binding)
     libpcap through ctypes (pcap_create, pcap_activate, pcap_setfilter, pcap_next_ex,
     pcap_stats): raw bytes, timestamp and link type per frame, no Scapy packet. The
     kernel filter (``capture_filter.ike_filter()``, ANDed with the user's) keeps the
@@ -20,7 +20,8 @@ Four parts, from the inside out:
     A classic pcap file of the frames captured, readable by ``ikeaudit scan``: frame
     numbers in anomalies of a live audit are positions in that file.
 ``LiveSession``
-    The loop: capture -> writer -> auditor, with timers for draining, status lines and
+    The loop: a capture thread keeps the kernel buffer drained into a bounded queue;
+    the main thread takes from it: writer -> auditor, with timers for draining, status lines and
     periodic reports, stopped by duration, count, a signal or a capture error, and a
     finish that loses nothing in flight.
 """
@@ -28,24 +29,26 @@ Four parts, from the inside out:
 from __future__ import annotations
 
 import os
+import queue
 import struct
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ikeaudit.capture_filter import ike_filter
-from ikeaudit.classify import KeCatalog, classify_all
+from ikeaudit.classify import NEGOTIATED, VERIFIED, KeCatalog
 from ikeaudit.decrypt import KeyTable
-from ikeaudit.mtu import profile
 from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit, Stages
-from ikeaudit.records import Anomaly, Frame, Negotiation
+from ikeaudit.iana import IKE_HEADER_LENGTH, IKE_SA_INIT, INFORMATIONAL, exchange_name
+from ikeaudit.records import Anomaly, Frame, IkeDatagram, Negotiation
 from ikeaudit.sources import SNAPLEN, CaptureStats, LiveCapture, LiveCaptureError
-from ikeaudit.track import REKEY_WINDOW_S, Tracker
+from ikeaudit.track import REKEY_WINDOW_S
 
 __all__ = [
-    "CaptureStats", "LiveAuditor", "LiveCapture", "LiveCaptureError", "LiveSession",
+    "DEFAULT_QUEUE_FRAMES", "CaptureStats", "Shedding", "LiveAuditor", "LiveCapture", "LiveCaptureError", "LiveSession",
     "LiveStatus", "PcapWriter", "combined_filter", "write_atomically",
 ]  # fmt: skip
 
@@ -59,6 +62,86 @@ def _identity(n: Negotiation) -> tuple:
     """What names one IKE SA for its whole life in the tracker: taken from its first
     message, so it survives a late SPIr or an initiator's new SPIi."""
     return (n.ike_version, n.first_frame, n.first_seen, n.initiator, n.responder)
+
+
+# Pressure levels: how full the capture queue is decides what is left out.
+SHED_NOTHING, SHED_MINOR, SHED_DECRYPTION = 0, 1, 2
+_RECENT_DATAGRAMS = 1 << 16  # datagrams remembered to know a retransmission
+_SHED_SAS = 1 << 16  # IKE SAs remembered as having lost messages
+
+
+class Shedding:
+    """What an overloaded live audit leaves out, by priority, never at random, and
+    what it left out, counted. The header and size of IKE_SA_INIT, IKE_INTERMEDIATE,
+    IKE_AUTH, CREATE_CHILD_SA and IKE_FOLLOWUP_KE are never shed: classification and
+    its fail-closed inferences rest on them.
+
+    SHED_MINOR       INFORMATIONAL messages and retransmissions (a datagram identical to
+                     one seen before between the same addresses) are not dissected
+    SHED_DECRYPTION  besides, encrypted payloads are not opened (with --keys): the message
+                     is kept with its header and sizes
+
+    ``counts`` names each shed message by what was shed (``INFORMATIONAL``,
+    ``retransmission``, ``decryption of IKE_AUTH``...); ``lost(spi_i)`` tells a
+    negotiation what it lost, so that it says so in its evidence.
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._recent: dict[tuple, None] = {}  # insertion-ordered: the oldest goes first
+        self._by_sa: dict[str, Counter[str]] = {}
+
+    def choose(self, datagram: IkeDatagram, level: int) -> bool | None:
+        """None: shed the datagram; else whether to decrypt it (with keys)."""
+        data = datagram.payload
+        key = (datagram.src, datagram.dst, hash(data))
+        recent = self._recent
+        repeated = key in recent
+        if not repeated:
+            recent[key] = None
+            if len(recent) > _RECENT_DATAGRAMS:
+                del recent[next(iter(recent))]
+        if level == SHED_NOTHING or len(data) < IKE_HEADER_LENGTH or datagram.ike_version != 2:
+            return True
+        exchange = data[18]
+        if repeated:
+            self._shed(data, "retransmission")
+            return None
+        if exchange == INFORMATIONAL:
+            self._shed(data, exchange_name(exchange))
+            return None
+        if level >= SHED_DECRYPTION and exchange != IKE_SA_INIT:
+            self._shed(data, f"decryption of {exchange_name(exchange)}")
+            return False
+        return True
+
+    def _shed(self, data: bytes, what: str) -> None:
+        self.counts[what] += 1
+        spi_i = data[:8].hex()
+        lost = self._by_sa.get(spi_i)
+        if lost is None:
+            if len(self._by_sa) >= _SHED_SAS:
+                del self._by_sa[next(iter(self._by_sa))]
+            lost = self._by_sa[spi_i] = Counter()
+        lost[what] += 1
+
+    def lost(self, spi_i: str) -> Counter[str] | None:
+        return self._by_sa.get(spi_i)
+
+    def marked(self, item: AuditedNegotiation) -> AuditedNegotiation:
+        """The negotiation told what shedding took from it: an anomaly, and a
+        confidence no higher than negotiated (what was not dissected proves nothing)."""
+        lost = self.lost(item.negotiation.spi_i)
+        if not lost:
+            return item
+        what = ", ".join(f"{count} {name}" for name, count in sorted(lost.items()))
+        detail = f"shed under overload (not dissected): {what}; this negotiation's evidence is incomplete"
+        negotiation = replace(item.negotiation, anomalies=(*item.negotiation.anomalies, Anomaly("shed", detail, None)))
+        classification = item.classification
+        confidence = NEGOTIATED if classification.confidence == VERIFIED else classification.confidence
+        classification = replace(classification, confidence=confidence,
+                                 evidence=(*classification.evidence, detail))
+        return replace(item, negotiation=negotiation, classification=classification)
 
 
 class LiveAuditor:
@@ -82,22 +165,26 @@ class LiveAuditor:
         self.emitted: list[AuditedNegotiation] = []  # as drain handed them out
         self.late: list[AuditedNegotiation] = []  # set by finish(): never drained
         self.capture_stats: Counter[str] = Counter()
-        self._stages = Stages(capture, keys)
-        self._tracker = Tracker(capture, rekey_window=rekey_window)
+        self._stages = Stages(capture, keys, rekey_window=rekey_window)
+        self.shedding = Shedding()
         self._emitted_ids: set[tuple] = set()
         self._by_pair: dict[tuple[str, str], Negotiation] = {}  # parents for rekey inheritance
         self._result: CaptureAudit | None = None
 
     # -- feeding -----------------------------------------------------------------------
-    def feed(self, item: Frame | Anomaly) -> None:
-        track, dissect = self._tracker.feed, self._stages.dissect
-        for datagram in self._stages.datagrams(item):
-            track(dissect(datagram))
+    def feed(self, item: Frame | Anomaly, pressure: int = SHED_NOTHING) -> None:
+        """One frame through the stages; under ``pressure`` (a SHED_ level) some of its
+        datagrams are shed, as ``Shedding`` says."""
+        stages = self._stages
+        for datagram in stages.datagrams(item):
+            decrypt = self.shedding.choose(datagram, pressure)
+            if decrypt is not None:
+                stages.dissect(datagram, decrypt=decrypt)
 
     def drain(self, now: float) -> list[AuditedNegotiation]:
         """Negotiations whose handshake ended or that have been idle ``idle_timeout``
         seconds at ``now`` (capture clock), each once, classified as they stand."""
-        ready = self._tracker.drain(now, self.idle_timeout)
+        ready = self._stages.drain(now, self.idle_timeout)
         if not ready:
             return []
         items = self._audited(ready)
@@ -122,16 +209,16 @@ class LiveAuditor:
                 ancestors.append(parent)
                 if parent.rekeyed_from:
                     wanted.append(parent.rekeyed_from)
-        classes = classify_all([*ancestors, *negotiations], self.catalog)[len(ancestors):]
+        items = self._stages.audited([*ancestors, *negotiations], self.catalog)[len(ancestors):]
         for n in negotiations:
             self._by_pair[(n.spi_i, n.spi_r)] = n
-        return [AuditedNegotiation(n, c, profile(n)) for n, c in zip(negotiations, classes)]
+        return [self.shedding.marked(item) for item in items]
 
     def _parent_now(self, pair: tuple[str, str]) -> Negotiation | None:
         """The parent as it stands now, not as it was handed out: its IKE_FOLLOWUP_KE
         exchanges (which decide whether a hybrid parent's rekey stays hybrid) come after
         its handshake."""
-        return self._tracker.current(*pair) or self._by_pair.get(pair)
+        return self._stages.tracker.current(*pair) or self._by_pair.get(pair)
 
     # -- state -------------------------------------------------------------------------
     def stats(self) -> Counter[str]:
@@ -139,6 +226,7 @@ class LiveAuditor:
             return self._result.stats
         stats = self._stages.stats()
         stats.update(self.capture_stats)
+        stats.update({f"shed {what}": count for what, count in self.shedding.counts.items()})
         return stats
 
     def note_capture_stats(self, stats: CaptureStats) -> None:
@@ -160,13 +248,22 @@ class LiveAuditor:
                   "messages")  # fmt: skip
         return [Anomaly("incomplete", detail, None)]
 
+    def _shed_anomalies(self) -> list[Anomaly]:
+        counts = self.shedding.counts
+        if not counts:
+            return []
+        what = ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
+        return [Anomaly("shed", f"the audit fell behind the capture and shed load by priority: {what}; "
+                                "negotiations that lost messages say so", None)]
+
     def snapshot(self) -> CaptureAudit:
         """Everything so far, for a periodic report: the negotiations handed out (as
         they were then), anomalies and counters. Nothing is flushed or finished."""
         if self._result is not None:
             return self._result
         return CaptureAudit(self.capture, negotiations=list(self.emitted),
-                            anomalies=[*self._stages.anomalies(), *self._loss_anomalies()],
+                            anomalies=[*self._stages.anomalies(), *self._loss_anomalies(),
+                                       *self._shed_anomalies()],
                             malformed=list(self._stages.parsed.malformed),
                             esp_flows=self._stages.esp_flows(), stats=self.stats())
 
@@ -176,9 +273,11 @@ class LiveAuditor:
         negotiations that ``drain`` never handed out, in their final form."""
         if self._result is not None:
             return self._result
-        result = self._stages.audit(self._tracker, self.catalog)
-        result.anomalies.extend(self._loss_anomalies())
+        result = self._stages.audit(self.catalog)
+        result.negotiations = [self.shedding.marked(item) for item in result.negotiations]
+        result.anomalies.extend([*self._loss_anomalies(), *self._shed_anomalies()])
         result.stats.update(self.capture_stats)
+        result.stats.update({f"shed {what}": count for what, count in self.shedding.counts.items()})
         self.late = [item for item in result.negotiations if _identity(item.negotiation) not in self._emitted_ids]
         self._emitted_ids.update(_identity(item.negotiation) for item in self.late)
         self._result = result
@@ -261,11 +360,32 @@ class LiveStatus:
     capture: CaptureStats
     final: bool = False
     stopped_by: str | None = None
+    queue_high_water: int = 0  # most frames waiting for the stages at once
+    shed: dict[str, int] = field(default_factory=dict)  # what was shed under overload, counted
+
+
+DEFAULT_QUEUE_FRAMES = 200_000  # frames captured and waiting for the stages, at most
+SHED_MINOR_AT, SHED_DECRYPTION_AT = 0.5, 0.75  # queue fill at which each pressure level starts
+_END = object()  # the capture thread's last item
+
+
+def pressure_of(fill: float) -> int:
+    """The shedding level for a queue this full (0 to 1)."""
+    if fill >= SHED_DECRYPTION_AT:
+        return SHED_DECRYPTION
+    return SHED_MINOR if fill >= SHED_MINOR_AT else SHED_NOTHING
 
 
 @dataclass
 class LiveSession:
     """Runs a capture through a LiveAuditor until told to stop; see ``run``.
+
+    A capture thread reads the interface into a queue of at most ``queue_frames``
+    frames, so that the kernel's buffer is drained while the stages work; the stages run
+    in the calling thread (signals are handled there). As the queue fills, the auditor
+    sheds load by priority (``pressure_of``); when it is full, the capture thread waits
+    and the kernel's buffer takes the rest (its drops are counted). ``queue_high_water``
+    is the most frames the queue ever held.
 
     The callbacks receive what the command shows: each negotiation as it is handed
     out, status now and then, and the audit so far for periodic reports (``final`` True
@@ -285,13 +405,16 @@ class LiveSession:
     report_every: float | None = None
     drain_every: float = 0.2
     settle_limit: float = 10.0
+    queue_frames: int = DEFAULT_QUEUE_FRAMES
     clock: Callable[[], float] = time.monotonic
     wallclock: Callable[[], float] = time.time
     stopped_by: str | None = None
     error: str | None = None
+    queue_high_water: int = 0
     _by_class: Counter = field(default_factory=Counter)
     _hurry: bool = False
     _started: float = 0.0
+    _queue: queue.Queue | None = None
 
     def __post_init__(self) -> None:
         self._started = self.clock()
@@ -308,7 +431,8 @@ class LiveSession:
         stats = self.auditor.stats()
         return LiveStatus(self.clock() - self._started, self.capture.frames, stats["ike_datagrams"],
                           sum(self._by_class.values()), dict(sorted(self._by_class.items())),
-                          capture or self.capture.stats(), final, self.stopped_by)
+                          capture or self.capture.stats(), final, self.stopped_by,
+                          self.queue_high_water, dict(sorted(self.auditor.shedding.counts.items())))
 
     def _emit(self, items: list[AuditedNegotiation]) -> None:
         for item in items:
@@ -326,61 +450,104 @@ class LiveSession:
         next_drain = start + self.drain_every
         next_status = start + self.status_every if self.status_every else None
         next_report = start + self.report_every if self.report_every else None
-        capture, auditor = self.capture, self.auditor
-        try:
-            while self.stopped_by is None:
-                frame = capture.next_frame()
-                if frame is not None:
-                    self._take(frame)
-                    capture_time = frame.timestamp
-                else:  # nothing waiting: the capture clock is the wall clock
-                    capture_time = self.wallclock()
-                now = self.clock()
-                if self.duration is not None and now - start >= self.duration:
-                    self.stop("duration")
-                if now >= next_drain:
-                    # Capture time, not wall time: when Python is behind the kernel's
-                    # buffer, negotiations must not look idle because of our own lag.
-                    self._emit(auditor.drain(capture_time))
-                    if self.on_tick is not None:
-                        self.on_tick(capture_time)
-                    next_drain = now + self.drain_every
-                if next_status is not None and now >= next_status:
-                    next_status = now + self.status_every
-                    if self.on_status:
-                        self.on_status(self.status())
-                if next_report is not None and now >= next_report:
-                    self._report()
-                    # A report of a long run takes time to render: keep writing it to a
-                    # third of the time at most, so that capture never starves.
-                    done = self.clock()
-                    next_report = done + max(self.report_every, 2 * (done - now))
-            if self.stopped_by not in ("count", "output closed"):
-                self._take_buffered()
-        except LiveCaptureError as exc:
-            self.error = str(exc)
+        auditor = self.auditor
+        frames = self._queue = queue.Queue(self.queue_frames)
+        capacity = max(1, self.queue_frames)
+        failure: list[LiveCaptureError] = []
+        reader = threading.Thread(target=self._read, args=(frames, failure), name="ikeaudit-capture", daemon=True)
+        reader.start()
+        wait = max(0.01, min(self.drain_every, 0.2))
+        while True:
+            try:
+                frame = frames.get(timeout=wait)
+            except queue.Empty:
+                frame = None
+            if frame is _END:
+                break
+            if frame is not None:
+                if self.writer is not None:
+                    self.writer.write(frame)
+                auditor.feed(frame, pressure_of(frames.qsize() / capacity))
+                capture_time = frame.timestamp
+            else:  # nothing waiting: the capture clock is the wall clock
+                capture_time = self.wallclock()
+            now = self.clock()
+            if self.duration is not None and now - start >= self.duration:
+                self.stop("duration")
+            if now >= next_drain:
+                # Capture time, not wall time: when Python is behind the kernel's
+                # buffer, negotiations must not look idle because of our own lag.
+                self._emit(auditor.drain(capture_time))
+                if self.on_tick is not None:
+                    self.on_tick(capture_time)
+                next_drain = now + self.drain_every
+            if next_status is not None and now >= next_status:
+                next_status = now + self.status_every
+                if self.on_status:
+                    self.on_status(self.status())
+            if next_report is not None and now >= next_report:
+                self._report()
+                # A report of a long run takes time to render: keep writing it to a
+                # third of the time at most, so that capture never starves.
+                done = self.clock()
+                next_report = done + max(self.report_every, 2 * (done - now))
+        reader.join()
+        if failure:
+            self.error = str(failure[0])
             self.stop("capture error")
         return self._finish()
 
-    def _take(self, frame: Frame) -> None:
-        if self.writer is not None:
-            self.writer.write(frame)
-        self.auditor.feed(frame)
-        if self.count is not None and self.capture.frames >= self.count:
-            self.stop("count")
+    def _read(self, frames: queue.Queue, failure: list[LiveCaptureError]) -> None:
+        """The capture thread: frames into the queue until a stop; after a stop, the
+        packets the kernel already holds (they were captured all the same), for at most
+        ``settle_limit`` seconds or until a second stop request. A timeout without a
+        packet puts None (a tick) when the queue is empty, so the loop keeps its clocks."""
+        capture, count = self.capture, self.count
+        settle_until = None
+        try:
+            while True:
+                if self.stopped_by is not None:
+                    if self.stopped_by in ("count", "output closed") or self._hurry:
+                        break
+                    if settle_until is None:
+                        settle_until = time.monotonic() + self.settle_limit
+                    elif time.monotonic() >= settle_until:
+                        break
+                frame = capture.next_frame()
+                if frame is None:
+                    if self.stopped_by is not None:
+                        break
+                    if frames.empty():
+                        frames.put(None)
+                    continue
+                if not self._put(frames, frame):
+                    break
+                depth = frames.qsize()
+                if depth > self.queue_high_water:
+                    self.queue_high_water = depth
+                if count is not None and capture.frames >= count:
+                    self.stop("count")
+                    break
+        except LiveCaptureError as exc:
+            failure.append(exc)
+        finally:
+            while not self._put(frames, _END, give_up=False):
+                pass
 
-    def _take_buffered(self) -> None:
-        """After a stop request, the packets the kernel already holds were captured
-        all the same: read them, for at most ``settle_limit`` seconds (traffic goes on, and
-        Python may be behind) or until a second stop request; what is left is counted."""
-        deadline = self.clock() + self.settle_limit
-        while self.clock() < deadline and not self._hurry:
-            frame = self.capture.next_frame()
-            if frame is None:
-                return
-            self._take(frame)
-            if self.count is not None and self.capture.frames >= self.count:
-                return
+    def _put(self, frames: queue.Queue, item: object, give_up: bool = True) -> bool:
+        """Wait for room in the queue (the kernel's buffer holds what comes meanwhile);
+        False when a second stop request came first."""
+        while True:
+            try:
+                frames.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                if give_up and self._hurry:
+                    return False
+
+    def _note_queue(self) -> None:
+        self.auditor.capture_stats["queue_capacity"] = self.queue_frames
+        self.auditor.capture_stats["queue_high_water"] = self.queue_high_water
 
     def _report(self) -> None:
         if self.writer is not None:
@@ -388,12 +555,14 @@ class LiveSession:
         if self.on_report is not None:
             capture = self.capture.stats()
             self.auditor.note_capture_stats(capture)
+            self._note_queue()
             self.on_report(self.auditor.snapshot(), self.status(capture=capture))
 
     def _finish(self) -> CaptureAudit:
         capture = self.capture.stats()
         self.capture.close()
         self.auditor.note_capture_stats(capture)
+        self._note_queue()
         audit = self.auditor.finish()
         self._emit(self.auditor.late)
         if self.writer is not None:

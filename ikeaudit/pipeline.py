@@ -292,15 +292,18 @@ class _Dissector:
 
 
 class Stages:
-    """Extraction and dissection of one capture, fed one frame (or damage record) at a
-    time: what `live` runs, with the code and the bookkeeping (anomaly cap, counters) of
-    the offline path. There is no reorder window (a live capture must not hold frames
-    back): a frame older than the one before it is counted late, as the window counts
-    them. The caller tracks the records and hands the negotiations to `audit`."""
+    """The stages of one capture fed one frame (or damage record) at a time, up to the
+    classified negotiations: what `live` runs, with the code and the bookkeeping (anomaly
+    cap, counters) of the offline path. There is no reorder window (a live capture must
+    not hold frames back): a frame older than the one before it is counted late, as the
+    window counts them. `datagrams` and `dissect` are apart so that a caller under load
+    can choose what to dissect (live's shedding)."""
 
-    def __init__(self, capture: str, keys: KeyTable | None = None, *, vxlan_ports: Iterable[int] = ()) -> None:
+    def __init__(self, capture: str, keys: KeyTable | None = None, *, rekey_window: float = REKEY_WINDOW_S,
+                 vxlan_ports: Iterable[int] = ()) -> None:  # fmt: skip
         self.parsed = _Parsed(capture)
         self.parsed.stats["malformed_ike"] += 0  # listed even when none
+        self.tracker = Tracker(capture, rekey_window=rekey_window)
         self._order = TimeOrder(frames=0)
         self._extractor = Extractor(vxlan_ports=(VXLAN_PORT, *vxlan_ports))
         self._dissectors = {keys is not None: _Dissector(keys)}
@@ -313,26 +316,35 @@ class Stages:
             self._order.at_once(item)
         return _extracted(self._extractor, item, self.parsed)
 
-    def dissect(self, datagram: IkeDatagram, *, decrypt: bool = True) -> Dissected:
-        """Dissection of one datagram; decrypt=False leaves encrypted payloads closed
-        even with keys (header and sizes only: what an overloaded live capture keeps)."""
+    def dissect(self, datagram: IkeDatagram, *, decrypt: bool = True) -> None:
+        """Dissection and tracking of one datagram; decrypt=False leaves encrypted
+        payloads closed even with keys (header and sizes only)."""
         opened = decrypt and self._keys is not None
         dissector = self._dissectors.get(opened)
         if dissector is None:
             dissector = self._dissectors[opened] = _Dissector(self._keys if opened else None)
-        return dissector.one(datagram, self.parsed)
+        self.tracker.feed(dissector.one(datagram, self.parsed))
 
-    def feed(self, item: Frame | Anomaly) -> list[Dissected]:
-        return [self.dissect(datagram) for datagram in self.datagrams(item)]
+    def feed(self, item: Frame | Anomaly) -> None:
+        for datagram in self.datagrams(item):
+            self.dissect(datagram)
+
+    def drain(self, now: float, idle_timeout: float) -> list[Negotiation]:
+        """Negotiations that ended, or went idle, since the last call (Tracker.drain)."""
+        return self.tracker.drain(now, idle_timeout)
+
+    @staticmethod
+    def audited(negotiations: list[Negotiation], catalog: KeCatalog | None) -> list[AuditedNegotiation]:
+        """Classification and fragmentation profile, the list classified together."""
+        return _audited(negotiations, catalog)
 
     def stats(self) -> Counter:
         """The counters so far, as `audit` will give them."""
-        if self._done:
-            return Counter(self.parsed.stats)
         stats = Counter(self.parsed.stats)
-        stats.update(self._extractor.stats)
-        stats["late_frames"] += self._order.late
-        stats["reordered_frames"] += 0  # none: no window
+        if not self._done:
+            stats.update(self._extractor.stats)
+            stats["late_frames"] += self._order.late
+            stats["reordered_frames"] += 0  # none: no window
         return stats
 
     def anomalies(self) -> list[Anomaly]:
@@ -341,17 +353,14 @@ class Stages:
     def esp_flows(self) -> list[EspFlow]:
         return self.parsed.esp_flows if self._done else self._extractor.esp_flows()
 
-    def finish(self) -> None:
-        """End of capture: what extraction still holds (IP fragments) is flushed."""
+    def audit(self, catalog: KeCatalog | None = None) -> CaptureAudit:
+        """End of capture: what extraction still holds is flushed, every IKE SA closed and
+        all classified together, as `audit_frames` gives them."""
         if not self._done:
             self._done = True
             _extraction_done(self._extractor, self._order, self.parsed)
-
-    def audit(self, tracker: Tracker, catalog: KeCatalog | None = None) -> CaptureAudit:
-        """finish(), then the tracker's negotiations classified, as `audit_frames` gives them."""
-        self.finish()
-        negotiations = [_late_marked(n, self.parsed.late_frames) for n in tracker.finish()]
-        self.parsed.anomalies.extend(tracker.anomalies())
+        negotiations = [_late_marked(n, self.parsed.late_frames) for n in self.tracker.finish()]
+        self.parsed.anomalies.extend(self.tracker.anomalies())
         return _audit(self.parsed, _audited(negotiations, catalog))
 
 
