@@ -53,6 +53,7 @@ __all__ = [
 ]  # fmt: skip
 
 DEFAULT_IDLE_TIMEOUT = 120.0
+DEFAULT_HISTORY = 3600.0  # seconds of capture time handed-out negotiations stay in memory
 
 
 # ---------------------------------------------------------------------------- auditor
@@ -157,12 +158,17 @@ class LiveAuditor:
 
     def __init__(self, capture: str, catalog: KeCatalog | None = None, *,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT, keys: KeyTable | None = None,
-                 rekey_window: float = REKEY_WINDOW_S) -> None:  # fmt: skip
+                 rekey_window: float = REKEY_WINDOW_S, history: float = DEFAULT_HISTORY) -> None:  # fmt: skip
         self.capture = capture
         self.keys = keys
+        self.history = history
+        self.handed_out: Counter[str] = Counter()  # every negotiation drained, by class, never pruned
+        self._next_prune = float("-inf")
         self.catalog = catalog or KeCatalog()
         self.idle_timeout = idle_timeout
-        self.emitted: list[AuditedNegotiation] = []  # as drain handed them out
+        # As drain handed them out, for periodic reports: those whose last message is more
+        # than `history` seconds old leave (the report's counters keep them, `handed_out`).
+        self.emitted: list[AuditedNegotiation] = []
         self.late: list[AuditedNegotiation] = []  # set by finish(): never drained
         self.capture_stats: Counter[str] = Counter()
         self._stages = Stages(capture, keys, rekey_window=rekey_window)
@@ -190,8 +196,18 @@ class LiveAuditor:
         items = self._audited(ready)
         for item in items:
             self._emitted_ids.add(_identity(item.negotiation))
+            self.handed_out[item.classification.name] += 1
         self.emitted.extend(items)
+        if now >= self._next_prune:
+            self._prune(now - self.history)
+            self._next_prune = now + self.history / 10
         return items
+
+    def _prune(self, before: float) -> None:
+        """Days of capture in bounded memory: handed-out negotiations and rekey parents
+        last seen before `before` leave (a rekey after that long is not linked live)."""
+        self.emitted = [i for i in self.emitted if i.negotiation.last_seen >= before]
+        self._by_pair = {pair: n for pair, n in self._by_pair.items() if n.last_seen >= before}
 
     def _audited(self, negotiations: list[Negotiation]) -> list[AuditedNegotiation]:
         # A rekeyed IKE SA inherits its parent's class: give classify_all its ancestors,
@@ -227,6 +243,8 @@ class LiveAuditor:
         stats = self._stages.stats()
         stats.update(self.capture_stats)
         stats.update({f"shed {what}": count for what, count in self.shedding.counts.items()})
+        stats["negotiations_handed_out"] += sum(self.handed_out.values())
+        stats.update({f"handed_out {name}": count for name, count in self.handed_out.items()})
         return stats
 
     def note_capture_stats(self, stats: CaptureStats) -> None:

@@ -357,6 +357,19 @@ def test_the_session_reports_its_queue_high_water_mark():
     assert statuses[-1].queue_high_water == result.stats["queue_high_water"]
 
 
+def test_handed_out_negotiations_leave_memory_after_the_history_and_stay_counted():
+    frames = frames_of(lab("c01"))
+    auditor = LiveAuditor("live:test", history=60)
+    for frame in frames:
+        auditor.feed(frame)
+    (item,) = auditor.drain(frames[-1].timestamp)
+    assert auditor.snapshot().negotiations == [item]
+    auditor.drain(item.negotiation.last_seen + 61)
+    assert auditor.snapshot().negotiations == []
+    stats = auditor.snapshot().stats
+    assert stats["negotiations_handed_out"] == 1 and stats[f"handed_out {item.classification.name}"] == 1
+
+
 # ---------------------------------------------------------------------------- outputs
 
 
