@@ -87,7 +87,8 @@ class Shedding:
     negotiation what it lost, so that it says so in its evidence.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, decrypting: bool = False) -> None:
+        self.decrypting = decrypting  # a key table is set: there is decryption to shed
         self.counts: Counter[str] = Counter()
         self._recent: dict[tuple, None] = {}  # insertion-ordered: the oldest goes first
         self._by_sa: dict[str, Counter[str]] = {}
@@ -111,7 +112,7 @@ class Shedding:
         if exchange == INFORMATIONAL:
             self._shed(data, exchange_name(exchange))
             return None
-        if level >= SHED_DECRYPTION and exchange != IKE_SA_INIT:
+        if level >= SHED_DECRYPTION and self.decrypting and exchange != IKE_SA_INIT:
             self._shed(data, f"decryption of {exchange_name(exchange)}")
             return False
         return True
@@ -172,7 +173,7 @@ class LiveAuditor:
         self.late: list[AuditedNegotiation] = []  # set by finish(): never drained
         self.capture_stats: Counter[str] = Counter()
         self._stages = Stages(capture, keys, rekey_window=rekey_window)
-        self.shedding = Shedding()
+        self.shedding = Shedding(decrypting=keys is not None)
         self._emitted_ids: set[tuple] = set()
         self._by_pair: dict[tuple[str, str], Negotiation] = {}  # parents for rekey inheritance
         self._result: CaptureAudit | None = None
