@@ -17,6 +17,7 @@ import click
 from ikeaudit.classify import KeCatalog
 from ikeaudit.cli_common import EXIT_OK, EXIT_USAGE, keys_option, load_keys, parse_private_ke, rekey_window_option
 from ikeaudit.live import (
+    DEFAULT_QUEUE_FRAMES,
     CaptureStats,
     LiveAuditor,
     LiveCapture,
@@ -54,12 +55,19 @@ def _classes(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
 
 
+def _shed_text(shed: dict[str, int]) -> str:
+    if not shed:
+        return "nothing shed"
+    return "WARNING: behind the capture, shed " + ", ".join(f"{count} {what}" for what, count in shed.items())
+
+
 def _status_line(status: LiveStatus) -> str:
     cap = status.capture
     return (f"{PROG}: {status.elapsed:.0f} s: {status.frames} packet(s) captured, "
             f"{status.ike_datagrams} IKE datagram(s), {status.negotiations} negotiation(s) "
             f"({_classes(status.by_classification)}), dropped {cap.dropped} "
-            f"(interface {cap.interface_dropped}), {cap.pending} waiting in the buffer")  # fmt: skip
+            f"(interface {cap.interface_dropped}), {cap.pending} waiting in the buffer, queue high-water "
+            f"{status.queue_high_water}" + (f"; {_shed_text(status.shed)}" if status.shed else ""))  # fmt: skip
 
 
 @click.command("live")
@@ -96,6 +104,12 @@ def _status_line(status: LiveStatus) -> str:
               help="Report a negotiation without an outcome after S seconds of silence.")
 @click.option("--buffer-mib", type=click.IntRange(1, 4096), default=32, show_default=True,
               help="Kernel capture buffer; raise it if packets are dropped.")
+@click.option("--queue-frames", type=click.IntRange(1, 10_000_000), default=DEFAULT_QUEUE_FRAMES,
+              show_default=True, metavar="N",
+              help="Packets captured and waiting for the audit, at most. From half full, "
+                   "INFORMATIONAL messages and retransmissions are shed; from three quarters, "
+                   "encrypted payloads are not decrypted either (counted, and told in the "
+                   "negotiations concerned).")
 @click.option("--policy", "policy_name", default=None, metavar="NAME|FILE",
               help="Judge each negotiation against a policy preset or TOML file (see `ikeaudit "
                    "report --help`); verdicts go into each row or JSON line and the report.")
@@ -105,7 +119,7 @@ def _status_line(status: LiveStatus) -> str:
 @rekey_window_option
 def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None, count: int | None,
          write_path: str | None, fmt: str, report_every: float | None, output_dir: str | None,
-         status_every: float, idle_timeout: float, buffer_mib: int, policy_name: str | None,
+         status_every: float, idle_timeout: float, buffer_mib: int, queue_frames: int, policy_name: str | None,
          private_ke: tuple[str, ...], key_files: tuple[str, ...], rekey_window: float) -> None:  # fmt: skip
     """Audit the IKE negotiations on a network interface as they happen: each one is
     printed (or emitted as a JSON line) when its handshake completes, fails or goes
@@ -156,7 +170,8 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
     session = LiveSession(capture, auditor, on_negotiation=output.negotiation,
                           on_status=_print_status, on_report=reporter.write if reporter else None,
                           writer=writer, duration=duration, count=count,
-                          status_every=status_every or None, report_every=report_every)  # fmt: skip
+                          status_every=status_every or None, report_every=report_every,
+                          queue_frames=queue_frames)  # fmt: skip
     attach_live(session, monitor, output.negotiation, catalog, fmt)
     if reporter:
         _guarded_report(reporter, auditor.snapshot(), session.status())
@@ -299,6 +314,8 @@ class _Reporter:
             "packets_captured": status.frames,
             "capture": {"received": cap.received, "dropped": cap.dropped,
                         "interface_dropped": cap.interface_dropped, "pending": cap.pending},
+            "queue_high_water": status.queue_high_water,
+            "shed": status.shed,
         }  # fmt: skip
         write_atomically(self.path, machine.render_json(document))
 
@@ -326,6 +343,8 @@ def _final_lines(session: LiveSession, audit: CaptureAudit, writer: PcapWriter |
     click.echo(f"{PROG}: {warning}dropped {cap.dropped} packet(s) in the kernel or libpcap, "
                f"{cap.interface_dropped} by the interface, {cap.pending} unread at the stop "
                f"({cap.received} passed the filter)", err=True)
+    click.echo(f"{PROG}: queue high-water mark {status.queue_high_water} packet(s); "
+               f"{_shed_text(status.shed)}", err=True)
     written = []
     if writer is not None:
         written.append(f"{writer.path} ({writer.frames} packets)")

@@ -3,15 +3,15 @@
 Four parts, from the inside out:
 
 ``LiveAuditor``
-    The streaming composition of the offline stages: the same ``Extractor``,
-    ``dissect``, ``Tracker``, ``classify_all`` and ``mtu.profile`` as
-    ``pipeline.audit_frames``, fed one frame at a time. ``drain(now)`` hands out the
+    The streaming composition of the offline stages (``pipeline.Stages``: the same
+    extraction, dissection, tracking and classification as ``pipeline.audit_frames``),
+    fed one frame at a time, with load shed by priority under overload (``Shedding``). ``drain(now)`` hands out the
     negotiations whose handshake ended (or that went idle) since the last call;
     ``finish()`` returns the ``CaptureAudit`` that ``audit_frames`` would have returned
     for the same frames, and keeps in ``late`` the negotiations ``drain`` never handed
     out. It does no I/O: feeding it every frame of a file and calling ``finish()`` *is*
     ``audit_frames``.
-``LiveCapture``
+``LiveCapture`` (in ``sources``, the one libpcap binding)
     libpcap through ctypes (pcap_create, pcap_activate, pcap_setfilter, pcap_next_ex,
     pcap_stats): raw bytes, timestamp and link type per frame, no Scapy packet. The
     kernel filter (``capture_filter.ike_filter()``, ANDed with the user's) keeps the
@@ -20,41 +20,40 @@ Four parts, from the inside out:
     A classic pcap file of the frames captured, readable by ``ikeaudit scan``: frame
     numbers in anomalies of a live audit are positions in that file.
 ``LiveSession``
-    The loop: capture -> writer -> auditor, with timers for draining, status lines and
+    The loop: a capture thread keeps the kernel buffer drained into a bounded queue;
+    the main thread takes from it: writer -> auditor, with timers for draining, status lines and
     periodic reports, stopped by duration, count, a signal or a capture error, and a
     finish that loses nothing in flight.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-import select
+import queue
 import struct
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ikeaudit.capture_filter import ike_filter
-from ikeaudit.classify import KeCatalog, classify_all
+from ikeaudit.classify import NEGOTIATED, VERIFIED, KeCatalog
 from ikeaudit.decrypt import KeyTable
-from ikeaudit.dissect import InnerReassembly, dissect
-from ikeaudit.extract import Extractor
-from ikeaudit.mtu import profile
-from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit
-from ikeaudit.records import Anomaly, Frame, Negotiation
-from ikeaudit.track import REKEY_WINDOW_S, Tracker
+from ikeaudit.pipeline import AuditedNegotiation, CaptureAudit, Stages
+from ikeaudit.iana import IKE_HEADER_LENGTH, IKE_SA_INIT, INFORMATIONAL, exchange_name
+from ikeaudit.records import Anomaly, Frame, IkeDatagram, Negotiation
+from ikeaudit.sources import SNAPLEN, CaptureStats, LiveCapture, LiveCaptureError
+from ikeaudit.track import REKEY_WINDOW_S
 
 __all__ = [
-    "CaptureStats", "LiveAuditor", "LiveCapture", "LiveCaptureError", "LiveSession",
+    "DEFAULT_QUEUE_FRAMES", "CaptureStats", "Shedding", "LiveAuditor", "LiveCapture", "LiveCaptureError", "LiveSession",
     "LiveStatus", "PcapWriter", "combined_filter", "write_atomically",
 ]  # fmt: skip
 
 DEFAULT_IDLE_TIMEOUT = 120.0
-SNAPLEN = 262_144
+DEFAULT_HISTORY = 3600.0  # seconds of capture time handed-out negotiations stay in memory
 
 
 # ---------------------------------------------------------------------------- auditor
@@ -66,8 +65,92 @@ def _identity(n: Negotiation) -> tuple:
     return (n.ike_version, n.first_frame, n.first_seen, n.initiator, n.responder)
 
 
+# Pressure levels: how full the capture queue is decides what is left out.
+SHED_NOTHING, SHED_MINOR, SHED_DECRYPTION = 0, 1, 2
+_RECENT_DATAGRAMS = 1 << 16  # datagrams remembered to know a retransmission
+_SHED_SAS = 1 << 16  # IKE SAs remembered as having lost messages
+
+
+class Shedding:
+    """What an overloaded live audit leaves out, by priority, never at random, and
+    what it left out, counted. The header and size of IKE_SA_INIT, IKE_INTERMEDIATE,
+    IKE_AUTH, CREATE_CHILD_SA and IKE_FOLLOWUP_KE are never shed: classification and
+    its fail-closed inferences rest on them.
+
+    SHED_MINOR       INFORMATIONAL messages and retransmissions (a datagram identical to
+                     one seen before between the same addresses) are not dissected
+    SHED_DECRYPTION  besides, encrypted payloads are not opened (with --keys): the message
+                     is kept with its header and sizes
+
+    ``counts`` names each shed message by what was shed (``INFORMATIONAL``,
+    ``retransmission``, ``decryption of IKE_AUTH``...); ``lost(spi_i)`` tells a
+    negotiation what it lost, so that it says so in its evidence.
+    """
+
+    def __init__(self, decrypting: bool = False) -> None:
+        self.decrypting = decrypting  # a key table is set: there is decryption to shed
+        self.counts: Counter[str] = Counter()
+        self._recent: dict[tuple, None] = {}  # insertion-ordered: the oldest goes first
+        self._by_sa: dict[str, Counter[str]] = {}
+
+    def choose(self, datagram: IkeDatagram, level: int) -> bool | None:
+        """None: shed the datagram; else whether to decrypt it (with keys)."""
+        data = datagram.payload
+        key = (datagram.src, datagram.dst, hash(data))
+        recent = self._recent
+        repeated = key in recent
+        if not repeated:
+            recent[key] = None
+            if len(recent) > _RECENT_DATAGRAMS:
+                del recent[next(iter(recent))]
+        if level == SHED_NOTHING or len(data) < IKE_HEADER_LENGTH or datagram.ike_version != 2:
+            return True
+        exchange = data[18]
+        if repeated:
+            self._shed(data, "retransmission")
+            return None
+        if exchange == INFORMATIONAL:
+            self._shed(data, exchange_name(exchange))
+            return None
+        if level >= SHED_DECRYPTION and self.decrypting and exchange != IKE_SA_INIT:
+            self._shed(data, f"decryption of {exchange_name(exchange)}")
+            return False
+        return True
+
+    def _shed(self, data: bytes, what: str) -> None:
+        self.counts[what] += 1
+        spi_i = data[:8].hex()
+        lost = self._by_sa.get(spi_i)
+        if lost is None:
+            if len(self._by_sa) >= _SHED_SAS:
+                del self._by_sa[next(iter(self._by_sa))]
+            lost = self._by_sa[spi_i] = Counter()
+        lost[what] += 1
+
+    def lost(self, spi_i: str) -> Counter[str] | None:
+        return self._by_sa.get(spi_i)
+
+    def marked(self, item: AuditedNegotiation) -> AuditedNegotiation:
+        """The negotiation told what shedding took from it: an anomaly, and a
+        confidence no higher than negotiated (what was not dissected proves nothing)."""
+        lost = self.lost(item.negotiation.spi_i)
+        if not lost:
+            return item
+        what = ", ".join(f"{count} {name}" for name, count in sorted(lost.items()))
+        detail = f"shed under overload (not dissected): {what}; this negotiation's evidence is incomplete"
+        negotiation = replace(item.negotiation, anomalies=(*item.negotiation.anomalies, Anomaly("shed", detail, None)))
+        classification = item.classification
+        confidence = NEGOTIATED if classification.confidence == VERIFIED else classification.confidence
+        classification = replace(classification, confidence=confidence,
+                                 evidence=(*classification.evidence, detail))
+        return replace(item, negotiation=negotiation, classification=classification)
+
+
 class LiveAuditor:
     """Frames in, audited negotiations out while the capture runs; see the module doc.
+
+    The stages up to dissection are `pipeline.Stages` (the offline code, no reorder
+    window); the tracker is the offline one, drained as negotiations end.
 
     ``idle_timeout`` (seconds of capture time without a message) decides when a
     negotiation without an outcome is handed out and forgotten by the tracker's lookup
@@ -76,55 +159,56 @@ class LiveAuditor:
 
     def __init__(self, capture: str, catalog: KeCatalog | None = None, *,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT, keys: KeyTable | None = None,
-                 rekey_window: float = REKEY_WINDOW_S) -> None:  # fmt: skip
+                 rekey_window: float = REKEY_WINDOW_S, history: float = DEFAULT_HISTORY) -> None:  # fmt: skip
         self.capture = capture
         self.keys = keys
-        self._reassembly = InnerReassembly() if keys is not None else None
+        self.history = history
+        self.handed_out: Counter[str] = Counter()  # every negotiation drained, by class, never pruned
+        self._next_prune = float("-inf")
         self.catalog = catalog or KeCatalog()
         self.idle_timeout = idle_timeout
-        self.emitted: list[AuditedNegotiation] = []  # as drain handed them out
+        # As drain handed them out, for periodic reports: those whose last message is more
+        # than `history` seconds old leave (the report's counters keep them, `handed_out`).
+        self.emitted: list[AuditedNegotiation] = []
         self.late: list[AuditedNegotiation] = []  # set by finish(): never drained
         self.capture_stats: Counter[str] = Counter()
-        self._extractor = Extractor()
-        self._tracker = Tracker(capture, rekey_window=rekey_window)
-        self._anomalies: list[Anomaly] = []
+        self._stages = Stages(capture, keys, rekey_window=rekey_window)
+        self.shedding = Shedding(decrypting=keys is not None)
         self._emitted_ids: set[tuple] = set()
         self._by_pair: dict[tuple[str, str], Negotiation] = {}  # parents for rekey inheritance
         self._result: CaptureAudit | None = None
-        # Frames go on as they come (no reorder window, which would hold them back): one
-        # older than the newest is counted as late, as the offline window counts them.
-        self._newest = float("-inf")
-        self._late_frames = 0
 
     # -- feeding -----------------------------------------------------------------------
-    def feed(self, item: Frame | Anomaly) -> None:
-        if isinstance(item, Anomaly):
-            self._anomalies.append(item)
-            return
-        if item.timestamp < self._newest:
-            self._late_frames += 1
-        else:
-            self._newest = item.timestamp
-        for out in self._extractor.feed(item):
-            if isinstance(out, Anomaly):
-                self._anomalies.append(out)
-            else:
-                record = dissect(out, self.keys)
-                if self._reassembly is not None:
-                    record = self._reassembly.feed(record)
-                self._tracker.feed(record)
+    def feed(self, item: Frame | Anomaly, pressure: int = SHED_NOTHING) -> None:
+        """One frame through the stages; under ``pressure`` (a SHED_ level) some of its
+        datagrams are shed, as ``Shedding`` says."""
+        stages = self._stages
+        for datagram in stages.datagrams(item):
+            decrypt = self.shedding.choose(datagram, pressure)
+            if decrypt is not None:
+                stages.dissect(datagram, decrypt=decrypt)
 
     def drain(self, now: float) -> list[AuditedNegotiation]:
         """Negotiations whose handshake ended or that have been idle ``idle_timeout``
         seconds at ``now`` (capture clock), each once, classified as they stand."""
-        ready = self._tracker.drain(now, self.idle_timeout)
+        ready = self._stages.drain(now, self.idle_timeout)
         if not ready:
             return []
         items = self._audited(ready)
         for item in items:
             self._emitted_ids.add(_identity(item.negotiation))
+            self.handed_out[item.classification.name] += 1
         self.emitted.extend(items)
+        if now >= self._next_prune:
+            self._prune(now - self.history)
+            self._next_prune = now + self.history / 10
         return items
+
+    def _prune(self, before: float) -> None:
+        """Days of capture in bounded memory: handed-out negotiations and rekey parents
+        last seen before `before` leave (a rekey after that long is not linked live)."""
+        self.emitted = [i for i in self.emitted if i.negotiation.last_seen >= before]
+        self._by_pair = {pair: n for pair, n in self._by_pair.items() if n.last_seen >= before}
 
     def _audited(self, negotiations: list[Negotiation]) -> list[AuditedNegotiation]:
         # A rekeyed IKE SA inherits its parent's class: give classify_all its ancestors,
@@ -142,24 +226,26 @@ class LiveAuditor:
                 ancestors.append(parent)
                 if parent.rekeyed_from:
                     wanted.append(parent.rekeyed_from)
-        classes = classify_all([*ancestors, *negotiations], self.catalog)[len(ancestors):]
+        items = self._stages.audited([*ancestors, *negotiations], self.catalog)[len(ancestors):]
         for n in negotiations:
             self._by_pair[(n.spi_i, n.spi_r)] = n
-        return [AuditedNegotiation(n, c, profile(n)) for n, c in zip(negotiations, classes)]
+        return [self.shedding.marked(item) for item in items]
 
     def _parent_now(self, pair: tuple[str, str]) -> Negotiation | None:
         """The parent as it stands now, not as it was handed out: its IKE_FOLLOWUP_KE
         exchanges (which decide whether a hybrid parent's rekey stays hybrid) come after
         its handshake."""
-        return self._tracker.current(*pair) or self._by_pair.get(pair)
+        return self._stages.tracker.current(*pair) or self._by_pair.get(pair)
 
     # -- state -------------------------------------------------------------------------
     def stats(self) -> Counter[str]:
-        stats: Counter[str] = Counter(self._extractor.stats)
-        stats["malformed_ike"] += self._tracker.malformed_count
-        stats["late_frames"] += self._late_frames
-        stats["reordered_frames"] += 0  # none: live holds no window
+        if self._result is not None:
+            return self._result.stats
+        stats = self._stages.stats()
         stats.update(self.capture_stats)
+        stats.update({f"shed {what}": count for what, count in self.shedding.counts.items()})
+        stats["negotiations_handed_out"] += sum(self.handed_out.values())
+        stats.update({f"handed_out {name}": count for name, count in self.handed_out.items()})
         return stats
 
     def note_capture_stats(self, stats: CaptureStats) -> None:
@@ -181,15 +267,24 @@ class LiveAuditor:
                   "messages")  # fmt: skip
         return [Anomaly("incomplete", detail, None)]
 
+    def _shed_anomalies(self) -> list[Anomaly]:
+        counts = self.shedding.counts
+        if not counts:
+            return []
+        what = ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
+        return [Anomaly("shed", f"the audit fell behind the capture and shed load by priority: {what}; "
+                                "negotiations that lost messages say so", None)]
+
     def snapshot(self) -> CaptureAudit:
         """Everything so far, for a periodic report: the negotiations handed out (as
         they were then), anomalies and counters. Nothing is flushed or finished."""
         if self._result is not None:
             return self._result
         return CaptureAudit(self.capture, negotiations=list(self.emitted),
-                            anomalies=[*self._anomalies, *self._loss_anomalies()],
-                            malformed=list(self._tracker.malformed),
-                            esp_flows=self._extractor.esp_flows(), stats=self.stats())
+                            anomalies=[*self._stages.anomalies(), *self._loss_anomalies(),
+                                       *self._shed_anomalies()],
+                            malformed=list(self._stages.parsed.malformed),
+                            esp_flows=self._stages.esp_flows(), stats=self.stats())
 
     def finish(self) -> CaptureAudit:
         """End of capture: flush unfinished reassembly, close every IKE SA, classify
@@ -197,95 +292,18 @@ class LiveAuditor:
         negotiations that ``drain`` never handed out, in their final form."""
         if self._result is not None:
             return self._result
-        self._anomalies.extend(self._extractor.flush())
-        negotiations = self._tracker.finish()
-        classes = classify_all(negotiations, self.catalog)
-        items = [AuditedNegotiation(n, c, profile(n)) for n, c in zip(negotiations, classes)]
-        self.late = [item for item in items if _identity(item.negotiation) not in self._emitted_ids]
+        result = self._stages.audit(self.catalog)
+        result.negotiations = [self.shedding.marked(item) for item in result.negotiations]
+        result.anomalies.extend([*self._loss_anomalies(), *self._shed_anomalies()])
+        result.stats.update(self.capture_stats)
+        result.stats.update({f"shed {what}": count for what, count in self.shedding.counts.items()})
+        self.late = [item for item in result.negotiations if _identity(item.negotiation) not in self._emitted_ids]
         self._emitted_ids.update(_identity(item.negotiation) for item in self.late)
-        self._result = CaptureAudit(self.capture, negotiations=items,
-                                    anomalies=[*self._anomalies, *self._loss_anomalies()],
-                                    malformed=list(self._tracker.malformed),
-                                    esp_flows=self._extractor.esp_flows(), stats=self.stats())
-        return self._result
+        self._result = result
+        return result
 
 
-# ---------------------------------------------------------------------------- libpcap
-
-
-class LiveCaptureError(Exception):
-    """The capture cannot start or went away: one line that says what to do."""
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureStats:
-    received: int  # packets that passed the filter (pcap_stats ps_recv), dropped ones included
-    dropped: int  # dropped because the capture buffer was full (ps_drop)
-    interface_dropped: int  # dropped by the interface or its driver (ps_ifdrop)
-    pending: int = 0  # received and held in the buffer, not read yet (lost if the capture ends)
-
-
-class _Pkthdr(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long),
-                ("caplen", ctypes.c_uint32), ("len", ctypes.c_uint32)]  # fmt: skip
-
-
-class _Stat(ctypes.Structure):
-    _fields_ = [("ps_recv", ctypes.c_uint), ("ps_drop", ctypes.c_uint), ("ps_ifdrop", ctypes.c_uint)]
-
-
-class _BpfProgram(ctypes.Structure):
-    _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.c_void_p)]
-
-
-_ERRBUF_SIZE = 256
-_NETMASK_UNKNOWN = 0xFFFFFFFF
-_PCAP_ERROR = -1
-_PCAP_ERROR_BREAK = -2
-_PCAP_ERROR_NO_SUCH_DEVICE = -5
-_PCAP_ERROR_PERM_DENIED = -8
-_PCAP_ERROR_IFACE_NOT_UP = -9
-_PCAP_ERROR_PROMISC_PERM_DENIED = -11
-_LIBPCAP_NAMES = ("libpcap.so.1", "libpcap.so.0.8", "libpcap.so", "libpcap.dylib")
-_lib: ctypes.CDLL | None = None
-
-
-def _libpcap() -> ctypes.CDLL:
-    global _lib
-    if _lib is not None:
-        return _lib
-    names = [n for n in (ctypes.util.find_library("pcap"),) if n] + list(_LIBPCAP_NAMES)
-    for name in names:
-        try:
-            lib = ctypes.CDLL(name)
-            break
-        except OSError:
-            continue
-    else:
-        raise LiveCaptureError("libpcap is not installed: install it (Debian/Ubuntu: apt-get install "
-                               "libpcap0.8; Fedora: dnf install libpcap)")
-    p, c = ctypes.c_void_p, ctypes.c_char_p
-    i, u = ctypes.c_int, ctypes.c_uint
-    signatures = {
-        "pcap_create": ([c, c], p), "pcap_set_snaplen": ([p, i], i),
-        "pcap_set_promisc": ([p, i], i), "pcap_set_timeout": ([p, i], i),
-        "pcap_set_buffer_size": ([p, i], i), "pcap_activate": ([p], i),
-        "pcap_geterr": ([p], c), "pcap_statustostr": ([i], c), "pcap_datalink": ([p], i),
-        "pcap_datalink_val_to_name": ([i], c),
-        "pcap_compile": ([p, ctypes.POINTER(_BpfProgram), c, i, u], i),
-        "pcap_setfilter": ([p, ctypes.POINTER(_BpfProgram)], i),
-        "pcap_freecode": ([ctypes.POINTER(_BpfProgram)], None),
-        "pcap_next_ex": ([p, ctypes.POINTER(ctypes.POINTER(_Pkthdr)),
-                          ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte))], i),
-        "pcap_stats": ([p, ctypes.POINTER(_Stat)], i), "pcap_breakloop": ([p], None),
-        "pcap_setnonblock": ([p, i, c], i), "pcap_get_selectable_fd": ([p], i),
-        "pcap_close": ([p], None),
-    }  # fmt: skip
-    for name, (args, result) in signatures.items():
-        function = getattr(lib, name)
-        function.argtypes, function.restype = args, result
-    _lib = lib
-    return lib
+# ---------------------------------------------------------------------------- capture filter
 
 
 def combined_filter(user_bpf: str | None, *, esp: bool = False) -> str:
@@ -293,132 +311,6 @@ def combined_filter(user_bpf: str | None, *, esp: bool = False) -> str:
     with esp=True), narrowed by the user's expression, never widened."""
     base = ike_filter(esp=esp)
     return f"({base}) and ({user_bpf})" if user_bpf and user_bpf.strip() else base
-
-
-def _privilege_hint(interface: str) -> str:
-    return (f"{interface}: capturing needs root or the CAP_NET_RAW and CAP_NET_ADMIN capabilities: "
-            "run it with sudo, or once: sudo setcap cap_net_raw,cap_net_admin=eip "
-            "$(readlink -f $(command -v python3))")  # fmt: skip
-
-
-class LiveCapture:
-    """Frames from a network interface through libpcap, as ``Frame`` records numbered
-    from 1 in capture order. ``next_frame()`` returns None when ``timeout`` seconds pass
-    without a packet, so that the caller can keep its clocks."""
-
-    def __init__(self, interface: str, bpf: str, *, snaplen: int = SNAPLEN,
-                 buffer_bytes: int = 32 << 20, timeout: float = 0.1, promisc: bool = True) -> None:  # fmt: skip
-        self.interface = interface
-        self.bpf = bpf
-        self.linktype = -1
-        self.linktype_name = ""
-        self.frames = 0
-        self._timeout_ms = max(1, int(timeout * 1000))
-        self._poll: select.poll | None = None
-        self._lib = _libpcap()
-        errbuf = ctypes.create_string_buffer(_ERRBUF_SIZE)
-        handle = self._lib.pcap_create(interface.encode(), errbuf)
-        if not handle:
-            raise LiveCaptureError(f"{interface}: {errbuf.value.decode(errors='replace')}")
-        self._handle: int | None = handle
-        try:
-            self._lib.pcap_set_snaplen(handle, snaplen)
-            self._lib.pcap_set_promisc(handle, int(promisc))
-            self._lib.pcap_set_timeout(handle, self._timeout_ms)
-            self._lib.pcap_set_buffer_size(handle, buffer_bytes)
-            self._activate()
-            self.linktype = self._lib.pcap_datalink(handle)
-            name = self._lib.pcap_datalink_val_to_name(self.linktype)
-            self.linktype_name = name.decode() if name else str(self.linktype)
-            self._set_filter(bpf)
-            self._poll = self._nonblocking()
-        except BaseException:
-            self.close()
-            raise
-        self._header = ctypes.POINTER(_Pkthdr)()
-        self._data = ctypes.POINTER(ctypes.c_ubyte)()
-        self._header_ref = ctypes.byref(self._header)
-        self._data_ref = ctypes.byref(self._data)
-
-    def _nonblocking(self) -> select.poll | None:
-        """Our own poll with a timeout: libpcap's own timeout is no help here, since with
-        Linux TPACKET_V3 a blocking read waits forever while no packet comes (and
-        signals do not end the wait), so stop requests and clocks would go unheard."""
-        fd = self._lib.pcap_get_selectable_fd(self._handle)
-        errbuf = ctypes.create_string_buffer(_ERRBUF_SIZE)
-        if fd < 0 or self._lib.pcap_setnonblock(self._handle, 1, errbuf) != 0:
-            return None  # no selectable descriptor: rely on libpcap's read timeout
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return poller
-
-    def _error_text(self) -> str:
-        text = self._lib.pcap_geterr(self._handle)
-        return text.decode(errors="replace") if text else "unknown libpcap error"
-
-    def _activate(self) -> None:
-        status = self._lib.pcap_activate(self._handle)
-        if status >= 0:  # positive values are warnings (e.g. promiscuous mode unsupported)
-            return
-        name = self.interface
-        if status == _PCAP_ERROR_NO_SUCH_DEVICE:
-            raise LiveCaptureError(f"{name}: no such network interface (list them with `ip link`)")
-        if status in (_PCAP_ERROR_PERM_DENIED, _PCAP_ERROR_PROMISC_PERM_DENIED):
-            raise LiveCaptureError(_privilege_hint(name))
-        if status == _PCAP_ERROR_IFACE_NOT_UP:
-            raise LiveCaptureError(f"{name}: the interface is down: bring it up (ip link set {name} up)")
-        detail = self._error_text() if status == _PCAP_ERROR else ""
-        if not detail:
-            detail = (self._lib.pcap_statustostr(status) or b"").decode(errors="replace")
-        if "permission" in detail.lower() or "not permitted" in detail.lower():
-            raise LiveCaptureError(_privilege_hint(name))
-        raise LiveCaptureError(f"{name}: cannot capture: {detail}")
-
-    def _set_filter(self, bpf: str) -> None:
-        program = _BpfProgram()
-        if self._lib.pcap_compile(self._handle, ctypes.byref(program), bpf.encode(), 1,
-                                  _NETMASK_UNKNOWN) != 0:  # fmt: skip
-            raise LiveCaptureError(f"--bpf: not a valid capture filter: {self._error_text()}")
-        try:
-            if self._lib.pcap_setfilter(self._handle, ctypes.byref(program)) != 0:
-                raise LiveCaptureError(f"{self.interface}: cannot set the capture filter: "
-                                       f"{self._error_text()}")
-        finally:
-            self._lib.pcap_freecode(ctypes.byref(program))
-
-    def next_frame(self) -> Frame | None:
-        """The next frame that passed the filter, or None after the timeout."""
-        status = self._lib.pcap_next_ex(self._handle, self._header_ref, self._data_ref)
-        if status == 0 and self._poll is not None:
-            self._poll.poll(self._timeout_ms)  # a signal handler runs at once; the wait goes on
-            status = self._lib.pcap_next_ex(self._handle, self._header_ref, self._data_ref)
-        if status == 1:
-            header = self._header.contents
-            self.frames += 1
-            return Frame(self.frames, header.tv_sec + header.tv_usec / 1_000_000, self.linktype,
-                         ctypes.string_at(self._data, header.caplen), header.len)
-        if status == 0 or status == _PCAP_ERROR_BREAK:
-            return None
-        raise LiveCaptureError(f"{self.interface}: capture stopped: {self._error_text()}")
-
-    def stats(self) -> CaptureStats:
-        stat = _Stat()
-        if self._handle is None or self._lib.pcap_stats(self._handle, ctypes.byref(stat)) != 0:
-            return CaptureStats(self.frames, 0, 0)
-        # Linux counts drops in ps_recv too (PACKET_STATISTICS adds them to tp_packets).
-        pending = max(0, stat.ps_recv - stat.ps_drop - self.frames)
-        return CaptureStats(stat.ps_recv, stat.ps_drop, stat.ps_ifdrop, pending)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._lib.pcap_close(self._handle)
-            self._handle = None
-
-    def __enter__(self) -> LiveCapture:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------------------- output files
@@ -487,11 +379,32 @@ class LiveStatus:
     capture: CaptureStats
     final: bool = False
     stopped_by: str | None = None
+    queue_high_water: int = 0  # most frames waiting for the stages at once
+    shed: dict[str, int] = field(default_factory=dict)  # what was shed under overload, counted
+
+
+DEFAULT_QUEUE_FRAMES = 200_000  # frames captured and waiting for the stages, at most
+SHED_MINOR_AT, SHED_DECRYPTION_AT = 0.5, 0.75  # queue fill at which each pressure level starts
+_END = object()  # the capture thread's last item
+
+
+def pressure_of(fill: float) -> int:
+    """The shedding level for a queue this full (0 to 1)."""
+    if fill >= SHED_DECRYPTION_AT:
+        return SHED_DECRYPTION
+    return SHED_MINOR if fill >= SHED_MINOR_AT else SHED_NOTHING
 
 
 @dataclass
 class LiveSession:
     """Runs a capture through a LiveAuditor until told to stop; see ``run``.
+
+    A capture thread reads the interface into a queue of at most ``queue_frames``
+    frames, so that the kernel's buffer is drained while the stages work; the stages run
+    in the calling thread (signals are handled there). As the queue fills, the auditor
+    sheds load by priority (``pressure_of``); when it is full, the capture thread waits
+    and the kernel's buffer takes the rest (its drops are counted). ``queue_high_water``
+    is the most frames the queue ever held.
 
     The callbacks receive what the command shows: each negotiation as it is handed
     out, status now and then, and the audit so far for periodic reports (``final`` True
@@ -511,13 +424,16 @@ class LiveSession:
     report_every: float | None = None
     drain_every: float = 0.2
     settle_limit: float = 10.0
+    queue_frames: int = DEFAULT_QUEUE_FRAMES
     clock: Callable[[], float] = time.monotonic
     wallclock: Callable[[], float] = time.time
     stopped_by: str | None = None
     error: str | None = None
+    queue_high_water: int = 0
     _by_class: Counter = field(default_factory=Counter)
     _hurry: bool = False
     _started: float = 0.0
+    _queue: queue.Queue | None = None
 
     def __post_init__(self) -> None:
         self._started = self.clock()
@@ -534,7 +450,8 @@ class LiveSession:
         stats = self.auditor.stats()
         return LiveStatus(self.clock() - self._started, self.capture.frames, stats["ike_datagrams"],
                           sum(self._by_class.values()), dict(sorted(self._by_class.items())),
-                          capture or self.capture.stats(), final, self.stopped_by)
+                          capture or self.capture.stats(), final, self.stopped_by,
+                          self.queue_high_water, dict(sorted(self.auditor.shedding.counts.items())))
 
     def _emit(self, items: list[AuditedNegotiation]) -> None:
         for item in items:
@@ -552,61 +469,104 @@ class LiveSession:
         next_drain = start + self.drain_every
         next_status = start + self.status_every if self.status_every else None
         next_report = start + self.report_every if self.report_every else None
-        capture, auditor = self.capture, self.auditor
-        try:
-            while self.stopped_by is None:
-                frame = capture.next_frame()
-                if frame is not None:
-                    self._take(frame)
-                    capture_time = frame.timestamp
-                else:  # nothing waiting: the capture clock is the wall clock
-                    capture_time = self.wallclock()
-                now = self.clock()
-                if self.duration is not None and now - start >= self.duration:
-                    self.stop("duration")
-                if now >= next_drain:
-                    # Capture time, not wall time: when Python is behind the kernel's
-                    # buffer, negotiations must not look idle because of our own lag.
-                    self._emit(auditor.drain(capture_time))
-                    if self.on_tick is not None:
-                        self.on_tick(capture_time)
-                    next_drain = now + self.drain_every
-                if next_status is not None and now >= next_status:
-                    next_status = now + self.status_every
-                    if self.on_status:
-                        self.on_status(self.status())
-                if next_report is not None and now >= next_report:
-                    self._report()
-                    # A report of a long run takes time to render: keep writing it to a
-                    # third of the time at most, so that capture never starves.
-                    done = self.clock()
-                    next_report = done + max(self.report_every, 2 * (done - now))
-            if self.stopped_by not in ("count", "output closed"):
-                self._take_buffered()
-        except LiveCaptureError as exc:
-            self.error = str(exc)
+        auditor = self.auditor
+        frames = self._queue = queue.Queue(self.queue_frames)
+        capacity = max(1, self.queue_frames)
+        failure: list[LiveCaptureError] = []
+        reader = threading.Thread(target=self._read, args=(frames, failure), name="ikeaudit-capture", daemon=True)
+        reader.start()
+        wait = max(0.01, min(self.drain_every, 0.2))
+        while True:
+            try:
+                frame = frames.get(timeout=wait)
+            except queue.Empty:
+                frame = None
+            if frame is _END:
+                break
+            if frame is not None:
+                if self.writer is not None:
+                    self.writer.write(frame)
+                auditor.feed(frame, pressure_of(frames.qsize() / capacity))
+                capture_time = frame.timestamp
+            else:  # nothing waiting: the capture clock is the wall clock
+                capture_time = self.wallclock()
+            now = self.clock()
+            if self.duration is not None and now - start >= self.duration:
+                self.stop("duration")
+            if now >= next_drain:
+                # Capture time, not wall time: when Python is behind the kernel's
+                # buffer, negotiations must not look idle because of our own lag.
+                self._emit(auditor.drain(capture_time))
+                if self.on_tick is not None:
+                    self.on_tick(capture_time)
+                next_drain = now + self.drain_every
+            if next_status is not None and now >= next_status:
+                next_status = now + self.status_every
+                if self.on_status:
+                    self.on_status(self.status())
+            if next_report is not None and now >= next_report:
+                self._report()
+                # A report of a long run takes time to render: keep writing it to a
+                # third of the time at most, so that capture never starves.
+                done = self.clock()
+                next_report = done + max(self.report_every, 2 * (done - now))
+        reader.join()
+        if failure:
+            self.error = str(failure[0])
             self.stop("capture error")
         return self._finish()
 
-    def _take(self, frame: Frame) -> None:
-        if self.writer is not None:
-            self.writer.write(frame)
-        self.auditor.feed(frame)
-        if self.count is not None and self.capture.frames >= self.count:
-            self.stop("count")
+    def _read(self, frames: queue.Queue, failure: list[LiveCaptureError]) -> None:
+        """The capture thread: frames into the queue until a stop; after a stop, the
+        packets the kernel already holds (they were captured all the same), for at most
+        ``settle_limit`` seconds or until a second stop request. A timeout without a
+        packet puts None (a tick) when the queue is empty, so the loop keeps its clocks."""
+        capture, count = self.capture, self.count
+        settle_until = None
+        try:
+            while True:
+                if self.stopped_by is not None:
+                    if self.stopped_by in ("count", "output closed") or self._hurry:
+                        break
+                    if settle_until is None:
+                        settle_until = time.monotonic() + self.settle_limit
+                    elif time.monotonic() >= settle_until:
+                        break
+                frame = capture.next_frame()
+                if frame is None:
+                    if self.stopped_by is not None:
+                        break
+                    if frames.empty():
+                        frames.put(None)
+                    continue
+                if not self._put(frames, frame):
+                    break
+                depth = frames.qsize()
+                if depth > self.queue_high_water:
+                    self.queue_high_water = depth
+                if count is not None and capture.frames >= count:
+                    self.stop("count")
+                    break
+        except LiveCaptureError as exc:
+            failure.append(exc)
+        finally:
+            while not self._put(frames, _END, give_up=False):
+                pass
 
-    def _take_buffered(self) -> None:
-        """After a stop request, the packets the kernel already holds were captured
-        all the same: read them, for at most ``settle_limit`` seconds (traffic goes on, and
-        Python may be behind) or until a second stop request; what is left is counted."""
-        deadline = self.clock() + self.settle_limit
-        while self.clock() < deadline and not self._hurry:
-            frame = self.capture.next_frame()
-            if frame is None:
-                return
-            self._take(frame)
-            if self.count is not None and self.capture.frames >= self.count:
-                return
+    def _put(self, frames: queue.Queue, item: object, give_up: bool = True) -> bool:
+        """Wait for room in the queue (the kernel's buffer holds what comes meanwhile);
+        False when a second stop request came first."""
+        while True:
+            try:
+                frames.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                if give_up and self._hurry:
+                    return False
+
+    def _note_queue(self) -> None:
+        self.auditor.capture_stats["queue_capacity"] = self.queue_frames
+        self.auditor.capture_stats["queue_high_water"] = self.queue_high_water
 
     def _report(self) -> None:
         if self.writer is not None:
@@ -614,12 +574,14 @@ class LiveSession:
         if self.on_report is not None:
             capture = self.capture.stats()
             self.auditor.note_capture_stats(capture)
+            self._note_queue()
             self.on_report(self.auditor.snapshot(), self.status(capture=capture))
 
     def _finish(self) -> CaptureAudit:
         capture = self.capture.stats()
         self.capture.close()
         self.auditor.note_capture_stats(capture)
+        self._note_queue()
         audit = self.auditor.finish()
         self._emit(self.auditor.late)
         if self.writer is not None:

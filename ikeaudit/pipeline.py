@@ -257,17 +257,29 @@ def _datagrams(items: Iterable[Frame | Anomaly], parsed: _Parsed,
     """The extraction stage over a capture: IKE datagrams out, anomalies, counters and
     ESP flows into parsed."""
     extractor = Extractor(vxlan_ports=(VXLAN_PORT, *vxlan_ports))
-    note = parsed.note
     order = TimeOrder()
     for item in order(items):
-        if isinstance(item, Anomaly):
-            note(item)
-            continue
-        for out in extractor.feed(item):
-            if isinstance(out, Anomaly):
-                note(out)
-            else:
-                yield out
+        yield from _extracted(extractor, item, parsed)
+    _extraction_done(extractor, order, parsed)
+
+
+def _extracted(extractor: Extractor, item: Frame | Anomaly, parsed: _Parsed) -> list[IkeDatagram]:
+    """One frame through extraction: its IKE datagrams; damage into parsed."""
+    if isinstance(item, Anomaly):
+        parsed.note(item)
+        return []
+    datagrams = []
+    for out in extractor.feed(item):
+        if isinstance(out, Anomaly):
+            parsed.note(out)
+        else:
+            datagrams.append(out)
+    return datagrams
+
+
+def _extraction_done(extractor: Extractor, order: TimeOrder, parsed: _Parsed) -> None:
+    """The end of a capture's extraction: what it still held, its counters, ESP flows."""
+    note = parsed.note
     for anomaly in extractor.flush():
         note(anomaly)
     parsed.stats.update(extractor.stats)
@@ -297,20 +309,97 @@ class _Dissector:
                  sink: Callable[[Dissected], None]) -> None:  # fmt: skip
         parsed.stats["malformed_ike"] += 0  # listed even when none
         for datagram in datagrams:
-            record = self._dissect(datagram, self._keys)
-            if isinstance(record, Malformed):
-                parsed.stats["malformed_ike"] += 1
-                if len(parsed.malformed) < MAX_LISTED:
-                    parsed.malformed.append(record)
-                else:
-                    parsed.unlisted["malformed IKE datagram"] += 1
-            elif isinstance(record, IkeMessage) and record.decryption is not None:
-                parsed.stats["encrypted_datagrams_opened" if record.decryption.opened
-                             else "encrypted_datagrams_undecryptable"] += 1
-            if self._reassembly is not None:
-                record = self._reassembly.feed(record)
-            parsed.last_ike = max(parsed.last_ike, record.timestamp)
-            sink(record)
+            sink(self.one(datagram, parsed))
+
+    def one(self, datagram: IkeDatagram, parsed: _Parsed) -> Dissected:
+        """One datagram dissected; malformed ones and decryption counted in parsed."""
+        record = self._dissect(datagram, self._keys)
+        if isinstance(record, Malformed):
+            parsed.stats["malformed_ike"] += 1
+            if len(parsed.malformed) < MAX_LISTED:
+                parsed.malformed.append(record)
+            else:
+                parsed.unlisted["malformed IKE datagram"] += 1
+        elif isinstance(record, IkeMessage) and record.decryption is not None:
+            parsed.stats["encrypted_datagrams_opened" if record.decryption.opened
+                         else "encrypted_datagrams_undecryptable"] += 1
+        if self._reassembly is not None:
+            record = self._reassembly.feed(record)
+        parsed.last_ike = max(parsed.last_ike, record.timestamp)
+        return record
+
+
+class Stages:
+    """The stages of one capture fed one frame (or damage record) at a time, up to the
+    classified negotiations: what `live` runs, with the code and the bookkeeping (anomaly
+    cap, counters) of the offline path. There is no reorder window (a live capture must
+    not hold frames back): a frame older than the one before it is counted late, as the
+    window counts them. `datagrams` and `dissect` are apart so that a caller under load
+    can choose what to dissect (live's shedding)."""
+
+    def __init__(self, capture: str, keys: KeyTable | None = None, *, rekey_window: float = REKEY_WINDOW_S,
+                 vxlan_ports: Iterable[int] = ()) -> None:  # fmt: skip
+        self.parsed = _Parsed(capture)
+        self.parsed.stats["malformed_ike"] += 0  # listed even when none
+        self.tracker = Tracker(capture, rekey_window=rekey_window)
+        self._order = TimeOrder(frames=0)
+        self._extractor = Extractor(vxlan_ports=(VXLAN_PORT, *vxlan_ports))
+        self._dissectors = {keys is not None: _Dissector(keys)}
+        self._keys = keys
+        self._done = False
+
+    def datagrams(self, item: Frame | Anomaly) -> list[IkeDatagram]:
+        """Extraction of one item: the IKE datagrams it completes."""
+        if isinstance(item, Frame):
+            self._order.at_once(item)
+        return _extracted(self._extractor, item, self.parsed)
+
+    def dissect(self, datagram: IkeDatagram, *, decrypt: bool = True) -> None:
+        """Dissection and tracking of one datagram; decrypt=False leaves encrypted
+        payloads closed even with keys (header and sizes only)."""
+        opened = decrypt and self._keys is not None
+        dissector = self._dissectors.get(opened)
+        if dissector is None:
+            dissector = self._dissectors[opened] = _Dissector(self._keys if opened else None)
+        self.tracker.feed(dissector.one(datagram, self.parsed))
+
+    def feed(self, item: Frame | Anomaly) -> None:
+        for datagram in self.datagrams(item):
+            self.dissect(datagram)
+
+    def drain(self, now: float, idle_timeout: float) -> list[Negotiation]:
+        """Negotiations that ended, or went idle, since the last call (Tracker.drain)."""
+        return self.tracker.drain(now, idle_timeout)
+
+    @staticmethod
+    def audited(negotiations: list[Negotiation], catalog: KeCatalog | None) -> list[AuditedNegotiation]:
+        """Classification and fragmentation profile, the list classified together."""
+        return _audited(negotiations, catalog)
+
+    def stats(self) -> Counter:
+        """The counters so far, as `audit` will give them."""
+        stats = Counter(self.parsed.stats)
+        if not self._done:
+            stats.update(self._extractor.stats)
+            stats["late_frames"] += self._order.late
+            stats["reordered_frames"] += 0  # none: no window
+        return stats
+
+    def anomalies(self) -> list[Anomaly]:
+        return self.parsed.anomalies + self.parsed.unlisted_anomalies()
+
+    def esp_flows(self) -> list[EspFlow]:
+        return self.parsed.esp_flows if self._done else self._extractor.esp_flows()
+
+    def audit(self, catalog: KeCatalog | None = None) -> CaptureAudit:
+        """End of capture: what extraction still holds is flushed, every IKE SA closed and
+        all classified together, as `audit_frames` gives them."""
+        if not self._done:
+            self._done = True
+            _extraction_done(self._extractor, self._order, self.parsed)
+        negotiations = [_late_marked(n, self.parsed.late_frames) for n in self.tracker.finish()]
+        self.parsed.anomalies.extend(self.tracker.anomalies())
+        return _audit(self.parsed, _audited(negotiations, catalog))
 
 
 def _read(path: str, expressions: _Reading, progress: Progress | None,
@@ -550,5 +639,5 @@ def capture_datagrams(path: str) -> Iterator[IkeDatagram]:
     yield from _datagrams(iter_capture(path), _Parsed(path))
 
 
-__all__ = ["AuditedNegotiation", "CaptureAudit", "audit_capture", "audit_captures", "audit_frames", "capture_datagrams",
+__all__ = ["AuditedNegotiation", "CaptureAudit", "Stages", "audit_capture", "audit_captures", "audit_frames", "capture_datagrams",
            "scan_filter"]

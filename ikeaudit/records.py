@@ -54,6 +54,7 @@ class Anomaly:
       "unsupported" a link type or encapsulation we do not decode
       "overflow"    a bounded table was full and state was dropped
       "undecryptable" an encrypted message that no key set of the key table opens
+      "shed"        a live audit behind its capture left messages undissected (live.Shedding)
     """
 
     kind: str

@@ -30,6 +30,7 @@ import io
 import math
 import os
 import re
+import select
 import stat
 import struct
 import sys
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 
 from ikeaudit.records import Anomaly, Frame
 
-__all__ = ["Capture", "CaptureError", "TimeOrder", "expand_capture_args", "iter_capture", "libpcap_version",
+__all__ = ["Capture", "CaptureError", "CaptureStats", "LiveCapture", "LiveCaptureError", "TimeOrder", "expand_capture_args", "iter_capture", "libpcap_version",
            "open_capture", "rotations"]
 
 # Wireshark and libpcap refuse larger packets for every link type we decode; a
@@ -511,6 +512,8 @@ class _Libpcap:
         self.test_bytes = prototype(("pcap_offline_filter", lib))
         self.version = lib.pcap_lib_version().decode(errors="replace")
         self._lib = lib
+        self.lib = lib
+        self.live_declared = False  # LiveCapture's calls declared (_live_libpcap)
         self._filters: dict[tuple[int, tuple[str, ...]], _Filter | None] = {}
         self.memory = _MemoryPcap.load(lib)
 
@@ -1099,6 +1102,192 @@ def _gzip_holds_capture(path: str) -> bool:
         return True  # a damaged compressed capture must be reported, not skipped
 
 
+# ---------------------------------------------------------------------------- live capture
+#
+# The same libpcap as the prefilter (one binding, one CDLL), opened on an interface:
+# pcap_create/activate/setfilter/next_ex/stats.
+
+
+class LiveCaptureError(Exception):
+    """The capture cannot start or went away: one line that says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureStats:
+    received: int  # packets that passed the filter (pcap_stats ps_recv), dropped ones included
+    dropped: int  # dropped because the capture buffer was full (ps_drop)
+    interface_dropped: int  # dropped by the interface or its driver (ps_ifdrop)
+    pending: int = 0  # received and held in the buffer, not read yet (lost if the capture ends)
+
+
+class _Stat(ctypes.Structure):
+    _fields_ = [("ps_recv", ctypes.c_uint), ("ps_drop", ctypes.c_uint), ("ps_ifdrop", ctypes.c_uint)]
+
+
+SNAPLEN = 262_144  # bytes captured per packet on an interface
+_ERRBUF_SIZE = 256
+_PCAP_ERROR = -1
+_PCAP_ERROR_BREAK = -2
+_PCAP_ERROR_NO_SUCH_DEVICE = -5
+_PCAP_ERROR_PERM_DENIED = -8
+_PCAP_ERROR_IFACE_NOT_UP = -9
+_PCAP_ERROR_PROMISC_PERM_DENIED = -11
+
+
+def _live_libpcap() -> ctypes.CDLL:
+    """libpcap (the one the prefilter loaded), with the calls of a live capture declared."""
+    libpcap = _libpcap()
+    if libpcap is None:
+        raise LiveCaptureError("libpcap is not installed: install it (Debian/Ubuntu: apt-get install "
+                               "libpcap0.8; Fedora: dnf install libpcap)")
+    lib = libpcap.lib
+    if not libpcap.live_declared:
+        p, c, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+        signatures = {
+            "pcap_create": ([c, c], p), "pcap_set_snaplen": ([p, i], i),
+            "pcap_set_promisc": ([p, i], i), "pcap_set_timeout": ([p, i], i),
+            "pcap_set_buffer_size": ([p, i], i), "pcap_activate": ([p], i),
+            "pcap_geterr": ([p], c), "pcap_statustostr": ([i], c), "pcap_datalink": ([p], i),
+            "pcap_datalink_val_to_name": ([i], c),
+            "pcap_setfilter": ([p, p], i), "pcap_freecode": ([p], None),
+            "pcap_next_ex": ([p, p, p], i), "pcap_stats": ([p, ctypes.POINTER(_Stat)], i),
+            "pcap_breakloop": ([p], None), "pcap_setnonblock": ([p, i, c], i),
+            "pcap_get_selectable_fd": ([p], i),
+        }  # fmt: skip
+        for name, (args, result) in signatures.items():
+            function = getattr(lib, name)
+            function.argtypes, function.restype = args, result
+        libpcap.live_declared = True
+    return lib
+
+
+def _privilege_hint(interface: str) -> str:
+    return (f"{interface}: capturing needs root or the CAP_NET_RAW and CAP_NET_ADMIN capabilities: "
+            "run it with sudo, or once: sudo setcap cap_net_raw,cap_net_admin=eip "
+            "$(readlink -f $(command -v python3))")  # fmt: skip
+
+
+class LiveCapture:
+    """Frames from a network interface through libpcap, as ``Frame`` records numbered
+    from 1 in capture order. ``next_frame()`` returns None when ``timeout`` seconds pass
+    without a packet, so that the caller can keep its clocks."""
+
+    def __init__(self, interface: str, bpf: str, *, snaplen: int = SNAPLEN,
+                 buffer_bytes: int = 32 << 20, timeout: float = 0.1, promisc: bool = True) -> None:  # fmt: skip
+        self.interface = interface
+        self.bpf = bpf
+        self.linktype = -1
+        self.linktype_name = ""
+        self.frames = 0
+        self._timeout_ms = max(1, int(timeout * 1000))
+        self._poll: select.poll | None = None
+        self._lib = _live_libpcap()
+        errbuf = ctypes.create_string_buffer(_ERRBUF_SIZE)
+        handle = self._lib.pcap_create(interface.encode(), errbuf)
+        if not handle:
+            raise LiveCaptureError(f"{interface}: {errbuf.value.decode(errors='replace')}")
+        self._handle: int | None = handle
+        try:
+            self._lib.pcap_set_snaplen(handle, snaplen)
+            self._lib.pcap_set_promisc(handle, int(promisc))
+            self._lib.pcap_set_timeout(handle, self._timeout_ms)
+            self._lib.pcap_set_buffer_size(handle, buffer_bytes)
+            self._activate()
+            self.linktype = self._lib.pcap_datalink(handle)
+            name = self._lib.pcap_datalink_val_to_name(self.linktype)
+            self.linktype_name = name.decode() if name else str(self.linktype)
+            self._set_filter(bpf)
+            self._poll = self._nonblocking()
+        except BaseException:
+            self.close()
+            raise
+        self._header = ctypes.POINTER(_PacketHeader)()
+        self._data = ctypes.POINTER(ctypes.c_ubyte)()
+        self._header_ref = ctypes.byref(self._header)
+        self._data_ref = ctypes.byref(self._data)
+
+    def _nonblocking(self) -> select.poll | None:
+        """Our own poll with a timeout: libpcap's own timeout is no help here, since with
+        Linux TPACKET_V3 a blocking read waits forever while no packet comes (and
+        signals do not end the wait), so stop requests and clocks would go unheard."""
+        fd = self._lib.pcap_get_selectable_fd(self._handle)
+        errbuf = ctypes.create_string_buffer(_ERRBUF_SIZE)
+        if fd < 0 or self._lib.pcap_setnonblock(self._handle, 1, errbuf) != 0:
+            return None  # no selectable descriptor: rely on libpcap's read timeout
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return poller
+
+    def _error_text(self) -> str:
+        text = self._lib.pcap_geterr(self._handle)
+        return text.decode(errors="replace") if text else "unknown libpcap error"
+
+    def _activate(self) -> None:
+        status = self._lib.pcap_activate(self._handle)
+        if status >= 0:  # positive values are warnings (e.g. promiscuous mode unsupported)
+            return
+        name = self.interface
+        if status == _PCAP_ERROR_NO_SUCH_DEVICE:
+            raise LiveCaptureError(f"{name}: no such network interface (list them with `ip link`)")
+        if status in (_PCAP_ERROR_PERM_DENIED, _PCAP_ERROR_PROMISC_PERM_DENIED):
+            raise LiveCaptureError(_privilege_hint(name))
+        if status == _PCAP_ERROR_IFACE_NOT_UP:
+            raise LiveCaptureError(f"{name}: the interface is down: bring it up (ip link set {name} up)")
+        detail = self._error_text() if status == _PCAP_ERROR else ""
+        if not detail:
+            detail = (self._lib.pcap_statustostr(status) or b"").decode(errors="replace")
+        if "permission" in detail.lower() or "not permitted" in detail.lower():
+            raise LiveCaptureError(_privilege_hint(name))
+        raise LiveCaptureError(f"{name}: cannot capture: {detail}")
+
+    def _set_filter(self, bpf: str) -> None:
+        program = _BpfProgram()
+        if self._lib.pcap_compile(self._handle, ctypes.byref(program), bpf.encode(), 1,
+                                  _NETMASK_UNKNOWN) != 0:  # fmt: skip
+            raise LiveCaptureError(f"--bpf: not a valid capture filter: {self._error_text()}")
+        try:
+            if self._lib.pcap_setfilter(self._handle, ctypes.byref(program)) != 0:
+                raise LiveCaptureError(f"{self.interface}: cannot set the capture filter: "
+                                       f"{self._error_text()}")
+        finally:
+            self._lib.pcap_freecode(ctypes.byref(program))
+
+    def next_frame(self) -> Frame | None:
+        """The next frame that passed the filter, or None after the timeout."""
+        status = self._lib.pcap_next_ex(self._handle, self._header_ref, self._data_ref)
+        if status == 0 and self._poll is not None:
+            self._poll.poll(self._timeout_ms)  # a signal handler runs at once; the wait goes on
+            status = self._lib.pcap_next_ex(self._handle, self._header_ref, self._data_ref)
+        if status == 1:
+            header = self._header.contents
+            self.frames += 1
+            return Frame(self.frames, header.tv_sec + header.tv_usec / 1_000_000, self.linktype,
+                         ctypes.string_at(self._data, header.caplen), header.len)
+        if status == 0 or status == _PCAP_ERROR_BREAK:
+            return None
+        raise LiveCaptureError(f"{self.interface}: capture stopped: {self._error_text()}")
+
+    def stats(self) -> CaptureStats:
+        stat = _Stat()
+        if self._handle is None or self._lib.pcap_stats(self._handle, ctypes.byref(stat)) != 0:
+            return CaptureStats(self.frames, 0, 0)
+        # Linux counts drops in ps_recv too (PACKET_STATISTICS adds them to tp_packets).
+        pending = max(0, stat.ps_recv - stat.ps_drop - self.frames)
+        return CaptureStats(stat.ps_recv, stat.ps_drop, stat.ps_ifdrop, pending)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._lib.pcap_close(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> LiveCapture:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+
 # ---------------------------------------------------------------------------- time order
 #
 # Captures merged from several interfaces or capture queues (mergecap -a, multi-queue
@@ -1131,6 +1320,7 @@ class TimeOrder:
         self.late_frames: list[int] = []
         self.first_late: tuple[int, float, int, float] | None = None
         self.reordered = 0
+        self._last_out: tuple[int, float] | None = None  # for at_once()
 
     def __call__(self, items: Iterable[Frame | Anomaly]) -> Iterator[Frame | Anomaly]:
         heap: list[tuple[float, int, Frame | Anomaly]] = []
@@ -1169,6 +1359,15 @@ class TimeOrder:
                 entry = pop(heap)
         while heap:
             yield pop(heap)[2]
+
+    def at_once(self, frame: Frame) -> None:
+        """The window of no frames, pushed one frame at a time (a live capture, which must
+        not hold frames back): a frame older than the one before it is counted late."""
+        last = self._last_out
+        if last is not None and frame.timestamp < last[1]:
+            self._late(frame, *last)
+        else:
+            self._last_out = (frame.number, frame.timestamp)
 
     def _late(self, frame: Frame, before: int, before_time: float) -> None:
         self.late += 1

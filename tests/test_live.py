@@ -32,12 +32,17 @@ from click.testing import CliRunner
 from conftest import PCAPS, netns_problem, scan_view
 from ikeaudit.capture_filter import ike_filter
 from ikeaudit.classify import KeCatalog
+from ikeaudit.decrypt import parse_key_table
+from ikeaudit.extract import Extractor
 from ikeaudit.live import (
+    SHED_DECRYPTION,
+    SHED_MINOR,
     CaptureStats,
     LiveAuditor,
     LiveSession,
     PcapWriter,
     combined_filter,
+    pressure_of,
     write_atomically,
 )
 from ikeaudit.pipeline import audit_frames
@@ -269,6 +274,100 @@ def test_session_stops_when_the_reader_goes_away():
                           clock=iter(range(10_000)).__next__, drain_every=1)  # fmt: skip
     session.run()
     assert session.stopped_by == "output closed"
+
+
+# ---------------------------------------------------------------------------- shedding
+
+MANIFEST = {r["id"]: r for r in json.loads((PCAPS / "manifest.json").read_text())["records"]}
+EXCHANGES = {34: "IKE_SA_INIT", 35: "IKE_AUTH", 36: "CREATE_CHILD_SA", 37: "INFORMATIONAL", 43: "IKE_INTERMEDIATE",
+             44: "IKE_FOLLOWUP_KE"}  # RFC 7296, RFC 9242, RFC 9370  # fmt: skip
+
+
+def exchanges_on_the_wire(frames: list[Frame]) -> Counter:
+    """Exchange type byte of each IKE datagram, read from the bytes, not by our dissector."""
+    extractor, seen = Extractor(), Counter()
+    for frame in frames:
+        for out in extractor.feed(frame):
+            if hasattr(out, "payload"):
+                seen[EXCHANGES.get(out.payload[18], out.payload[18])] += 1
+    return seen
+
+
+def audited_under(frames: list[Frame], pressure: int, keys=None) -> tuple[LiveAuditor, list]:
+    auditor = LiveAuditor("live:test", keys=keys)
+    for frame in frames:
+        auditor.feed(frame, pressure)
+    return auditor, auditor.finish().negotiations
+
+
+def test_queue_fill_raises_the_pressure_in_steps():
+    assert [pressure_of(f) for f in (0.0, 0.49, 0.5, 0.74, 0.75, 1.0)] == [0, 0, 1, 1, 2, 2]
+
+
+def test_overload_sheds_informational_and_retransmissions_and_keeps_every_handshake_message():
+    frames = frames_of(lab("h01"))
+    on_wire = exchanges_on_the_wire(frames)
+    auth = next(f for f in frames if exchanges_on_the_wire([f]) == Counter({"IKE_AUTH": 1}))
+    resent = Frame(len(frames) + 1, frames[-1].timestamp + 1, auth.linktype, auth.data, auth.wire_length)
+    auditor, negotiations = audited_under([*frames, resent], SHED_MINOR)
+    assert auditor.shedding.counts == Counter({"INFORMATIONAL": on_wire["INFORMATIONAL"], "retransmission": 1})
+    (item,) = negotiations
+    assert item.classification.name == MANIFEST["h01"]["expected_classification"]
+    (whole,) = audit_frames("live:test", frames).negotiations
+
+    def messages(n, exchanges):
+        return [(m.exchange, m.message_id, m.response, m.frames) for m in n.messages if EXCHANGES[m.exchange] in exchanges]
+
+    handshake = ("IKE_SA_INIT", "IKE_INTERMEDIATE", "IKE_AUTH")
+    assert messages(item.negotiation, handshake) == messages(whole.negotiation, handshake)
+    assert messages(item.negotiation, ("INFORMATIONAL",)) == []
+    (shed,) = [a for a in item.negotiation.anomalies if a.kind == "shed"]
+    assert "INFORMATIONAL" in shed.detail and "retransmission" in shed.detail
+    stats = auditor.finish().stats
+    assert stats["shed INFORMATIONAL"] == on_wire["INFORMATIONAL"] and stats["shed retransmission"] == 1
+
+
+def test_without_pressure_nothing_is_shed_and_the_audit_is_the_offline_one():
+    frames = frames_of(lab("h01"))
+    auditor, negotiations = audited_under(frames, 0)
+    assert not auditor.shedding.counts
+    offline = audit_frames("live:test", frames)
+    assert [projected(n) for n in document(auditor.finish())["negotiations"]] == \
+        [projected(n) for n in document(offline)["negotiations"]]
+
+
+def test_a_negotiation_whose_decryption_was_shed_keeps_its_class_and_is_not_verified():
+    record = MANIFEST["h01"]
+    keys = parse_key_table((PCAPS / record["keys_file"]).read_text(), record["keys_file"])
+    frames = frames_of(lab("h01"))
+    _, (full,) = audited_under(frames, 0, keys)
+    assert full.classification.confidence == "verified"  # the premise: keys verify it
+    auditor, (item,) = audited_under(frames, SHED_DECRYPTION, keys)
+    assert item.classification.name == full.classification.name == record["expected_classification"]
+    assert item.classification.confidence != "verified"
+    assert any(a.kind == "shed" and "decryption of IKE_AUTH" in a.detail for a in item.negotiation.anomalies)
+    assert auditor.shedding.counts["decryption of IKE_INTERMEDIATE"] == exchanges_on_the_wire(frames)["IKE_INTERMEDIATE"]
+
+
+def test_the_session_reports_its_queue_high_water_mark():
+    frames = frames_of(lab("c01"))
+    session, result, _, reports, statuses = run_session(frames)
+    assert 1 <= result.stats["queue_high_water"] <= len(frames)
+    assert result.stats["queue_capacity"] == session.queue_frames
+    assert statuses[-1].queue_high_water == result.stats["queue_high_water"]
+
+
+def test_handed_out_negotiations_leave_memory_after_the_history_and_stay_counted():
+    frames = frames_of(lab("c01"))
+    auditor = LiveAuditor("live:test", history=60)
+    for frame in frames:
+        auditor.feed(frame)
+    (item,) = auditor.drain(frames[-1].timestamp)
+    assert auditor.snapshot().negotiations == [item]
+    auditor.drain(item.negotiation.last_seen + 61)
+    assert auditor.snapshot().negotiations == []
+    stats = auditor.snapshot().stats
+    assert stats["negotiations_handed_out"] == 1 and stats[f"handed_out {item.classification.name}"] == 1
 
 
 # ---------------------------------------------------------------------------- outputs
