@@ -68,9 +68,10 @@ def test_arkime_ikev1_fortigate_is_identified_with_its_capabilities():
     assert {"RFC 3706 DPD (Dead Peer Detection)", "Cisco Fragmentation"} <= set(fortigate[0].capabilities)
 
 
-def test_lab_peers_send_no_vendor_id_and_stay_unidentified():
-    initiator, responder = _first(PCAPS / "h01_hybrid_x25519_mlkem768.pcap").peers
-    assert initiator.name is None and responder.name is None
+@needs_thirdparty
+def test_a_side_without_vendor_id_or_distinctive_order_stays_unidentified():
+    initiator, _ = _first(MORE / "packetgen__ikev2.pcapng").peers  # NAT-D notifies alone
+    assert initiator.name is None and initiator.confidence is None
     assert initiator.evidence == ("no product Vendor ID was sent",)
 
 
@@ -121,10 +122,50 @@ def test_the_reports_show_what_to_change_per_exposed_tunnel(c01_report):
     document = json.loads((c01_report / "report.json").read_text())
     [tunnel] = document["tunnels"]
     assert tunnel["status"] == "exposed"
-    assert [i["label"] for i in tunnel["implementations"]] == ["unidentified", "unidentified"]
-    assert [r["implementation"] for r in tunnel["remediation"]] == [None]
+    # Both sides are strongSwan 6.0.6 (manifest), named from the notify order alone: a hint,
+    # so the generic advice comes with the strongSwan entry.
+    assert [i["label"] for i in tunnel["implementations"]] == ["strongSwan (confidence low)"] * 2
+    assert [r["implementation"] for r in tunnel["remediation"]] == ["strongSwan", None]
     markdown = (c01_report / "report.md").read_text()
     assert "## What to change, per tunnel" in markdown and "<https://www.rfc-editor.org/rfc/rfc9370>" in markdown
     assert "not visible (IKE\\_AUTH not decrypted)" in markdown or "not visible (IKE_AUTH not decrypted)" in markdown
     html = (c01_report / "report.html").read_text()
     assert "What to change, per tunnel" in html and "www.rfc-editor.org/rfc/rfc9370" in html
+
+
+# Ground truth for the notify-order hints: the manifest's implementation of each side.
+@pytest.mark.parametrize("record", ["h01", "c01", "l01", "l03", "k01", "x01"])
+def test_sides_without_vendor_ids_are_named_from_their_ike_sa_init_notify_order(record):
+    from conftest import RECORDS
+
+    entry = RECORDS[record]
+    item = audit_capture(str(PCAPS / entry["file"])).negotiations[-1]
+    for found, side in zip(item.peers, ("initiator", "responder")):
+        product = entry["implementation"][side].split()[0]
+        if record == "x01" and side == "responder":  # a lone NO_PROPOSAL_CHOSEN carries no order
+            assert found.name is None
+            continue
+        assert (found.name, found.confidence) == (product, "low"), found.evidence
+        assert any("notify order" in e for e in found.evidence)
+
+
+def test_a_minimal_ike_sa_init_names_no_implementation():
+    from ikeaudit import iana, peer
+
+    assert peer.notify_order_hint((iana.NAT_DETECTION_SOURCE_IP, iana.NAT_DETECTION_DESTINATION_IP)) is None
+    assert peer.notify_order_hint(()) is None
+    assert peer.notify_order_hint((iana.IKEV2_FRAGMENTATION_SUPPORTED, 16406, 16431)) is None
+
+
+def test_a_cookie_retry_keeps_the_order_hint():
+    from ikeaudit import iana, peer
+
+    order = (iana.COOKIE, iana.NAT_DETECTION_SOURCE_IP, iana.NAT_DETECTION_DESTINATION_IP,
+             iana.IKEV2_FRAGMENTATION_SUPPORTED)
+    assert peer.notify_order_hint(order).implementation == "strongSwan"
+
+
+@needs_thirdparty
+def test_a_vendor_id_outranks_the_notify_order():
+    initiator, responder = _first(MORE / "ndpi__ah.pcapng").peers
+    assert (initiator.name, initiator.confidence) == ("Cisco", "high")

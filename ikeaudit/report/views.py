@@ -521,7 +521,11 @@ def tunnel_peers_view(tunnel: dict, items: list[AuditedNegotiation]) -> dict:
     if tunnel["status"] == "protected":
         return {"implementations": implementations, "remediation": []}
     ikev1 = bool(items) and all(i.negotiation.ike_version == 1 for i in items)
-    advice = remediation.advise([i["name"] for i in implementations], 1 if ikev1 else 2)
+    # A low-confidence name (a notify-order hint) gets its entry and the generic advice.
+    names = [i["name"] for i in implementations]
+    if any(i["confidence"] == "low" for i in implementations):
+        names.append(None)
+    advice = remediation.advise(names, 1 if ikev1 else 2)
     return {"implementations": implementations, "remediation": [r.as_dict() for r in advice]}
 
 
