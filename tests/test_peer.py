@@ -169,3 +169,10 @@ def test_a_cookie_retry_keeps_the_order_hint():
 def test_a_vendor_id_outranks_the_notify_order():
     initiator, responder = _first(MORE / "ndpi__ah.pcapng").peers
     assert (initiator.name, initiator.confidence) == ("Cisco", "high")
+
+
+def test_every_remediation_entry_names_an_implementation_the_identification_can_give():
+    from ikeaudit import peer, vendors
+
+    nameable = {vendor for _, _, vendor, _ in vendors.entries() if vendor} | {o.implementation for o in peer.NOTIFY_ORDERS}
+    assert set(remediation.entries()) <= nameable
