@@ -40,7 +40,8 @@ from scapy.layers.ppp import PPP, PPPoE
 from scapy.layers.vxlan import VXLAN
 from scapy.utils import RawPcapReader
 
-from conftest import FUZZED
+from conftest import FUZZED, THIRDPARTY, needs_thirdparty, needs_tshark
+from ikeaudit.sources import iter_capture
 from ikeaudit.extract import Extractor
 from ikeaudit.records import Anomaly, Frame, IkeDatagram
 
@@ -907,6 +908,27 @@ def test_different_packets_at_the_same_instant_are_not_duplicates():
     ex = Extractor()
     records = ex.feed(mk(eth(udp4()), 1, 10.0)) + ex.feed(mk(eth(udp4(payload=ike(body=b"x"))), 2, 10.0))
     assert len(datagrams(records)) == 2
+
+
+def test_without_a_clock_only_a_copy_in_the_next_frame_is_a_duplicate():
+    ex = Extractor()
+    records = [r for n, ttl in ((1, 64), (2, 63), (3, 64), (5, 64))
+               for r in ex.feed(mk(eth(udp4(ttl=ttl)), n, 0.0))]  # fmt: skip
+    assert [r.frame for r in datagrams(records)] == [1, 3, 5]  # 2 is 1's mirror copy; 3 and 5 resent
+    assert ex.stats["duplicates"] == 1
+
+
+@needs_thirdparty
+@needs_tshark
+def test_a_clockless_capture_keeps_the_retransmissions_tshark_lists():
+    path = THIRDPARTY / "more" / "tcpdump__isakmp4500.pcap"  # every timestamp 0
+    listed = subprocess.run(["tshark", "-r", str(path), "-Y", "isakmp", "-T", "fields", "-e", "frame.number"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    ex, found = Extractor(), []
+    for item in iter_capture(str(path)):
+        if hasattr(item, "linktype"):
+            found += [r.frame for r in datagrams(ex.feed(item))]
+    assert found == [int(n) for n in listed]
 
 
 def test_esp_copies_count_once():
