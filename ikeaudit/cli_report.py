@@ -14,6 +14,7 @@ from ikeaudit.classify import KeCatalog
 from ikeaudit.cli_common import (
     EXIT_FINDINGS, InputError, exit_code, fail_on_option, keys_option, load_keys, parse_private_ke,
     private_ke_option, rekey_window_option, rotated_option, run_audit, vxlan_option, max_state_option,
+    cluster_option, jobs_option, sensor_options,
 )
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
 from ikeaudit.monitor.cli import monitor_options, report_monitoring
@@ -27,7 +28,7 @@ from ikeaudit.policy import (
     load_policy,
     worst,
 )
-from ikeaudit.policy.exposure import unanswered_traffic
+from ikeaudit.policy.exposure import distinct_esp_flows, unanswered_traffic
 from ikeaudit.report import cbom, html, markdown, views
 from ikeaudit.report.machine import render_json
 
@@ -51,7 +52,7 @@ def _generated_at() -> str:
 
 @click.command()
 @monitor_options("report")
-@click.argument("captures", nargs=-1, required=True)
+@click.argument("captures", nargs=-1)
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder to write the report into (created if missing).")
 @click.option("--policy", "policy_name", default=DEFAULT_POLICY, show_default=True, metavar="NAME|FILE",
@@ -60,13 +61,16 @@ def _generated_at() -> str:
               help="Judge dated policy rules as of this day (default: today, UTC).")
 @fail_on_option
 @private_ke_option
+@jobs_option
+@cluster_option
+@sensor_options(named=False)
 @keys_option
 @rekey_window_option
 @rotated_option
 @vxlan_option
 @max_state_option
 def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: datetime | None,
-           fail_on: str, private_ke: tuple[str, ...], key_files: tuple[str, ...], rekey_window: float,
+           fail_on: str, private_ke: tuple[str, ...], jobs: int, key_files: tuple[str, ...], rekey_window: float,
            rotated: bool) -> None:
     """Write the compliance report for CAPTURES into a folder: report.html (self-contained,
     plots embedded), report.md, report.json, negotiations, messages and tunnels as CSV and
@@ -83,7 +87,7 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
     except PolicyError as exc:
         raise InputError(str(exc)) from None
     day = as_of.date() if as_of else datetime.now(timezone.utc).date()
-    audits = run_audit(captures, catalog, keys=load_keys(key_files), rekey_window=rekey_window,
+    audits = run_audit(captures, catalog, jobs=jobs, keys=load_keys(key_files), rekey_window=rekey_window,
                        rotated=rotated)
     out = Path(out_dir)
     try:
@@ -108,7 +112,7 @@ def _write(out: Path, audits, catalog: KeCatalog, policy, day: date, fail_on: st
             top = worst(judged)
             verdicts[id(item)] = ([v.as_dict() for v in judged], top.outcome if top else None)
             verdicts_fail |= fails_on(judged, fail_on)
-    flows = [flow for a in audits for flow in a.esp_flows]
+    flows = distinct_esp_flows(audits)  # an SPI two sensors saw counted once
     tunnels = [t.as_dict() for t in exposure(audits, flows, catalog)]
     unanswered = unanswered_traffic(audits, flows).as_dict()
     what_ifs = {id(item): what_if(item.negotiation, DEFAULT_MTUS) for a in audits for item in a.negotiations}

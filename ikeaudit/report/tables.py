@@ -20,7 +20,7 @@ TUNNEL_COLUMNS = [
     "rank", "peers", "status", "observation", "reasons", "first_seen", "last_seen", "negotiations",
     "established", "established_by_esp", "classical_only", "pq_protected", "unassessed", "ppk", "downgrades",
     "downgrade_prevention", "latest_class", "esp_packets_exposed", "esp_bytes_exposed", "esp_packets_unassessed",
-    "esp_bytes_unassessed", "esp_packets_total", "esp_bytes_total", "score", "inferences",
+    "esp_bytes_unassessed", "esp_packets_total", "esp_bytes_total", "score", "inferences", "sensors",
 ]
 
 
@@ -33,6 +33,7 @@ def tunnels_frame(document: dict) -> pd.DataFrame:
         row["peers"] = " ".join(t["peers"])
         row["reasons"] = "; ".join(t.get("reasons", []))
         row["inferences"] = " | ".join(t.get("inferences", []))
+        row["sensors"] = " ".join(t.get("sensors", []))
         rows.append(row)
     return pd.DataFrame(rows, columns=TUNNEL_COLUMNS)
 
@@ -42,7 +43,7 @@ def messages_frame(document: dict) -> pd.DataFrame:
     for n in document["negotiations"]:
         for m in n["messages"]:
             rows.append({
-                "capture": n["capture"], "spi_i": n["spi_i"], "spi_r": n["spi_r"],
+                "capture": n["capture"], "sensor": n.get("sensor"), "spi_i": n["spi_i"], "spi_r": n["spi_r"],
                 "classification": n["classification"], "exchange": m["exchange"],
                 "message_id": m["message_id"], "response": m["response"], "src": m["src"], "dst": m["dst"],
                 "time": m["time"], "first_frame": m["first_frame"],
