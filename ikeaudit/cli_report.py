@@ -59,6 +59,9 @@ def _generated_at() -> str:
               help=f"Policy preset ({', '.join(PRESETS)}) or a TOML policy file.")
 @click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
               help="Judge dated policy rules as of this day (default: today, UTC).")
+@click.option("--parquet-dataset", "dataset_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Also write negotiations, messages and tunnels as a Parquet dataset under DIR, partitioned "
+                   "by sensor and day (sensor=NAME/date=YYYY-MM-DD), for pandas, DuckDB or Spark.")
 @fail_on_option
 @private_ke_option
 @jobs_option
@@ -70,7 +73,7 @@ def _generated_at() -> str:
 @vxlan_option
 @max_state_option
 def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: datetime | None,
-           fail_on: str, private_ke: tuple[str, ...], jobs: int, key_files: tuple[str, ...], rekey_window: float,
+           dataset_dir: str | None, fail_on: str, private_ke: tuple[str, ...], jobs: int, key_files: tuple[str, ...], rekey_window: float,
            rotated: bool) -> None:
     """Write the compliance report for CAPTURES into a folder: report.html (self-contained,
     plots embedded), report.md, report.json, negotiations, messages and tunnels as CSV and
@@ -80,6 +83,7 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
     Example:
       ikeaudit report pcaps/ -o reports/
       ikeaudit report span/*.pcapng --policy cnsa2 --fail-on high -o /srv/audit/today
+      ikeaudit report --sensors-under /srv/spans --cluster tcp://sched:8786 -o today --parquet-dataset lake/
     """
     catalog = KeCatalog(parse_private_ke(private_ke))
     try:
@@ -96,8 +100,17 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
     except OSError as exc:
         raise InputError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
     document = written.pop("document")
+    if dataset_dir is not None:
+        from ikeaudit.report import tables
+
+        try:
+            dataset = tables.write_dataset(document, dataset_dir)
+        except OSError as exc:
+            raise InputError(f"{dataset_dir}: cannot write the Parquet dataset: {exc.strerror or exc}") from None
     click.echo(document["exposure"]["headline"])
     click.echo(f"wrote {', '.join(str(out / name) for name in written['files'])}")
+    if dataset_dir is not None:
+        click.echo(f"wrote the Parquet dataset {', '.join(dataset) or '(empty: no negotiation)'}")
     sys.exit(EXIT_FINDINGS if written["verdicts_fail"] else exit_code(document, fail_on))
 
 

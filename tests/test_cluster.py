@@ -200,3 +200,33 @@ def test_a_file_a_worker_cannot_read_is_a_warning_naming_file_and_sensor(cluster
     warning = input_warning(lost)
     assert "memory://cluster-test/lost.pcap" in warning and "sensor B" in warning
     assert [n.classification.name for n in kept.negotiations] == [RECORDS["c01"]["expected_classification"]]
+
+
+# ---------------------------------------------------------------------------- the Parquet dataset
+
+
+def test_parquet_dataset_is_partitioned_by_sensor_and_day_and_read_back_by_pandas(tmp_path):
+    import pandas as pd
+
+    from ikeaudit.report import tables
+
+    sensors.build(tmp_path / "spans")
+    lake = tmp_path / "lake"
+    result = CliRunner().invoke(main, ["report", "--sensors-under", str(tmp_path / "spans"), "-o",
+                                       str(tmp_path / "report"), "--parquet-dataset", str(lake)])
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "report" / "report.json").read_text())
+    negotiations = pd.read_parquet(lake / "negotiations")
+    day = time.strftime("%Y-%m-%d", time.gmtime(sensors.START))
+    assert sorted(p.name for p in (lake / "negotiations").iterdir()) == ["sensor=A", "sensor=B"]
+    assert set(negotiations["date"].astype(str)) == {day}
+    assert (sorted(zip(negotiations["sensor"].astype(str), negotiations["spi_i"]))
+            == sorted((n["sensor"], n["spi_i"]) for n in document["negotiations"]))
+    messages = pd.read_parquet(lake / "messages")
+    assert len(messages) == sum(len(n["messages"]) for n in document["negotiations"])
+    tunnels = pd.read_parquet(lake / "tunnels")
+    shared = " ".join(sorted(sensors.ADDRESSES[sensors.SHARED]))
+    seen = tunnels[tunnels["peers"] == shared]
+    assert sorted(seen["sensor"].astype(str)) == ["A", "B"] and set(seen["seen_by"]) == {"A B"}
+    tables.write_dataset(document, str(lake))  # written again: replaced, not appended to
+    assert len(pd.read_parquet(lake / "negotiations")) == len(document["negotiations"])
