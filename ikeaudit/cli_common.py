@@ -12,6 +12,7 @@ Exit codes (all commands):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections import Counter
@@ -21,7 +22,7 @@ import click
 from ikeaudit.classify import SEVERITIES, KeCatalog, PrivateKe
 from ikeaudit.cli_keys import keys_option, load_keys  # noqa: F401  (re-exported for the commands)
 from ikeaudit.decrypt import KeyTable
-from ikeaudit.execution import DaskCluster, Execution, ExecutionError, execution, parse_cluster
+from ikeaudit.execution import DaskCluster, ExecutionError, parse_cluster
 from ikeaudit.extract import undecoded
 from ikeaudit.pipeline import CaptureAudit, audit_captures
 from ikeaudit.sources import CaptureError, capture_size, expand_capture_args
@@ -218,9 +219,9 @@ def run_audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, e
             sensors += [name] * len(found)
         if not paths and captures:
             click.echo(f"warning: no capture file in {', '.join(captures)}", err=True)
-        with _execution(jobs, meta.get("ikeaudit.cluster")) as runner:
-            options.update(execution=runner, sensors=sensors if named else None)
-            audits = _audit_with_progress(paths, catalog, runner, options)
+        with _cluster(meta.get("ikeaudit.cluster")) as cluster:
+            options.update(execution=cluster, sensors=sensors if named else None)
+            audits = _audit_with_progress(paths, catalog, options)
     except CaptureError as exc:
         raise InputError(str(exc)) from None
     for audit in audits:
@@ -230,30 +231,24 @@ def run_audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, e
     return audits
 
 
-class _InPlace(Execution):
-    """No execution to set up: the pipeline reads in this process (or its --jobs pool)."""
-
-
-def _execution(jobs: int, cluster: str | None) -> Execution:
-    """The Dask cluster of --cluster, told on stderr with its dashboard; else nothing to set up
-    (the pipeline runs --jobs itself, reading a single file alongside)."""
-    if cluster is None:
-        return _InPlace()
+def _cluster(spec: str | None) -> contextlib.AbstractContextManager[DaskCluster | None]:
+    """The Dask cluster of --cluster, told on stderr with its dashboard; None without
+    --cluster (the pipeline runs --jobs itself, reading a single file alongside)."""
+    if spec is None:
+        return contextlib.nullcontext(None)
     try:
-        runner = execution(jobs, cluster)
+        cluster = DaskCluster(spec)
     except ExecutionError as exc:
         raise InputError(str(exc)) from None
-    where = f"dashboard {runner.dashboard}" if runner.dashboard else "no dashboard (bokeh is not installed there)"
-    click.echo(f"dask cluster {cluster}: {runner.workers} worker(s), {where}", err=True)
-    return runner
+    where = f"dashboard {cluster.dashboard}" if cluster.dashboard else "no dashboard (bokeh is not installed there)"
+    click.echo(f"dask cluster {spec}: {cluster.workers} worker(s), {where}", err=True)
+    return cluster
 
 
-def _audit_with_progress(paths: list[str], catalog: KeCatalog, runner: Execution, options: dict) -> list[CaptureAudit]:
+def _audit_with_progress(paths: list[str], catalog: KeCatalog, options: dict) -> list[CaptureAudit]:
     """audit_captures, with a progress bar (bytes read, files done, negotiations found) on
     stderr when it is a terminal; with a cluster, one closing line wherever stderr goes."""
-    if isinstance(runner, _InPlace):
-        options["execution"] = None
-    cluster = isinstance(runner, DaskCluster)
+    cluster = options["execution"] is not None
     counts = Counter()
 
     def found(files: int, negotiations: int) -> None:

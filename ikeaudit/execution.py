@@ -196,13 +196,5 @@ def _dashboard(client) -> str | None:
     return client.dashboard_link
 
 
-def execution(jobs: int = 1, cluster: str | None = None) -> Execution | None:
-    """The execution for --jobs/--cluster: None for one process (the caller reads in
-    place), LocalProcesses for jobs > 1, DaskCluster for a cluster."""
-    if cluster is not None:
-        return DaskCluster(cluster)
-    return LocalProcesses(jobs) if jobs > 1 else None
-
-
-__all__ = ["DaskCluster", "Execution", "ExecutionError", "INSTALL_HINT", "LocalProcesses", "execution",
+__all__ = ["DaskCluster", "Execution", "ExecutionError", "INSTALL_HINT", "LocalProcesses",
            "parse_cluster", "process_context", "worker_progress"]

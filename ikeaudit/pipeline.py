@@ -14,7 +14,8 @@ before extraction, on both paths, so that IP reassembly and tracking see them in
 order whatever the file order.
 
 Several captures given together are audited as `audit_captures` describes: each file
-is read, extracted and dissected on its own (in parallel processes with jobs > 1), and
+is read, extracted and dissected on its own (in parallel processes with jobs > 1, or on
+a Dask cluster: execution.py runs that map), and
 the dissected records of the files of one rotation (tcpdump -C/-W/-G, dumpcap -b, known
 by their names, or all files with rotated=True) are then tracked file after file in
 time order, so that an IKE SA split across them is one negotiation; every other file is
