@@ -252,9 +252,50 @@ def _decompressing(raw: io.BufferedReader, path: str) -> tuple[io.BufferedIOBase
         except ImportError:
             raise CaptureError(f"{path}: zstd-compressed; reading it needs zstandard: "
                                "pip install 'ikeaudit[cluster]'") from None
-        # read_across_frames: zstd -T or a concatenation writes several frames.
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False), "zstd"
+        return io.BufferedReader(_ZstdFrames(raw, zstandard), 1 << 20), "zstd"
     return raw, ""
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The zstd frames of a stream one after another (zstd -T, or pieces concatenated),
+    decompressed as they arrive. A stream that ends inside a frame raises EOFError, as
+    gzip does: zstandard's own stream reader just ends there, which would lose the cut
+    without a word."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, raw: io.BufferedReader, zstandard) -> None:
+        self._raw = raw
+        self._new_frame = zstandard.ZstdDecompressor().decompressobj
+        self._frame = None  # the decompressor of the frame under way
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            data = self._raw.read(self.CHUNK)
+            if not data:
+                if self._frame is not None:
+                    raise EOFError("the compressed file ends inside a zstd frame")
+                return 0
+            self._pending = memoryview(self._decompressed(data))
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+    def _decompressed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self._frame is None:
+                self._frame = self._new_frame()
+            out.append(self._frame.decompress(data))
+            if not self._frame.eof:
+                break
+            data, self._frame = self._frame.unused_data, None
+        return b"".join(out)
 
 
 def _start(inp: _Input, path: str, gzipped: str) -> Iterator[Frame | Anomaly]:

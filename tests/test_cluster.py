@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import sensors
-from conftest import RECORDS
+from conftest import RECORDS, lab_path
 from ikeaudit.classify import KeCatalog
 from ikeaudit.cli import main
 from ikeaudit.cli_common import input_warning
@@ -230,3 +230,52 @@ def test_parquet_dataset_is_partitioned_by_sensor_and_day_and_read_back_by_panda
     assert sorted(seen["sensor"].astype(str)) == ["A", "B"] and set(seen["seen_by"]) == {"A B"}
     tables.write_dataset(document, str(lake))  # written again: replaced, not appended to
     assert len(pd.read_parquet(lake / "negotiations")) == len(document["negotiations"])
+
+
+# ---------------------------------------------------------------------------- inputs: URLs, zstd
+
+
+def negotiations_of(paths: list[str]) -> list[tuple]:
+    audits = audit_captures(paths, KeCatalog(), esp=False)
+    return [(n.negotiation.spi_i, n.negotiation.spi_r, n.classification.name, n.classification.confidence,
+             len(n.negotiation.messages)) for a in audits for n in a.negotiations]
+
+
+def test_a_zstd_compressed_capture_reads_as_the_plain_one(tmp_path):
+    zstandard = pytest.importorskip("zstandard")
+    plain = Path(lab_path("h01")).read_bytes()
+    half = len(plain) // 2
+    compressor = zstandard.ZstdCompressor()
+    # Two frames, as zstd -T or a concatenation of two compressed pieces writes them.
+    (tmp_path / "h01.pcap.zst").write_bytes(compressor.compress(plain[:half]) + compressor.compress(plain[half:]))
+    assert negotiations_of([str(tmp_path / "h01.pcap.zst")]) == negotiations_of([lab_path("h01")])
+
+
+def test_a_cut_zstd_capture_is_read_up_to_the_damage(tmp_path):
+    zstandard = pytest.importorskip("zstandard")
+    plain = sensors.build(tmp_path, padding=3000)["A"][0]  # c01 10 s into 100 s of ESP-in-UDP
+    # Blocks of 8 KiB at most (window 2^13): the cut leaves whole blocks before it to read.
+    compressor = zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters(window_log=13))
+    compressed = compressor.compress(plain.read_bytes())
+    cut = tmp_path / "cut.pcap.zst"
+    cut.write_bytes(compressed[: len(compressed) * 2 // 3])
+    (audit,) = audit_captures([str(cut)], KeCatalog(), esp=False)
+    assert [a.kind for a in audit.anomalies] == ["capture"]
+    assert "inside a zstd frame" in audit.anomalies[0].detail
+    assert [n.classification.name for n in audit.negotiations] == [RECORDS["c01"]["expected_classification"]]
+    assert input_warning(audit).startswith(str(cut))
+
+
+def test_captures_named_by_url_read_as_by_path():
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    for record_id in ("c01", "h01"):
+        memory.pipe(f"/url-test/{record_id}.pcap", Path(lab_path(record_id)).read_bytes())
+    by_path = negotiations_of([lab_path("c01"), lab_path("h01")])
+    assert negotiations_of([Path(lab_path("c01")).resolve().as_uri(), Path(lab_path("h01")).resolve().as_uri()]) == by_path
+    from ikeaudit.sources import expand_capture_args
+
+    urls = expand_capture_args(["memory://url-test/*.pcap"])
+    assert [url.split("://")[0] for url in urls] == ["memory", "memory"]
+    assert [url.rsplit("/", 1)[1] for url in urls] == ["c01.pcap", "h01.pcap"]
+    assert negotiations_of(urls) == by_path
