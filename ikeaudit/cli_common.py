@@ -222,7 +222,7 @@ def run_audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, e
         with _cluster(meta.get("ikeaudit.cluster")) as cluster:
             options.update(execution=cluster, sensors=sensors if named else None)
             audits = _audit_with_progress(paths, catalog, options)
-    except CaptureError as exc:
+    except (CaptureError, ExecutionError) as exc:
         raise InputError(str(exc)) from None
     for audit in audits:
         warning = input_warning(audit)

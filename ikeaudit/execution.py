@@ -160,7 +160,7 @@ class DaskCluster(Execution):
 
     def map(self, fn: Callable[..., Any], calls: Sequence[tuple], progress: Progress | None = None,
             done_bytes: Callable[[Any], int] | None = None) -> Iterator[Any]:  # fmt: skip
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
 
         # pure=False: a file may change between two runs on a long-lived cluster, so a
         # result is never taken from an earlier run's memory.
@@ -170,7 +170,14 @@ class DaskCluster(Execution):
         following = 0
         try:
             for future in as_completed(futures):
-                result = future.result()  # raises the task's error
+                try:
+                    result = future.result()  # raises the task's error
+                except ImportError as exc:
+                    raise ExecutionError(f"a Dask worker cannot run ikeaudit ({exc}): install the same ikeaudit "
+                                         "version on the workers") from None
+                except KilledWorker as exc:
+                    raise ExecutionError(f"Dask gave up a task after its workers died several times ({exc}): "
+                                         "see the workers' logs (memory limit?)") from None
                 done[position[future.key]] = result
                 if progress is not None and done_bytes is not None:
                     progress(done_bytes(result))
