@@ -23,9 +23,9 @@ from ikeaudit.cli_common import input_warning
 from ikeaudit.pipeline import audit_captures
 from ikeaudit.policy.exposure import exposure
 
-# ESP-in-UDP frames per file: about a second of extraction each, so that a worker
+# ESP-in-UDP frames per file: about half a second of extraction each, so that a worker
 # killed while the scheduler shows it running a task is killed mid-task.
-PADDING = 60_000
+PADDING = 40_000
 STARTUP_TIMEOUT = 60.0
 
 try:
@@ -169,8 +169,9 @@ def test_a_worker_killed_mid_task_changes_nothing(cluster, captures, jobs_1):
         assert time.monotonic() < deadline
         busy = [worker for worker, keys in client.processing().items() if keys]  # the scheduler's view
         for worker in busy:
-            if client.run(_executing, workers=[worker]).get(worker):  # running it, not only queued
-                victim = worker
+            running = client.run(_executing, workers=[worker]).get(worker)
+            if running:  # running it, not only queued
+                victim, key = worker, running[0]
                 break
         else:
             time.sleep(0.02)
@@ -181,6 +182,11 @@ def test_a_worker_killed_mid_task_changes_nothing(cluster, captures, jobs_1):
     os.kill(pid, signal.SIGKILL)
     assert finished(process) == jobs_1
     assert victim not in client.scheduler_info()["workers"]
+    # The scheduler's story of the task killed under way: released with its worker, then
+    # run again to the end on the other one.
+    moves = [(start, finish) for source, _, start, finish, *_ in client.story(key) if source == "scheduler"]
+    lost = moves.index(("processing", "released"))
+    assert ("processing", "memory") in moves[lost:]
 
 
 @needs_dask
