@@ -208,15 +208,11 @@ def _audit_captures(paths: list[str], catalog: KeCatalog | None, jobs: int, pref
     if execution is not None:
         workers = execution.map(_read_in_worker, [(paths[i], expressions, keys) for i in order], progress,
                                 lambda result: result.size)
-    told = 0
 
     def finish(chain: _Chain) -> None:
-        nonlocal told
         chain.finish(paths, parsed, by_file, catalog)
-        if found is not None:
-            total = sum(len(items) for items in by_file.values())
-            found(0, total - told)
-            told = total
+        if found is not None:  # a file's negotiations come from its chain alone
+            found(0, sum(len(by_file[i]) for i in chain.files))
 
     try:
         for run in runs:
