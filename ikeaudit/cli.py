@@ -19,6 +19,7 @@ from ikeaudit.classify import KeCatalog
 from ikeaudit.cli_common import (
     EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, InputError, exit_code, input_warning, keys_option, load_keys,
     output_options, parse_private_ke, rekey_window_option, rotated_option, run_audit, vxlan_option, max_state_option,
+    cluster_option, jobs_option, sensor_options,
 )
 from ikeaudit.cli_live import live
 from ikeaudit.cli_report import report
@@ -48,10 +49,10 @@ main.add_command(tunnels)  # continuous monitoring: ikeaudit/monitor/
 
 @main.command()
 @monitor_options("scan")
-@click.argument("captures", nargs=-1, required=True)
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
-              help="Work in N processes: N capture files read at once (a single file is read in "
-                   "one while another dissects); the output is the same as with 1.")
+@click.argument("captures", nargs=-1)
+@jobs_option
+@cluster_option
+@sensor_options(named=False)
 @keys_option
 @rekey_window_option
 @rotated_option
@@ -74,6 +75,7 @@ def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: 
       ikeaudit scan pcaps/
       ikeaudit scan 'span-*.pcapng.gz' --jobs 4 --format json > audit.json
       ikeaudit scan lab.pcap --keys lab.keys
+      ikeaudit scan --sensor dc1=/srv/dc1 --sensor branch=s3://caps/branch/ --cluster tcp://sched:8786
       ikeaudit scan old-spans/ --state tunnels.sqlite --format eve > eve.json
     """
     catalog = KeCatalog(parse_private_ke(private_ke))
@@ -98,7 +100,7 @@ def _check_mtu(ctx, param, values):
 
 
 @main.command()
-@click.argument("captures", nargs=-1, required=True)
+@click.argument("captures", nargs=-1)
 @click.option("--mtu", "mtus", type=int, multiple=True, callback=_check_mtu, metavar="BYTES",
               help=f"Path MTU to test; repeat for several (default: {', '.join(map(str, DEFAULT_MTUS))}).")
 @click.option("--fragment-size", type=int, default=None, metavar="BYTES",
@@ -107,9 +109,9 @@ def _check_mtu(ctx, param, values):
                    "default: the path MTU itself.")
 @click.option("--plot", "plot_prefix", type=click.Path(dir_okay=False), default=None, metavar="PREFIX",
               help="Also draw message sizes against the MTUs to PREFIX.png and PREFIX.svg.")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
-              help="Work in N processes: N capture files read at once (a single file is read in "
-                   "one while another dissects); the output is the same as with 1.")
+@jobs_option
+@cluster_option
+@sensor_options
 @keys_option
 @rekey_window_option
 @rotated_option

@@ -12,6 +12,7 @@ Exit codes (all commands):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections import Counter
@@ -21,9 +22,10 @@ import click
 from ikeaudit.classify import SEVERITIES, KeCatalog, PrivateKe
 from ikeaudit.cli_keys import keys_option, load_keys  # noqa: F401  (re-exported for the commands)
 from ikeaudit.decrypt import KeyTable
+from ikeaudit.execution import DaskCluster, ExecutionError, parse_cluster
 from ikeaudit.extract import undecoded
 from ikeaudit.pipeline import CaptureAudit, audit_captures
-from ikeaudit.sources import CaptureError, expand_capture_args
+from ikeaudit.sources import CaptureError, capture_size, expand_capture_args
 from ikeaudit.track import DEFAULT_MAX_STATE_MB
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -90,6 +92,79 @@ def max_state_option(func):
                              "240,000 SAs of 11 datagrams (a lab handshake on average).")(func)
 
 
+def jobs_option(func):
+    return click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+                        help="Work in N processes: N capture files read at once (a single file is read in "
+                             "one while another dissects); the output is the same as with 1.")(func)
+
+
+def cluster_option(func):
+    """--cluster: kept in click's context for run_audit, as --vxlan-port."""
+    def remember(ctx, param, value):
+        if value is not None:
+            try:
+                parse_cluster(value)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--cluster") from None
+        ctx.meta["ikeaudit.cluster"] = value
+    return click.option("--cluster", default=None, expose_value=False, callback=remember, metavar="ADDRESS|local:N",
+                        help="Read the capture files on a Dask cluster instead of this machine's processes: "
+                             "a running scheduler (tcp://host:8786), or local:N for N workers started and "
+                             "stopped here. The output is the same as with --jobs 1. Needs "
+                             "pip install 'ikeaudit[cluster]'.")(func)
+
+
+SENSOR_HELP = ("NAME=PATH: the captures of one sensor (capture point), a file, folder, glob or URL; repeat for "
+               "several. Files of different sensors are never joined; a tunnel two sensors saw is one tunnel, "
+               "seen by both.")
+
+
+def sensor_captures(ctx: click.Context, values: tuple[str, ...]) -> list[str]:
+    """--sensor values: each NAME=PATH kept in click's context for run_audit; the plain
+    NAMEs (the monitor's own sensor name, on scan and report) returned."""
+    plain = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            plain.append(value)
+            continue
+        if not name.strip() or not path:
+            raise click.BadParameter(f"{value!r}: expected NAME=PATH (a capture file, folder, glob or URL)",
+                                     param_hint="--sensor")
+        ctx.meta.setdefault("ikeaudit.sensors", []).append((name.strip(), path))
+    return plain
+
+
+def sensor_options(func=None, *, named: bool = True):
+    """--sensor NAME=PATH (unless named=False: the command's monitoring options have
+    --sensor, which hands NAME=PATH to sensor_captures) and --sensors-under: kept in
+    click's context for run_audit, as --vxlan-port."""
+    if func is None:
+        return lambda f: sensor_options(f, named=named)
+
+    def remember_named(ctx, param, values):
+        plain = sensor_captures(ctx, values)
+        if plain:
+            raise click.BadParameter(f"{plain[0]!r}: expected NAME=PATH", param_hint="--sensor")
+
+    def remember_folders(ctx, param, folders):
+        for folder in folders:
+            subfolders = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+            if not subfolders:
+                raise click.BadParameter(f"{folder}: holds no sensor folder", param_hint="--sensors-under")
+            ctx.meta.setdefault("ikeaudit.sensors", []).extend(
+                (name, os.path.join(folder, name)) for name in subfolders)
+
+    func = click.option("--sensors-under", "sensor_folders", multiple=True, expose_value=False,
+                        callback=remember_folders, metavar="DIR",
+                        type=click.Path(exists=True, file_okay=False),
+                        help="Every folder in DIR holds the captures of one sensor, named after the folder.")(func)
+    if not named:
+        return func
+    return click.option("--sensor", "sensors", multiple=True, expose_value=False, callback=remember_named,
+                        metavar="NAME=PATH", help=SENSOR_HELP)(func)
+
+
 def rotated_option(func):
     return click.option("--rotated", is_flag=True,
                         help="The captures are one capture cut by a rotation, whatever their names: track "
@@ -130,26 +205,74 @@ def run_audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, e
                    max_state_mb=meta.get("ikeaudit.max_state_mb", DEFAULT_MAX_STATE_MB))
     if rekey_window is not None:
         options["rekey_window"] = rekey_window
+    named = meta.get("ikeaudit.sensors", [])
+    if not captures and not named:
+        raise click.UsageError("no capture given: name CAPTURES, --sensor NAME=PATH or --sensors-under DIR")
     try:
         paths = expand_capture_args(captures)
-        if not paths:
+        sensors: list[str | None] = [None] * len(paths)
+        for name, path in named:
+            found = expand_capture_args([path])
+            if not found:
+                click.echo(f"warning: sensor {name}: no capture file in {path}", err=True)
+            paths += found
+            sensors += [name] * len(found)
+        if not paths and captures:
             click.echo(f"warning: no capture file in {', '.join(captures)}", err=True)
-        if not paths or not sys.stderr.isatty():
-            audits = audit_captures(paths, catalog, **options)
-        else:
-            from tqdm import tqdm
-
-            tqdm.monitor_interval = 0  # no monitor thread in a process that forks workers
-            total = sum(os.path.getsize(path) for path in paths)
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, delay=1.0,
-                      leave=False, dynamic_ncols=True, desc="scanning") as bar:  # fmt: skip
-                audits = audit_captures(paths, catalog, progress=bar.update, **options)
-    except CaptureError as exc:
+        with _cluster(meta.get("ikeaudit.cluster")) as cluster:
+            options.update(execution=cluster, sensors=sensors if named else None)
+            audits = _audit_with_progress(paths, catalog, options)
+    except (CaptureError, ExecutionError) as exc:
         raise InputError(str(exc)) from None
     for audit in audits:
         warning = input_warning(audit)
         if warning:
             click.echo(f"warning: {warning}", err=True)
+    return audits
+
+
+def _cluster(spec: str | None) -> contextlib.AbstractContextManager[DaskCluster | None]:
+    """The Dask cluster of --cluster, told on stderr with its dashboard; None without
+    --cluster (the pipeline runs --jobs itself, reading a single file alongside)."""
+    if spec is None:
+        return contextlib.nullcontext(None)
+    try:
+        cluster = DaskCluster(spec)
+    except ExecutionError as exc:
+        raise InputError(str(exc)) from None
+    where = f"dashboard {cluster.dashboard}" if cluster.dashboard else "no dashboard (bokeh is not installed there)"
+    click.echo(f"dask cluster {spec}: {cluster.workers} worker(s), {where}", err=True)
+    return cluster
+
+
+def _audit_with_progress(paths: list[str], catalog: KeCatalog, options: dict) -> list[CaptureAudit]:
+    """audit_captures, with a progress bar (bytes read, files done, negotiations found) on
+    stderr when it is a terminal; with a cluster, one closing line wherever stderr goes."""
+    cluster = options["execution"] is not None
+    counts = Counter()
+
+    def found(files: int, negotiations: int) -> None:
+        counts["files"] += files
+        counts["negotiations"] += negotiations
+        if bar is not None:
+            bar.set_postfix_str(f"files {counts['files']}/{len(paths)}, negotiations {counts['negotiations']}",
+                                refresh=False)
+
+    bar = None
+    if not paths or not sys.stderr.isatty():
+        audits = audit_captures(paths, catalog, found=found, **options)
+    else:
+        from tqdm import tqdm
+
+        tqdm.monitor_interval = 0  # no monitor thread in a process that forks workers
+        total = sum(capture_size(path) for path in paths)
+        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, delay=1.0,
+                  leave=False, dynamic_ncols=True, desc="scanning") as bar:  # fmt: skip
+            audits = audit_captures(paths, catalog, progress=bar.update, found=found, **options)
+    if cluster:
+        read = sum(capture_size(path) for path in paths)
+        click.echo(f"dask cluster: {counts['files']} file(s), {read / 1e6:.1f} MB read, "
+                   f"{counts['negotiations']} negotiation(s) found", err=True)
     return audits
 
 
@@ -167,7 +290,8 @@ def input_warning(audit: CaptureAudit) -> str | None:
     parts += [unread] if unread else []
     if counted:
         parts.append(f"input anomalies ({counted}), listed in the output")
-    return f"{audit.capture}: " + "; ".join(parts)
+    sensor = f" (sensor {audit.sensor})" if audit.sensor is not None else ""
+    return f"{audit.capture}{sensor}: " + "; ".join(parts)
 
 
 def exit_code(document: dict, fail_on: str) -> int:

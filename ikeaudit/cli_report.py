@@ -14,6 +14,7 @@ from ikeaudit.classify import KeCatalog
 from ikeaudit.cli_common import (
     EXIT_FINDINGS, InputError, exit_code, fail_on_option, keys_option, load_keys, parse_private_ke,
     private_ke_option, rekey_window_option, rotated_option, run_audit, vxlan_option, max_state_option,
+    cluster_option, jobs_option, sensor_options,
 )
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
 from ikeaudit.monitor.cli import monitor_options, report_monitoring
@@ -27,7 +28,7 @@ from ikeaudit.policy import (
     load_policy,
     worst,
 )
-from ikeaudit.policy.exposure import unanswered_traffic
+from ikeaudit.policy.exposure import distinct_esp_flows, unanswered_traffic
 from ikeaudit.report import cbom, html, markdown, views
 from ikeaudit.report.machine import render_json
 
@@ -51,22 +52,28 @@ def _generated_at() -> str:
 
 @click.command()
 @monitor_options("report")
-@click.argument("captures", nargs=-1, required=True)
+@click.argument("captures", nargs=-1)
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder to write the report into (created if missing).")
 @click.option("--policy", "policy_name", default=DEFAULT_POLICY, show_default=True, metavar="NAME|FILE",
               help=f"Policy preset ({', '.join(PRESETS)}) or a TOML policy file.")
 @click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
               help="Judge dated policy rules as of this day (default: today, UTC).")
+@click.option("--parquet-dataset", "dataset_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Also write negotiations, messages and tunnels as a Parquet dataset under DIR, partitioned "
+                   "by sensor and day (sensor=NAME/date=YYYY-MM-DD), for pandas, DuckDB or Spark.")
 @fail_on_option
 @private_ke_option
+@jobs_option
+@cluster_option
+@sensor_options(named=False)
 @keys_option
 @rekey_window_option
 @rotated_option
 @vxlan_option
 @max_state_option
 def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: datetime | None,
-           fail_on: str, private_ke: tuple[str, ...], key_files: tuple[str, ...], rekey_window: float,
+           dataset_dir: str | None, fail_on: str, private_ke: tuple[str, ...], jobs: int, key_files: tuple[str, ...], rekey_window: float,
            rotated: bool) -> None:
     """Write the compliance report for CAPTURES into a folder: report.html (self-contained,
     plots embedded), report.md, report.json, negotiations, messages and tunnels as CSV and
@@ -76,6 +83,7 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
     Example:
       ikeaudit report pcaps/ -o reports/
       ikeaudit report span/*.pcapng --policy cnsa2 --fail-on high -o /srv/audit/today
+      ikeaudit report --sensors-under /srv/spans --cluster tcp://sched:8786 -o today --parquet-dataset lake/
     """
     catalog = KeCatalog(parse_private_ke(private_ke))
     try:
@@ -83,7 +91,7 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
     except PolicyError as exc:
         raise InputError(str(exc)) from None
     day = as_of.date() if as_of else datetime.now(timezone.utc).date()
-    audits = run_audit(captures, catalog, keys=load_keys(key_files), rekey_window=rekey_window,
+    audits = run_audit(captures, catalog, jobs=jobs, keys=load_keys(key_files), rekey_window=rekey_window,
                        rotated=rotated)
     out = Path(out_dir)
     try:
@@ -92,8 +100,17 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
     except OSError as exc:
         raise InputError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
     document = written.pop("document")
+    if dataset_dir is not None:
+        from ikeaudit.report import tables
+
+        try:
+            dataset = tables.write_dataset(document, dataset_dir)
+        except OSError as exc:
+            raise InputError(f"{dataset_dir}: cannot write the Parquet dataset: {exc.strerror or exc}") from None
     click.echo(document["exposure"]["headline"])
     click.echo(f"wrote {', '.join(str(out / name) for name in written['files'])}")
+    if dataset_dir is not None:
+        click.echo(f"wrote the Parquet dataset {', '.join(dataset) or '(empty: no negotiation)'}")
     sys.exit(EXIT_FINDINGS if written["verdicts_fail"] else exit_code(document, fail_on))
 
 
@@ -108,7 +125,7 @@ def _write(out: Path, audits, catalog: KeCatalog, policy, day: date, fail_on: st
             top = worst(judged)
             verdicts[id(item)] = ([v.as_dict() for v in judged], top.outcome if top else None)
             verdicts_fail |= fails_on(judged, fail_on)
-    flows = [flow for a in audits for flow in a.esp_flows]
+    flows = distinct_esp_flows(audits)  # an SPI two sensors saw counted once
     tunnels = [t.as_dict() for t in exposure(audits, flows, catalog)]
     unanswered = unanswered_traffic(audits, flows).as_dict()
     what_ifs = {id(item): what_if(item.negotiation, DEFAULT_MTUS) for a in audits for item in a.negotiations}

@@ -14,7 +14,8 @@ before extraction, on both paths, so that IP reassembly and tracking see them in
 order whatever the file order.
 
 Several captures given together are audited as `audit_captures` describes: each file
-is read, extracted and dissected on its own (in parallel processes with jobs > 1), and
+is read, extracted and dissected on its own (in parallel processes with jobs > 1, or on
+a Dask cluster: execution.py runs that map), and
 the dissected records of the files of one rotation (tcpdump -C/-W/-G, dumpcap -b, known
 by their names, or all files with rotated=True) are then tracked file after file in
 time order, so that an IKE SA split across them is one negotiation; every other file is
@@ -28,12 +29,9 @@ from __future__ import annotations
 
 import gc
 import math
-import multiprocessing
-import sys
 from collections import Counter
 from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -41,13 +39,14 @@ from ikeaudit.certs import AuthInventory, inventory
 from ikeaudit.capture_filter import ike_filter, ip_filter, untagged_filter
 from ikeaudit.classify import Classification, KeCatalog, classify_all
 from ikeaudit.decrypt import KeyTable
+from ikeaudit.execution import Execution, LocalProcesses, process_context, worker_progress
 from ikeaudit.extract import Extractor
 from ikeaudit.iana import VXLAN_PORT
 from ikeaudit.mtu import FragmentationProfile, profile
 from ikeaudit.peer import Implementation, identify
 from ikeaudit.records import (Anomaly, EspFlow, Frame, IkeDatagram, Ikev1Message, IkeMessage, Malformed,
                               Negotiation)
-from ikeaudit.sources import Capture, TimeOrder, iter_capture, open_capture, rotations
+from ikeaudit.sources import Capture, CaptureError, TimeOrder, iter_capture, open_capture, rotations
 from ikeaudit.track import DEFAULT_MAX_STATE_MB, REKEY_WINDOW_S, Tracker
 
 # Anomaly and Malformed records listed per kind and capture; past that a flood of bad
@@ -63,6 +62,7 @@ class AuditedNegotiation:
     negotiation: Negotiation
     classification: Classification
     fragmentation: FragmentationProfile
+    sensor: str | None = None  # the sensor (capture point) whose capture holds it, when named
 
     # Read on first use, so every path that builds one (scan, live) gets them alike.
     @cached_property
@@ -85,6 +85,7 @@ class CaptureAudit:
     malformed: list[Malformed] = field(default_factory=list)
     esp_flows: list[EspFlow] = field(default_factory=list)
     stats: Counter = field(default_factory=Counter)
+    sensor: str | None = None
 
 
 def scan_filter(*, esp: bool = True, vxlan_ports: Iterable[int] | None = None) -> tuple[str, ...]:
@@ -124,7 +125,9 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
                    prefilter: bool = True, esp: bool = True, progress: Progress | None = None,
                    keys: KeyTable | None = None, rotated: bool = False,
                    rekey_window: float = REKEY_WINDOW_S, vxlan_ports: Iterable[int] = (),
-                   max_state_mb: int = DEFAULT_MAX_STATE_MB) -> list[CaptureAudit]:
+                   max_state_mb: int = DEFAULT_MAX_STATE_MB, execution: Execution | None = None,
+                   sensors: Sequence[str | None] | None = None,
+                   found: Callable[[int, int], None] | None = None) -> list[CaptureAudit]:
     """Audit captures given together; one CaptureAudit per path, in the order given.
 
     rekey_window: how long before an IKE SA met without its IKE_SA_INIT another SA's
@@ -147,12 +150,31 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
 
     jobs > 1 reads, extracts and dissects that many files at once in worker processes
     (a single file: one process reads and extracts while this one dissects); tracking
-    stays in file order, so the result is the same as with jobs=1.
-    Raises sources.CaptureError, before any work, for a path that is not a capture.
+    stays in file order, so the result is the same as with jobs=1. execution, if given,
+    runs the per-file reading instead (execution.py: local processes or a Dask cluster),
+    with the same result.
+
+    sensors: the sensor (capture point) of each path, None for none. Files of different
+    sensors are never tracked together (rotations are found, or rotated=True applies,
+    within each sensor), and every negotiation carries its file's sensor.
+    found(files, negotiations), if given, is called as files are tracked and as
+    negotiations are found, with the counts since the last call.
+
+    Raises sources.CaptureError, before any work, for a path that is not a capture; a
+    file that a worker then fails to read (gone, unreachable) is audited as a damaged
+    capture: a "capture" anomaly naming it, no negotiation.
     """
+    sensors = list(sensors) if sensors is not None else [None] * len(paths)
+    if len(sensors) != len(paths):
+        raise ValueError("sensors: one per path")
     with _few_collections():
-        return _audit_captures(list(paths), catalog, jobs, prefilter, esp, progress, keys, rotated, rekey_window,
-                               tuple(vxlan_ports), max_state_mb)
+        audits = _audit_captures(list(paths), catalog, jobs, prefilter, esp, progress, keys, rotated, rekey_window,
+                                 tuple(vxlan_ports), max_state_mb, execution, sensors, found)
+    for audit, sensor in zip(audits, sensors):
+        if sensor is not None:
+            audit.sensor = sensor
+            audit.negotiations = [replace(item, sensor=sensor) for item in audit.negotiations]
+    return audits
 
 
 @contextmanager
@@ -172,23 +194,32 @@ def _few_collections() -> Iterator[None]:
 
 def _audit_captures(paths: list[str], catalog: KeCatalog | None, jobs: int, prefilter: bool, esp: bool,
                     progress: Progress | None, keys: KeyTable | None, rotated: bool, rekey_window: float,
-                    vxlan_ports: tuple[int, ...], max_state_mb: int) -> list[CaptureAudit]:
+                    vxlan_ports: tuple[int, ...], max_state_mb: int, execution: Execution | None,
+                    sensors: list[str | None], found: Callable[[int, int], None] | None) -> list[CaptureAudit]:
     starts = [_first_timestamp(path) for path in paths]  # raises CaptureError
-    if rotated:
-        runs = [sorted(range(len(paths)), key=lambda i: (starts[i] is None, starts[i] or 0.0, i))] if paths else []
-    else:
-        runs = rotations(paths, starts)
+    runs = _runs(paths, starts, sensors, rotated)
     order = [index for run in runs for index in run]
     expressions = _Reading(scan_filter(esp=esp, vxlan_ports=vxlan_ports) if prefilter else (), tuple(vxlan_ports))
     parsed: dict[int, _Parsed] = {}
     by_file: dict[int, list[AuditedNegotiation]] = {i: [] for i in range(len(paths))}
-    workers = _parallel(paths, order, expressions, jobs, progress, keys) if jobs > 1 and len(paths) > 1 else None
+    if execution is None and jobs > 1 and len(paths) > 1:
+        execution = LocalProcesses(jobs)
+    workers = None
+    if execution is not None:
+        workers = execution.map(_read_in_worker, [(paths[i], expressions, keys) for i in order], progress,
+                                lambda result: result.size)
+
+    def finish(chain: _Chain) -> None:
+        chain.finish(paths, parsed, by_file, catalog)
+        if found is not None:  # a file's negotiations come from its chain alone
+            found(0, sum(len(by_file[i]) for i in chain.files))
+
     try:
         for run in runs:
             chain = _Chain(rekey_window, max_state_mb)
             for index in run:
                 if chain.files and not chain.continued_by(starts[index]):
-                    chain.finish(paths, parsed, by_file, catalog)
+                    finish(chain)
                     chain = _Chain(rekey_window, max_state_mb)
                 sink = chain.feed(index)
                 if workers is None:
@@ -200,11 +231,29 @@ def _audit_captures(paths: list[str], catalog: KeCatalog | None, jobs: int, pref
                         sink(record)
                     result.records = []
                 chain.last = max(chain.last, parsed[index].last_ike)
-            chain.finish(paths, parsed, by_file, catalog)
+                if found is not None:
+                    found(1, 0)
+            finish(chain)
     finally:
         if workers is not None:
             workers.close()
     return [_audit(parsed[i], by_file[i]) for i in range(len(paths))]
+
+
+def _runs(paths: list[str], starts: list[float | None], sensors: list[str | None], rotated: bool) -> list[list[int]]:
+    """The files tracked together, as lists of indexes in the order tracked: the rotations
+    (or, rotated=True, all the files) of each sensor apart."""
+    by_sensor: dict[str | None, list[int]] = {}
+    for index, sensor in enumerate(sensors):
+        by_sensor.setdefault(sensor, []).append(index)
+    runs: list[list[int]] = []
+    for members in by_sensor.values():
+        if rotated:
+            runs.append(sorted(members, key=lambda i: (starts[i] is None, starts[i] or 0.0, i)))
+        else:
+            found = rotations([paths[i] for i in members], [starts[i] for i in members])
+            runs.extend([members[i] for i in run] for run in found)
+    return sorted(runs, key=lambda run: (starts[run[0]] is None, starts[run[0]] or 0.0, run[0]))
 
 
 # ---------------------------------------------------------------------------- per file
@@ -231,6 +280,7 @@ class _Parsed:
     last_ike: float = -math.inf  # time of its last IKE record
     late_frames: frozenset[int] = frozenset()  # frames that came later than the reorder window
     records: list[Dissected] = field(default_factory=list)  # when read in a worker process
+    size: int = 0  # bytes of the file
     listed: Counter = field(default_factory=Counter)  # kind -> anomalies listed
     unlisted: Counter = field(default_factory=Counter)  # kind -> anomalies past MAX_LISTED
 
@@ -411,6 +461,7 @@ def _read(path: str, expressions: _Reading, progress: Progress | None,
     finally:
         capture.close()
     _count_frames(parsed, capture)
+    parsed.size = capture.size
     return parsed
 
 
@@ -425,7 +476,7 @@ def _read_alongside(path: str, expressions: _Reading, progress: Progress | None,
                     sink: Callable[[Dissected], None], keys: KeyTable | None = None) -> _Parsed:  # fmt: skip
     """_read() in two processes: a worker reads and extracts, this one dissects what it
     sends meanwhile (dissection is the other half of the work)."""
-    context = _context()
+    context = process_context()
     receiver, sender = context.Pipe(duplex=False)
     worker = context.Process(target=_extract_in_worker, args=(path, expressions, sender), daemon=True)
     worker.start()
@@ -576,59 +627,21 @@ def _late_marked(negotiation: Negotiation, late: frozenset[int]) -> Negotiation:
 
 # ---------------------------------------------------------------------------- worker processes
 
-_worker_progress: object | None = None  # a shared counter of bytes read, in worker processes
-
-
-def _parallel(paths: list[str], order: list[int], expressions: _Reading, jobs: int,
-              progress: Progress | None, keys: KeyTable | None) -> Iterator[_Parsed]:  # fmt: skip
-    """Parsed captures in `order`, read by `jobs` worker processes."""
-    context = _context()
-    counter = context.Value("q", 0, lock=True) if progress is not None else None
-    with ProcessPoolExecutor(max_workers=min(jobs, len(paths)), mp_context=context,
-                             initializer=_init_worker, initargs=(counter,)) as pool:  # fmt: skip
-        futures = [pool.submit(_read_in_worker, paths[i], expressions, keys) for i in order]
-        try:
-            reported = 0
-            for future in futures:
-                while not future.done():
-                    wait([future], timeout=0.2, return_when=FIRST_COMPLETED)
-                    reported = _forward(counter, progress, reported)
-                reported = _forward(counter, progress, reported)
-                yield future.result()
-        finally:  # an error, or the caller stopped: do not read the files still waiting
-            for future in futures:
-                future.cancel()
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    # fork on Linux: workers start at once, with everything imported (elsewhere fork is
-    # not safe with the system's libraries, and the platform's default is used).
-    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-
-
-def _forward(counter, progress: Progress | None, reported: int) -> int:
-    if counter is None or progress is None:
-        return reported
-    done = counter.value
-    if done > reported:
-        progress(done - reported)
-    return done
-
-
-def _init_worker(counter) -> None:
-    global _worker_progress
-    _worker_progress = counter
-
-
-def _count_progress(done: int) -> None:
-    with _worker_progress.get_lock():
-        _worker_progress.value += done
-
 
 def _read_in_worker(path: str, expressions: _Reading, keys: KeyTable | None) -> _Parsed:
+    """The map of an audit of many files (execution.py): one file read, extracted and
+    dissected, returned as plain records. Pure: it only reads the file, so a task that
+    a lost cluster worker re-runs gives the same result. A file that cannot be read any
+    longer (checked readable before any work; gone or unreachable since, as a remote
+    file may be) comes back as a damaged capture rather than ending the audit."""
     records: list[Dissected] = []
-    progress = _count_progress if _worker_progress is not None else None
-    parsed = _read(path, expressions, progress, records.append, keys)
+    try:
+        parsed = _read(path, expressions, worker_progress(), records.append, keys)
+    except (CaptureError, OSError) as exc:
+        parsed = _Parsed(path)
+        parsed.note(Anomaly("capture", f"unreadable: {exc}"))
+        parsed.stats["unreadable_files"] += 1
+        return parsed
     parsed.records = records
     return parsed
 

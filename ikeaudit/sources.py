@@ -2,8 +2,11 @@
 
 This stage's one job is capture-file I/O; it is the only module that opens one. It
 reads classic pcap (either byte order, micro- or nanosecond timestamps), pcapng
-(any number of sections and interfaces) and gzip-compressed copies of either, one
-record at a time, so memory stays flat however large the file is.
+(any number of sections and interfaces) and gzip- or zstd-compressed copies of
+either, one record at a time, so memory stays flat however large the file is. A
+capture may be named by an fsspec URL (s3://, gs://, http(s)://, file://, ... with
+fsspec and the filesystem's package installed) as well as by a path, and is then
+streamed from there the same way.
 
 `open_capture` reads the same way but can drop frames that cannot be IKE before they
 cost anything in Python, with libpcap's BPF filter in C (see "prefiltered reading").
@@ -41,8 +44,8 @@ from dataclasses import dataclass, field
 
 from ikeaudit.records import Anomaly, Frame
 
-__all__ = ["Capture", "CaptureError", "CaptureStats", "LiveCapture", "LiveCaptureError", "TimeOrder", "expand_capture_args", "iter_capture", "libpcap_version",
-           "open_capture", "rotations"]
+__all__ = ["Capture", "CaptureError", "CaptureStats", "LiveCapture", "LiveCaptureError", "TimeOrder", "capture_size",
+           "expand_capture_args", "is_url", "iter_capture", "libpcap_version", "open_capture", "rotations"]
 
 # Wireshark and libpcap refuse larger packets for every link type we decode; a
 # larger length in a file is damage, and trusting it would mean allocating it.
@@ -52,6 +55,8 @@ MAX_CAPLEN = 262_144
 MAX_BLOCK_LENGTH = 16 * 1024 * 1024
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _PCAP_MAGICS: dict[bytes, tuple[str, int]] = {  # magic as stored -> (byte order, ticks per second)
     b"\xd4\xc3\xb2\xa1": ("<", 1_000_000),
@@ -89,6 +94,18 @@ class _Damage(Exception):
         self.frame = frame
 
 
+def _stream_errors() -> tuple[type[BaseException], ...]:
+    # What the file, gzip or zstd layer raises on damage (gzip raises the first three).
+    try:
+        from zstandard import ZstdError
+    except ImportError:
+        return OSError, EOFError, zlib.error
+    return OSError, EOFError, zlib.error, ZstdError
+
+
+_STREAM_ERRORS = _stream_errors()
+
+
 class _Input:
     """A binary stream that counts what it consumed and reports I/O or gzip failure
     as _Damage, so that readers never see an exception from the file layer."""
@@ -100,7 +117,7 @@ class _Input:
     def read(self, size: int, frame: int | None = None) -> bytes:
         try:
             data = self._stream.read(size)
-        except (OSError, EOFError, zlib.error) as exc:  # gzip raises all three
+        except _STREAM_ERRORS as exc:
             raise _Damage(f"unreadable data after byte {self.offset}: {exc}", frame) from None
         self.offset += len(data)
         return data
@@ -143,7 +160,62 @@ def iter_capture(path: str | os.PathLike[str]) -> Iterator[Frame | Anomaly]:
     return _guarded(records, stream, raw)
 
 
+def is_url(path: str | os.PathLike[str]) -> bool:
+    """Whether a capture is named by an fsspec URL rather than a path."""
+    return isinstance(path, str) and _URL.match(path) is not None
+
+
+def _fsspec(url: str):
+    """(filesystem, path in it) of a URL; CaptureError when nothing can read it."""
+    try:
+        import fsspec
+    except ImportError:
+        raise CaptureError(f"{url}: reading a URL needs fsspec: pip install 'ikeaudit[cluster]'") from None
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as exc:
+        raise CaptureError(f"{url}: no reader for this URL is installed ({exc})") from None
+    except ValueError as exc:
+        raise CaptureError(f"{url}: not a URL fsspec reads ({exc})") from None
+
+
+def _open_url(url: str) -> io.BufferedReader:
+    filesystem, path = _fsspec(url)
+    try:
+        info = filesystem.info(path)
+        if info.get("type") == "directory":
+            raise CaptureError(f"{url}: is a directory")
+        # Buffered as open() is: the gzip/zstd sniff peeks, the prefilter reads into its buffer.
+        reader = io.BufferedReader(filesystem.open(path, "rb"), buffer_size=1 << 20)
+    except FileNotFoundError:
+        raise CaptureError(f"{url}: no such file or directory") from None
+    except PermissionError:
+        raise CaptureError(f"{url}: permission denied") from None
+    except OSError as exc:
+        raise CaptureError(f"{url}: cannot open ({exc})") from None
+    reader.capture_size = info.get("size") or 0
+    return reader
+
+
+def capture_size(path: str | os.PathLike[str]) -> int:
+    """Bytes of a capture file or URL (0 when unknown), for progress."""
+    try:
+        if is_url(path):
+            filesystem, inner = _fsspec(path)
+            return filesystem.size(inner) or 0
+        return os.path.getsize(path)
+    except (OSError, CaptureError):
+        return 0
+
+
+def _size(raw: io.BufferedReader) -> int:
+    size = getattr(raw, "capture_size", None)
+    return size if size is not None else os.fstat(raw.fileno()).st_size
+
+
 def _open_file(path: str | os.PathLike[str]) -> io.BufferedReader:
+    if is_url(path):
+        return _open_url(path)
     if os.path.isdir(path):  # open() would say "permission denied" on Windows
         raise CaptureError(f"{os.fspath(path)}: is a directory")
     try:
@@ -164,19 +236,69 @@ def _open_file(path: str | os.PathLike[str]) -> io.BufferedReader:
         raise CaptureError(f"{os.fspath(path)}: cannot open ({exc.strerror or exc})") from None
 
 
-def _decompressing(raw: io.BufferedReader, path: str) -> tuple[io.BufferedIOBase, bool]:
-    # peek, not read: the gzip reader must see the magic too. For regular files the
-    # first peek fills a whole buffer, so two bytes are there if the file has them.
+def _decompressing(raw: io.BufferedReader, path: str) -> tuple[io.BufferedIOBase, str]:
+    """The stream of capture bytes, and its compression ("gzip", "zstd", "": none)."""
+    # peek, not read: the decompressor must see the magic too. For regular files the
+    # first peek fills a whole buffer, so four bytes are there if the file has them.
     try:
-        head = raw.peek(2)[:2]
+        head = raw.peek(4)[:4]
     except OSError as exc:
         raise CaptureError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if head == _GZIP_MAGIC:
-        return gzip.open(raw, "rb"), True
-    return raw, False
+    if head[:2] == _GZIP_MAGIC:
+        return gzip.open(raw, "rb"), "gzip"
+    if head == _ZSTD_MAGIC:
+        try:
+            import zstandard
+        except ImportError:
+            raise CaptureError(f"{path}: zstd-compressed; reading it needs zstandard: "
+                               "pip install 'ikeaudit[cluster]'") from None
+        return io.BufferedReader(_ZstdFrames(raw, zstandard), 1 << 20), "zstd"
+    return raw, ""
 
 
-def _start(inp: _Input, path: str, gzipped: bool) -> Iterator[Frame | Anomaly]:
+class _ZstdFrames(io.RawIOBase):
+    """The zstd frames of a stream one after another (zstd -T, or pieces concatenated),
+    decompressed as they arrive. A stream that ends inside a frame raises EOFError, as
+    gzip does: zstandard's own stream reader just ends there, which would lose the cut
+    without a word."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, raw: io.BufferedReader, zstandard) -> None:
+        self._raw = raw
+        self._new_frame = zstandard.ZstdDecompressor().decompressobj
+        self._frame = None  # the decompressor of the frame under way
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            data = self._raw.read(self.CHUNK)
+            if not data:
+                if self._frame is not None:
+                    raise EOFError("the compressed file ends inside a zstd frame")
+                return 0
+            self._pending = memoryview(self._decompressed(data))
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+    def _decompressed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self._frame is None:
+                self._frame = self._new_frame()
+            out.append(self._frame.decompress(data))
+            if not self._frame.eof:
+                break
+            data, self._frame = self._frame.unused_data, None
+        return b"".join(out)
+
+
+def _start(inp: _Input, path: str, gzipped: str) -> Iterator[Frame | Anomaly]:
     """Read and check the file header eagerly so that caller mistakes raise here."""
     kind, layout = _header(inp, path, gzipped)
     if kind == "pcap":
@@ -184,7 +306,7 @@ def _start(inp: _Input, path: str, gzipped: bool) -> Iterator[Frame | Anomaly]:
     return _pcapng_records(inp, layout)
 
 
-def _header(inp: _Input, path: str, gzipped: bool) -> tuple[str, _PcapFormat | _PcapngState]:
+def _header(inp: _Input, path: str, gzipped: str) -> tuple[str, _PcapFormat | _PcapngState]:
     """("pcap", its format) or ("pcapng", the state after its first section header)."""
     try:
         magic = inp.read(4)
@@ -197,14 +319,14 @@ def _header(inp: _Input, path: str, gzipped: bool) -> tuple[str, _PcapFormat | _
     raise CaptureError(f"{path}: {_not_a_capture(magic, gzipped)}")
 
 
-def _header_problem(gzipped: bool) -> str:
-    return "unreadable gzip-compressed capture header" if gzipped else "unreadable capture header"
+def _header_problem(gzipped: str) -> str:
+    return f"unreadable {gzipped}-compressed capture header" if gzipped else "unreadable capture header"
 
 
-def _not_a_capture(magic: bytes, gzipped: bool) -> str:
+def _not_a_capture(magic: bytes, gzipped: str) -> str:
     if not magic:
-        return "empty file (after gzip decompression)" if gzipped else "empty file"
-    inside = "gzip content " if gzipped else ""
+        return f"empty file (after {gzipped} decompression)" if gzipped else "empty file"
+    inside = f"{gzipped} content " if gzipped else ""
     return f"not a pcap or pcapng capture ({inside}starts with 0x{magic.hex()})"
 
 
@@ -691,7 +813,7 @@ class _Chunks(_Input):
         while not self.eof and self.end - self.pos < need:
             try:
                 got = self._stream.readinto(self.view[self.end : self.HEAD + self.capacity])
-            except (OSError, EOFError, zlib.error) as exc:
+            except _STREAM_ERRORS as exc:
                 raise _StreamFailure(str(exc)) from None
             if not got:
                 self.eof = True
@@ -716,7 +838,7 @@ class _Chunks(_Input):
             return data
         try:  # a block larger than the buffer: the rest straight from the stream
             rest = self._stream.read(size - take)
-        except (OSError, EOFError, zlib.error) as exc:
+        except _STREAM_ERRORS as exc:
             raise _StreamFailure(str(exc)) from None
         self.origin += len(rest)
         return data + rest
@@ -766,7 +888,7 @@ def open_capture(path: str | os.PathLike[str], *, prefilter: str | Sequence[str]
     libpcap = _libpcap() if expressions else None
     raw = _open_file(path)
     try:
-        size = os.fstat(raw.fileno()).st_size
+        size = _size(raw)
         stream, gzipped = _decompressing(raw, name)
         if libpcap is not None:
             chunks = _Chunks(stream, raw, progress)
@@ -1050,11 +1172,16 @@ def expand_capture_args(args: Iterable[str]) -> list[str]:
     found: dict[str, str] = {}  # real path -> first spelling
     for arg in args:
         for path in _expand_arg(arg):
-            found.setdefault(os.path.realpath(path), os.path.normpath(path))
+            if is_url(path):
+                found.setdefault(path, path)
+            else:
+                found.setdefault(os.path.realpath(path), os.path.normpath(path))
     return sorted(found.values())
 
 
 def _expand_arg(arg: str) -> list[str]:
+    if is_url(arg):
+        return _expand_url(arg)
     if os.path.isdir(arg):
         return _captures_under(arg)
     if os.path.exists(arg):
@@ -1062,6 +1189,24 @@ def _expand_arg(arg: str) -> list[str]:
     if any(char in arg for char in "*?["):
         return _expand_pattern(arg)
     raise CaptureError(f"{arg}: no such file or directory")
+
+
+def _expand_url(url: str) -> list[str]:
+    """A URL as given, a URL pattern expanded, a URL folder listed (every file in it:
+    telling captures apart would mean a request per file)."""
+    filesystem, path = _fsspec(url)
+    try:
+        if any(char in path for char in "*?["):
+            found = sorted(filesystem.glob(path))
+            if not found:
+                raise CaptureError(f"{url}: pattern matched no file")
+        elif filesystem.isdir(path):
+            found = sorted(filesystem.find(path))
+        else:
+            return [url]
+    except OSError as exc:
+        raise CaptureError(f"{url}: cannot list ({exc})") from None
+    return [filesystem.unstrip_protocol(item) for item in found]
 
 
 def _expand_pattern(pattern: str) -> list[str]:
@@ -1091,14 +1236,14 @@ def _looks_like_capture(path: str) -> bool:
         return False  # unreadable files in a walked folder are not ours to report
     if head[:2] == _GZIP_MAGIC:
         return _gzip_holds_capture(path)
-    return head in _CAPTURE_MAGICS
+    return head in _CAPTURE_MAGICS or head == _ZSTD_MAGIC
 
 
 def _gzip_holds_capture(path: str) -> bool:
     try:
         with gzip.open(path, "rb") as file:
             return file.read(4) in _CAPTURE_MAGICS
-    except (OSError, EOFError, zlib.error):
+    except _STREAM_ERRORS:
         return True  # a damaged compressed capture must be reported, not skipped
 
 

@@ -158,3 +158,9 @@ def test_the_pipeline_imports_no_scapy_until_it_dissects():
     code = "import sys, ikeaudit.pipeline\nprint(any(m.startswith('scapy') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_execution_knows_no_stage():
+    """execution.py runs a map of any function (local processes or Dask) and hands the
+    results back in order: it knows neither the stages nor the pipeline that uses it."""
+    assert not {n for n in imports_of(PACKAGE / "execution.py") if n.startswith("ikeaudit")}

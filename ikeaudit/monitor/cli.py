@@ -18,6 +18,7 @@ import time
 
 import click
 
+from ikeaudit.cli_common import SENSOR_HELP, sensor_captures
 from ikeaudit.monitor.alerts import Rules
 from ikeaudit.monitor.service import Monitor, MonitorConfig, default_sensor
 from ikeaudit.monitor.sinks import FORMATS, SinkError, parse_sink
@@ -40,6 +41,16 @@ def _extend_format_choices(func) -> None:
         if param.name == "fmt" and isinstance(param.type, click.Choice):
             param.type = click.Choice([*param.type.choices, *(f for f in FORMATS if f not in param.type.choices)])
             param.help = (param.help or "") + " eve, ecs, zeek: events and alerts for a SIEM (see README)."
+
+
+def _sensor_values(ctx, param, values):
+    """scan and report: --sensor NAME=PATH names a sensor's captures (cli_common); a plain
+    NAME, at most one, names this sensor for monitoring."""
+    plain = sensor_captures(ctx, values)
+    if len(plain) > 1:
+        raise click.BadParameter(f"{', '.join(plain)}: one monitoring sensor name at most; captures of a "
+                                 "sensor are given as NAME=PATH", param_hint="--sensor")
+    return plain[0] if plain else None
 
 
 def monitor_options(command: str):
@@ -87,7 +98,11 @@ def monitor_options(command: str):
                          help="IANA Private Enterprise Number of the structured data ID ikeaudit@N "
                               "(the default is RFC 5612's number for documentation)."),
             click.option("--sensor", default=None, metavar="NAME",
-                         help="Name of this sensor in the state and events (default: the host name)."),
+                         help="Name of this sensor in the state and events (default: the host name).")
+            if live else
+            click.option("--sensor", multiple=True, callback=_sensor_values, metavar="NAME|NAME=PATH",
+                         help="NAME: name of this sensor in the state and events (default: the host name). "
+                              + SENSOR_HELP),
             click.option("--retention-days", type=click.FloatRange(min=0, min_open=True), default=90.0,
                          show_default=True, metavar="DAYS",
                          help="Forget negotiations older than DAYS before the newest one."),

@@ -22,13 +22,20 @@ else unassessed when any was or when ESP ran under no captured SA, else protecte
 flows are attributed by address pair and time: a flow belongs to the most recent SA
 between the same peers that began before its first packet (Child SA SPIs travel
 encrypted, so no SPI can tie them tighter); a flow before any SA is unassessed.
+
+Sensors: captures from several capture points (`--sensor`) may hold the same IKE SA
+twice. A negotiation is the same one when its peers and IKE SPIs are (SPIs are random,
+64 bits each): it counts once, from the sensor that saw most of its messages (ties: the
+first sensor by name), and the tunnel lists every sensor that saw it (`sensors`). ESP
+flows likewise (same addresses, SPI and encapsulation): counted from one sensor
+(`distinct_esp_flows`), never added up across sensors.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
@@ -100,6 +107,7 @@ class TunnelExposure:
     esp_bytes_total: int | None = None
     downgrade_prevention: str | None = None  # of the latest SA whose IKE_SA_INIT was seen
     inferences: tuple[str, ...] = ()  # what the tunnel's status rests on beyond observation
+    sensors: tuple[str, ...] = ()  # the sensors that saw it (its negotiations or ESP), when named
 
     def as_dict(self) -> dict:
         return {
@@ -117,6 +125,7 @@ class TunnelExposure:
             "esp_bytes_unassessed": self.esp_bytes_unassessed,
             "esp_packets_total": self.esp_packets_total, "esp_bytes_total": self.esp_bytes_total,
             "downgrade_prevention": self.downgrade_prevention, "inferences": list(self.inferences),
+            "sensors": list(self.sensors),
         }
 
 
@@ -168,9 +177,70 @@ def _pair(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a <= b else (b, a)
 
 
+def _sa_key(n) -> tuple:
+    return n.ike_version, n.initiator, n.responder, n.spi_i, n.spi_r
+
+
+def distinct_negotiations(items: Iterable) -> tuple[list, dict[tuple, tuple[str, ...]]]:
+    """The negotiations with every IKE SA once though several sensors saw it, and which
+    sensors saw each (by _sa_key). Negotiations without a sensor are all kept."""
+    chosen: dict[tuple, int] = {}  # key -> index in out
+    seen_by: dict[tuple, set[str]] = {}
+    out: list = []
+    for item in items:
+        if getattr(item, "sensor", None) is None:
+            out.append(item)
+            continue
+        key = _sa_key(item.negotiation)
+        seen_by.setdefault(key, set()).add(item.sensor)
+        index = chosen.get(key)
+        if index is None:
+            chosen[key] = len(out)
+            out.append(item)
+        elif out[index].sensor != item.sensor and _fuller(item, out[index]):
+            out[index] = item
+    return out, {key: tuple(sorted(names)) for key, names in seen_by.items()}
+
+
+def _fuller(item, kept) -> bool:
+    """Whether item's sensor saw more of the negotiation than kept's (ties: the first name)."""
+    mine, theirs = len(item.negotiation.messages), len(kept.negotiation.messages)
+    return mine > theirs or (mine == theirs and item.sensor < kept.sensor)
+
+
+def distinct_esp_flows(audits: Iterable) -> list[EspFlow]:
+    """The ESP flows of CaptureAudits, each SPI's flow counted from one sensor (the one
+    that saw most of its packets; ties: the first name) though several saw it. Flows of
+    captures without a sensor are all kept."""
+    per_sensor: dict[tuple, dict[str, list[EspFlow]]] = {}
+    out = []
+    for audit in audits:
+        for flow in audit.esp_flows:
+            if audit.sensor is None:
+                out.append(flow)
+            else:
+                key = (flow.src, flow.dst, flow.spi, flow.encapsulated)
+                per_sensor.setdefault(key, {}).setdefault(audit.sensor, []).append(flow)
+    for sensors in per_sensor.values():
+        best = min(sensors, key=lambda name: (-sum(f.packets for f in sensors[name]), name))
+        out.extend(sensors[best])
+    return out
+
+
+def _flow_sensors(audits: Iterable) -> dict[tuple, set[str]]:
+    """(src, dst) pair -> the sensors whose captures hold ESP between them."""
+    found: dict[tuple, set[str]] = {}
+    for audit in audits:
+        if getattr(audit, "sensor", None) is not None and hasattr(audit, "esp_flows"):
+            for flow in audit.esp_flows:
+                found.setdefault(_pair(flow.src, flow.dst), set()).add(audit.sensor)
+    return found
+
+
 def _grouped(audits: Iterable, esp: Iterable[EspFlow] | None):
     groups: dict[tuple[str, str], list] = {}
-    for item in audited_negotiations(audits):
+    items, _ = distinct_negotiations(audited_negotiations(audits))
+    for item in items:
         n = item.negotiation
         groups.setdefault(_pair(n.initiator, n.responder), []).append(item)
     flows: dict[tuple[str, str], list[EspFlow]] = {}
@@ -191,10 +261,19 @@ def exposure(audits: Iterable, esp: Iterable[EspFlow] | None = None,
     ESP flow, ranked most exposed first. Without flows (esp None) ESP figures are None
     and only established SAs make tunnels."""
     catalog = catalog or KeCatalog()
+    audits = list(audits)
     groups, flows = _grouped(audits, esp)
+    _, seen_by = distinct_negotiations(audited_negotiations(audits))
+    esp_seen_by = _flow_sensors(audits)
     measured = esp is not None
-    out = [_pair_exposure(pair, groups.get(pair, []), flows.get(pair, []), measured, catalog)
-           for pair in set(groups) | set(flows) if _is_tunnel(groups.get(pair, []), flows.get(pair, []))]
+    out = []
+    for pair in set(groups) | set(flows):
+        if _is_tunnel(groups.get(pair, []), flows.get(pair, [])):
+            tunnel = _pair_exposure(pair, groups.get(pair, []), flows.get(pair, []), measured, catalog)
+            sensors = set(esp_seen_by.get(pair, ()))
+            for item in groups.get(pair, []):
+                sensors.update(seen_by.get(_sa_key(item.negotiation), ()))
+            out.append(replace(tunnel, sensors=tuple(sorted(sensors))) if sensors else tunnel)
     return sorted(out, key=lambda e: (-e.score, -e.last_seen, e.peers))
 
 

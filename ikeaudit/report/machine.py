@@ -17,7 +17,7 @@ CSV_COLUMNS = [
     "established", "exchanges", "largest_message_bytes", "ike_fragmented_messages",
     "ip_fragmented_messages", "retransmissions", "vendor_ids", "findings", "anomalies",
     "confidence", "decrypted_messages", "undecryptable_messages",
-    "observation", "assessed", "established_basis", "downgrade_prevention", "inferences",
+    "observation", "assessed", "established_basis", "downgrade_prevention", "inferences", "sensor",
 ]
 # Cells that a spreadsheet would run as a formula (CWE-1236) get a leading quote.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")

@@ -260,6 +260,7 @@ def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
     encrypted = [m for m in n.messages if m.decryption is not None]
     return {
         "capture": n.capture,
+        "sensor": item.sensor,
         "classification": c.name,
         "classification_basis": c.basis,
         "confidence": c.confidence,
@@ -348,6 +349,7 @@ def negotiation_view(item: AuditedNegotiation, catalog: KeCatalog) -> dict:
 def capture_view(audit: CaptureAudit) -> dict:
     return {
         "path": audit.capture,
+        "sensor": audit.sensor,
         "stats": dict(sorted(audit.stats.items())),
         "anomalies": [anomaly_view(a) for a in audit.anomalies]
         + [anomaly_view(m.anomaly) for m in audit.malformed],
