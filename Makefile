@@ -18,7 +18,7 @@ HAS_LIBPCAP ?= $(BIN)/python -c 'from ikeaudit.sources import libpcap_version as
 $(BIN)/ikeaudit: pyproject.toml
 	@$(PYTHON) -m venv $(VENV) >/dev/null 2>&1 || { rm -rf $(VENV); echo "$(VENV_MISSING)" >&2; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,cluster]'
 	touch $@
 
 demo: $(BIN)/ikeaudit
