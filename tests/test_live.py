@@ -39,6 +39,7 @@ from ikeaudit.live import (
     SHED_MINOR,
     CaptureStats,
     LiveAuditor,
+    LiveCaptureError,
     LiveSession,
     PcapWriter,
     combined_filter,
@@ -164,16 +165,22 @@ def test_capture_losses_become_stats_and_an_anomaly():
 
 
 class FakeCapture:
-    """Stands in for LiveCapture: hands out frames, then None (a timeout)."""
+    """Stands in for LiveCapture: hands out frames, then None (a timeout) after a pause,
+    as pcap_next_ex's timeout does. A session that never stops (no count, duration or
+    stop()) ends in a capture error after `give_up` seconds, not in a spinning test."""
 
-    def __init__(self, frames, linktype=1):
+    def __init__(self, frames, linktype=1, give_up=120.0):
         self.pending = list(frames)
         self.linktype = linktype
         self.frames = 0
         self.closed = False
+        self.give_up_at = time.monotonic() + give_up
 
     def next_frame(self):
         if not self.pending:
+            if time.monotonic() > self.give_up_at:
+                raise LiveCaptureError("fake capture: the session was never told to stop")
+            time.sleep(0.001)
             return None
         self.frames += 1
         frame = self.pending.pop(0)
@@ -351,7 +358,8 @@ def test_a_negotiation_whose_decryption_was_shed_keeps_its_class_and_is_not_veri
 
 def test_the_session_reports_its_queue_high_water_mark():
     frames = frames_of(lab("c01"))
-    session, result, _, reports, statuses = run_session(frames)
+    session, result, _, reports, statuses = run_session(frames, count=len(frames))
+    assert session.stopped_by == "count"
     assert 1 <= result.stats["queue_high_water"] <= len(frames)
     assert result.stats["queue_capacity"] == session.queue_frames
     assert statuses[-1].queue_high_water == result.stats["queue_high_water"]
@@ -849,3 +857,4 @@ def _wait_for(path: Path, process: subprocess.Popen, what: str, timeout: float =
         if time.monotonic() > deadline:
             pytest.skip(f"{what} did not open its vici socket within {timeout} s")
         time.sleep(0.05)
+
