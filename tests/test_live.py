@@ -250,7 +250,9 @@ def test_a_backlog_does_not_make_negotiations_look_idle():
     session, result, emitted, _, _ = run_session(frames, wallclock=lambda: frames[0].timestamp + 7200,
                                                  drain_every=0, duration=100,
                                                  clock=lambda: float(next(ticks)))  # fmt: skip
-    assert len(emitted) == len(result.negotiations) == 1
+    assert len(emitted) == 1
+    # two hours of capture time later it has left memory, counted (--history)
+    assert result.negotiations == [] and result.stats["negotiations_pruned"] == 1
     assert emitted[0].negotiation.state == "established"
 
 
@@ -858,3 +860,38 @@ def _wait_for(path: Path, process: subprocess.Popen, what: str, timeout: float =
             pytest.skip(f"{what} did not open its vici socket within {timeout} s")
         time.sleep(0.05)
 
+
+def copies_with_new_spis(frames: list[Frame], copies: int, every: float):
+    """The lab handshake again and again, `every` seconds apart, each copy with SPIs of
+    its own (read from the IKE headers' bytes, replaced in every frame), so that each is
+    a negotiation of its own."""
+    spis = {out.payload[at:at + 8] for f in frames for out in Extractor().feed(f) if hasattr(out, "payload")
+            for at in (0, 8)} - {bytes(8)}  # fmt: skip
+    for copy in range(copies):
+        fresh = {spi: (copy + 1).to_bytes(4, "big") + spi[4:] for spi in spis}
+        for frame in frames:
+            data = frame.data
+            for old, new in fresh.items():
+                data = data.replace(old, new)
+            yield Frame(frame.number, frame.timestamp + copy * every, frame.linktype, data, frame.wire_length)
+
+
+def test_the_tracker_and_the_history_stay_bounded_over_many_finished_negotiations():
+    frames = frames_of(lab("c01"))
+    every = frames[-1].timestamp - frames[0].timestamp + 20
+    auditor = LiveAuditor("live:test", idle_timeout=30, history=60)
+    tracker, held = auditor._stages.tracker, []
+    for frame in copies_with_new_spis(frames, 300, every):
+        auditor.feed(frame)
+        auditor.drain(frame.timestamp)
+        held.append((len(tracker._closed), len(tracker._closed_by_pair), len(tracker._by_peers[
+            next(iter(tracker._by_peers))]) if tracker._by_peers else 0, len(auditor.emitted)))
+    stats = auditor.stats()
+    assert stats["negotiations_handed_out"] == stats["handed_out classical"] == 300  # c01: classical
+    # what a copy needs: idle timeout plus history plus a tenth of it (the pruning step)
+    bound = (30 + 60 + 6) / every + 2
+    assert max(max(h) for h in held) <= bound
+    assert stats["negotiations_pruned"] >= 300 - bound
+    result = auditor.finish()
+    assert len(result.negotiations) + result.stats["negotiations_pruned"] == 300
+    assert auditor.late == [] and result.stats["negotiations_handed_out"] == 300
