@@ -35,7 +35,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -88,8 +88,10 @@ class Shedding:
     def __init__(self, decrypting: bool = False) -> None:
         self.decrypting = decrypting  # a key table is set: there is decryption to shed
         self.counts: Counter[str] = Counter()
-        self._recent: dict[tuple, None] = {}  # insertion-ordered: the oldest goes first
-        self._by_sa: dict[str, Counter[str]] = {}
+        # Oldest first. OrderedDict, not dict: deleting a dict's first entry over and over
+        # leaves dummies that next(iter()) walks (12 % of live's time at 20,000 pps).
+        self._recent: OrderedDict[tuple, None] = OrderedDict()
+        self._by_sa: OrderedDict[str, Counter[str]] = OrderedDict()
 
     def choose(self, datagram: IkeDatagram, level: int) -> bool | None:
         """None: shed the datagram; else whether to decrypt it (with keys)."""
@@ -100,7 +102,7 @@ class Shedding:
         if not repeated:
             recent[key] = None
             if len(recent) > _RECENT_DATAGRAMS:
-                del recent[next(iter(recent))]
+                recent.popitem(last=False)
         if level == SHED_NOTHING or len(data) < IKE_HEADER_LENGTH or datagram.ike_version != 2:
             return True
         exchange = data[18]
@@ -121,7 +123,7 @@ class Shedding:
         lost = self._by_sa.get(spi_i)
         if lost is None:
             if len(self._by_sa) >= _SHED_SAS:
-                del self._by_sa[next(iter(self._by_sa))]
+                self._by_sa.popitem(last=False)
             lost = self._by_sa[spi_i] = Counter()
         lost[what] += 1
 
