@@ -78,6 +78,8 @@ def main() -> int:
     parser.add_argument("--pps", type=int, default=20_000, help="tcpreplay rate")
     parser.add_argument("--buffer-mib", type=int, default=64)
     parser.add_argument("--queue-frames", type=int, default=None)
+    parser.add_argument("--keep", metavar="DIR", default=None,
+                        help="keep live's report, its JSON lines and the differences from scan in DIR")
     options = parser.parse_args()
     if os.geteuid() != 0 or not shutil.which("tcpreplay"):
         print("live_gateway: needs root and tcpreplay", file=sys.stderr)
@@ -101,6 +103,7 @@ def main() -> int:
         with open(work / "live.jsonl", "wb") as stdout, open(err, "wb") as stderr:
             live = subprocess.Popen(netns_exec(sniff_ns, *IKEAUDIT, "live", "-i", sniff_ns, "--format", "jsonl",
                                                "-o", str(out), "--status-every", "1", "--idle-timeout", "30",
+                                               "--state", str(work / "state.db"),
                                                "--buffer-mib", str(options.buffer_mib), *queue),
                                     stdout=stdout, stderr=stderr)  # fmt: skip
         deadline = time.monotonic() + 60
@@ -124,7 +127,10 @@ def main() -> int:
         sent, pps = parse_replay(replay.stdout + replay.stderr)
         datagrams = stats.get("ike_datagrams", 0)
         expected = Counter(identity(n) for n in report_of(truth))
-        seen = Counter(identity(n) for n in report["negotiations"])
+        # What live handed out, as it handed them out: its JSON lines (the final report
+        # lists only what is still in memory, --history).
+        streamed = [json.loads(line) for line in (work / "live.jsonl").read_text().splitlines() if line.strip()]
+        seen = Counter(identity(n) for n in streamed)
         missing, extra = expected - seen, seen - expected
         shed = report["live"].get("shed", {})
         capture = report["live"]["capture"]
@@ -142,8 +148,16 @@ def main() -> int:
             ("live's negotiations equal scan's", "yes" if not missing and not extra else
              f"no: {sum(missing.values())} of scan's missing, {sum(extra.values())} not in scan"),
             ("classes live", ", ".join(f"{k} {v}" for k, v in sorted(Counter(n["classification"] for n in
-                                                                          report["negotiations"]).items()))),
+                                                                          streamed).items()))),
         ]  # fmt: skip
+        if options.keep:
+            keep = Path(options.keep)
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(out / "live-report.json", keep / "live-report.json")
+            shutil.copy(work / "live.jsonl", keep / "live.jsonl")
+            shutil.copy(err, keep / "live.err")
+            differences = {"missing": [list(k) for k in missing.elements()], "extra": [list(k) for k in extra.elements()]}
+            (keep / "differences.json").write_text(json.dumps(differences, indent=1) + "\n")
         width = max(len(k) for k, _ in rows)
         print(f"ikeaudit live at gateway rate ({os.cpu_count()} CPUs, machine shared with other jobs)")
         for key, value in rows:
