@@ -126,12 +126,19 @@ def main() -> int:
         stats = report["captures"][0]["stats"]
         sent, pps = parse_replay(replay.stdout + replay.stderr)
         datagrams = stats.get("ike_datagrams", 0)
-        expected = Counter(identity(n) for n in report_of(truth))
+        scanned = report_of(truth)
+        expected = Counter(identity(n) for n in scanned)
         # What live handed out, as it handed them out: its JSON lines (the final report
         # lists only what is still in memory, --history).
         streamed = [json.loads(line) for line in (work / "live.jsonl").read_text().splitlines() if line.strip()]
         seen = Counter(identity(n) for n in streamed)
         missing, extra = expected - seen, seen - expected
+        # Under overload: the negotiations whose IKE_SA_INIT live captured (not met
+        # mid-stream), and whether each got scan's class all the same.
+        scan_class = {(n["spi_i"], n["spi_r"]): n["classification"] for n in scanned}
+        with_sa_init = [n for n in streamed if not n["midstream"]]
+        as_scan = sum(scan_class.get((n["spi_i"], n["spi_r"])) == n["classification"] for n in with_sa_init)
+        unclassified = Counter(n["classification"] for n in with_sa_init if n["classification"] in ("unknown", "incomplete"))
         shed = report["live"].get("shed", {})
         capture = report["live"]["capture"]
         rows = [
@@ -147,6 +154,8 @@ def main() -> int:
             ("negotiations scan / live", f"{sum(expected.values())} / {sum(seen.values())}"),
             ("live's negotiations equal scan's", "yes" if not missing and not extra else
              f"no: {sum(missing.values())} of scan's missing, {sum(extra.values())} not in scan"),
+            ("with IKE_SA_INIT captured: scan's class", f"{as_scan} of {len(with_sa_init)}; unknown/incomplete: "
+                                                        f"{sum(unclassified.values())}"),
             ("classes live", ", ".join(f"{k} {v}" for k, v in sorted(Counter(n["classification"] for n in
                                                                           streamed).items()))),
         ]  # fmt: skip
