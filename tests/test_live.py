@@ -895,3 +895,22 @@ def test_the_tracker_and_the_history_stay_bounded_over_many_finished_negotiation
     result = auditor.finish()
     assert len(result.negotiations) + result.stats["negotiations_pruned"] == 300
     assert auditor.late == [] and result.stats["negotiations_handed_out"] == 300
+
+
+def test_a_negotiation_evicted_from_a_full_table_is_handed_out_by_the_next_drain_once():
+    auditor = LiveAuditor("live:test", idle_timeout=3600)
+    auditor._stages.tracker.max_negotiations = 1  # the table holds one IKE SA
+    for first in frames_of(lab("c01")):
+        auditor.feed(first)
+        if auditor.stats()["ike_datagrams"]:  # c01's IKE_SA_INIT request alone
+            break
+    assert auditor.drain(first.timestamp) == []  # neither ended nor idle
+    second = frames_of(lab("c02"))
+    for frame in second:
+        auditor.feed(frame)
+    drained = auditor.drain(second[-1].timestamp)
+    evicted = [i for i in drained if i.negotiation.first_seen == first.timestamp]
+    assert len(evicted) == 1
+    assert any(a.kind == "overflow" for a in evicted[0].negotiation.anomalies)
+    auditor.finish()
+    assert all(i.negotiation.first_seen != first.timestamp for i in auditor.late)
