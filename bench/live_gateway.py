@@ -1,7 +1,8 @@
 """`ikeaudit live` at gateway rates: the dense gateway capture replayed on a veth pair (issue 18).
 
-    sudo .venv/bin/python bench/live_gateway.py --negotiations 40000 --pps 20000
-    sudo .venv/bin/python bench/live_gateway.py --negotiations 20000 --pps 60000
+    sudo .venv/bin/python bench/live_gateway.py --negotiations 40000 --pps 20000 \
+         --queue-frames 1000000 --buffer-mib 512        # 23 s burst, absorbed: no drop, no shedding
+    sudo .venv/bin/python bench/live_gateway.py --negotiations 40000 --pps 60000   # overload: shed, dropped
 
 The capture is bench/gateway.py's (N copies of the lab handshakes, distinct SPIs and
 addresses, every frame IKE; built once into bench/out/). tcpreplay sends it at --pps
@@ -10,7 +11,8 @@ sniffs the other end. When live's IKE datagram count stops moving, it is stopped
 (SIGTERM) and the bench prints: IKE datagrams/s sustained (datagrams audited over the
 time from the first packet sent to the last datagram audited), kernel drops, shed
 counts, the capture queue's high-water mark, live's peak RSS (VmHWM), and whether
-live's negotiations equal an offline `scan` of the same file (same SPIs, class, state).
+live's negotiations (its JSON lines) equal an offline `scan` of the same file (same SPIs,
+class, state), and how many of those that began with a captured IKE_SA_INIT got scan's class.
 Needs root, iproute2 and tcpreplay. No assertions: it measures.
 """
 
