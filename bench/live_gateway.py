@@ -1,7 +1,8 @@
 """`ikeaudit live` at gateway rates: the dense gateway capture replayed on a veth pair (issue 18).
 
-    sudo .venv/bin/python bench/live_gateway.py --negotiations 40000 --pps 20000
-    sudo .venv/bin/python bench/live_gateway.py --negotiations 20000 --pps 60000
+    sudo .venv/bin/python bench/live_gateway.py --negotiations 40000 --pps 20000 \
+         --queue-frames 1000000 --buffer-mib 512        # 23 s burst, absorbed: no drop, no shedding
+    sudo .venv/bin/python bench/live_gateway.py --negotiations 40000 --pps 60000   # overload: shed, dropped
 
 The capture is bench/gateway.py's (N copies of the lab handshakes, distinct SPIs and
 addresses, every frame IKE; built once into bench/out/). tcpreplay sends it at --pps
@@ -10,7 +11,8 @@ sniffs the other end. When live's IKE datagram count stops moving, it is stopped
 (SIGTERM) and the bench prints: IKE datagrams/s sustained (datagrams audited over the
 time from the first packet sent to the last datagram audited), kernel drops, shed
 counts, the capture queue's high-water mark, live's peak RSS (VmHWM), and whether
-live's negotiations equal an offline `scan` of the same file (same SPIs, class, state).
+live's negotiations (its JSON lines) equal an offline `scan` of the same file (same SPIs,
+class, state), and how many of those that began with a captured IKE_SA_INIT got scan's class.
 Needs root, iproute2 and tcpreplay. No assertions: it measures.
 """
 
@@ -78,6 +80,8 @@ def main() -> int:
     parser.add_argument("--pps", type=int, default=20_000, help="tcpreplay rate")
     parser.add_argument("--buffer-mib", type=int, default=64)
     parser.add_argument("--queue-frames", type=int, default=None)
+    parser.add_argument("--keep", metavar="DIR", default=None,
+                        help="keep live's report, its JSON lines and the differences from scan in DIR")
     options = parser.parse_args()
     if os.geteuid() != 0 or not shutil.which("tcpreplay"):
         print("live_gateway: needs root and tcpreplay", file=sys.stderr)
@@ -101,6 +105,7 @@ def main() -> int:
         with open(work / "live.jsonl", "wb") as stdout, open(err, "wb") as stderr:
             live = subprocess.Popen(netns_exec(sniff_ns, *IKEAUDIT, "live", "-i", sniff_ns, "--format", "jsonl",
                                                "-o", str(out), "--status-every", "1", "--idle-timeout", "30",
+                                               "--state", str(work / "state.db"),
                                                "--buffer-mib", str(options.buffer_mib), *queue),
                                     stdout=stdout, stderr=stderr)  # fmt: skip
         deadline = time.monotonic() + 60
@@ -123,9 +128,19 @@ def main() -> int:
         stats = report["captures"][0]["stats"]
         sent, pps = parse_replay(replay.stdout + replay.stderr)
         datagrams = stats.get("ike_datagrams", 0)
-        expected = Counter(identity(n) for n in report_of(truth))
-        seen = Counter(identity(n) for n in report["negotiations"])
+        scanned = report_of(truth)
+        expected = Counter(identity(n) for n in scanned)
+        # What live handed out, as it handed them out: its JSON lines (the final report
+        # lists only what is still in memory, --history).
+        streamed = [json.loads(line) for line in (work / "live.jsonl").read_text().splitlines() if line.strip()]
+        seen = Counter(identity(n) for n in streamed)
         missing, extra = expected - seen, seen - expected
+        # Under overload: the negotiations whose IKE_SA_INIT live captured (not met
+        # mid-stream), and whether each got scan's class all the same.
+        scan_class = {(n["spi_i"], n["spi_r"]): n["classification"] for n in scanned}
+        with_sa_init = [n for n in streamed if not n["midstream"]]
+        as_scan = sum(scan_class.get((n["spi_i"], n["spi_r"])) == n["classification"] for n in with_sa_init)
+        unclassified = Counter(n["classification"] for n in with_sa_init if n["classification"] in ("unknown", "incomplete"))
         shed = report["live"].get("shed", {})
         capture = report["live"]["capture"]
         rows = [
@@ -141,9 +156,19 @@ def main() -> int:
             ("negotiations scan / live", f"{sum(expected.values())} / {sum(seen.values())}"),
             ("live's negotiations equal scan's", "yes" if not missing and not extra else
              f"no: {sum(missing.values())} of scan's missing, {sum(extra.values())} not in scan"),
+            ("with IKE_SA_INIT captured: scan's class", f"{as_scan} of {len(with_sa_init)}; unknown/incomplete: "
+                                                        f"{sum(unclassified.values())}"),
             ("classes live", ", ".join(f"{k} {v}" for k, v in sorted(Counter(n["classification"] for n in
-                                                                          report["negotiations"]).items()))),
+                                                                          streamed).items()))),
         ]  # fmt: skip
+        if options.keep:
+            keep = Path(options.keep)
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(out / "live-report.json", keep / "live-report.json")
+            shutil.copy(work / "live.jsonl", keep / "live.jsonl")
+            shutil.copy(err, keep / "live.err")
+            differences = {"missing": [list(k) for k in missing.elements()], "extra": [list(k) for k in extra.elements()]}
+            (keep / "differences.json").write_text(json.dumps(differences, indent=1) + "\n")
         width = max(len(k) for k, _ in rows)
         print(f"ikeaudit live at gateway rate ({os.cpu_count()} CPUs, machine shared with other jobs)")
         for key, value in rows:

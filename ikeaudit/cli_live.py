@@ -17,6 +17,7 @@ import click
 from ikeaudit.classify import KeCatalog
 from ikeaudit.cli_common import EXIT_OK, EXIT_USAGE, keys_option, load_keys, parse_private_ke, rekey_window_option
 from ikeaudit.live import (
+    DEFAULT_HISTORY,
     DEFAULT_QUEUE_FRAMES,
     CaptureStats,
     LiveAuditor,
@@ -110,6 +111,12 @@ def _status_line(status: LiveStatus) -> str:
                    "INFORMATIONAL messages and retransmissions are shed; from three quarters, "
                    "encrypted payloads are not decrypted either (counted, and told in the "
                    "negotiations concerned).")
+@click.option("--history", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_HISTORY,
+              show_default=True, metavar="S",
+              help="Seconds of capture time a negotiation handed out stays in memory after its last "
+                   "message (in the periodic and final reports, as a rekey's parent); memory grows "
+                   "with the rate of new negotiations times S. The JSON lines and the report's "
+                   "counters keep every one.")
 @click.option("--policy", "policy_name", default=None, metavar="NAME|FILE",
               help="Judge each negotiation against a policy preset or TOML file (see `ikeaudit "
                    "report --help`); verdicts go into each row or JSON line and the report.")
@@ -119,7 +126,8 @@ def _status_line(status: LiveStatus) -> str:
 @rekey_window_option
 def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None, count: int | None,
          write_path: str | None, fmt: str, report_every: float | None, output_dir: str | None,
-         status_every: float, idle_timeout: float, buffer_mib: int, queue_frames: int, policy_name: str | None,
+         status_every: float, idle_timeout: float, buffer_mib: int, queue_frames: int, history: float,
+         policy_name: str | None,
          private_ke: tuple[str, ...], key_files: tuple[str, ...], rekey_window: float) -> None:  # fmt: skip
     """Audit the IKE negotiations on a network interface as they happen: each one is
     printed (or emitted as a JSON line) when its handshake completes, fails or goes
@@ -162,7 +170,8 @@ def live(interface: str, bpf: str | None, with_esp: bool, duration: float | None
         capture.close()
         raise LiveError(f"{write_path}: cannot write the capture: {exc.strerror or exc}") from None
     name = f"live:{interface}"
-    auditor = LiveAuditor(name, catalog, idle_timeout=idle_timeout, keys=keys, rekey_window=rekey_window)
+    auditor = LiveAuditor(name, catalog, idle_timeout=idle_timeout, keys=keys, rekey_window=rekey_window,
+                          history=history)
     output = _Output(fmt, catalog, judge)
     started = time.time()
     reporter = _Reporter(report_path, catalog, judge, interface, capture_filter, capture.linktype,

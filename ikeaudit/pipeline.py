@@ -391,7 +391,7 @@ class Stages:
                  vxlan_ports: Iterable[int] = ()) -> None:  # fmt: skip
         self.parsed = _Parsed(capture)
         self.parsed.stats["malformed_ike"] += 0  # listed even when none
-        self.tracker = Tracker(capture, rekey_window=rekey_window)
+        self.tracker = Tracker(capture, rekey_window=rekey_window, live=True)
         self._order = TimeOrder(frames=0)
         self._extractor = Extractor(vxlan_ports=(VXLAN_PORT, *vxlan_ports))
         self._dissectors = {keys is not None: _Dissector(keys)}

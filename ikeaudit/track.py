@@ -286,8 +286,10 @@ class Tracker:
 
     def __init__(self, capture: str = "", *, max_negotiations: int | None = None,
                  max_state_bytes: int = DEFAULT_MAX_STATE_MB << 20, max_bare: int = MAX_BARE_IN_FLIGHT,
-                 max_evicted_bare: int = 1_000, rekey_window: float = REKEY_WINDOW_S) -> None:  # fmt: skip
+                 max_evicted_bare: int = 1_000, rekey_window: float = REKEY_WINDOW_S,
+                 live: bool = False) -> None:  # fmt: skip
         self.capture = capture
+        self.live = live  # drained and pruned while the capture goes on: keep the indexes below
         self.rekey_window = rekey_window
         self.max_negotiations = max_negotiations
         self.max_state_bytes = max_state_bytes
@@ -304,6 +306,14 @@ class Tracker:
         self._by_spi_i: dict[str, _SaBuilder] = {}  # SPIi -> SA that began with IKE_SA_INIT
         self._ikev1: dict[tuple[str, str], _SaBuilder] = {}
         self._closed: list[_SaBuilder] = []
+        # Live (drain/prune) only: closed IKEv2 SAs by SPI pair, open and closed IKEv2 SAs
+        # by pair of peers (where a rekeyed SA's parent is), closed SAs drain has not
+        # handed out yet (evicted from a full table), and how many prune() let go.
+        self._closed_by_pair: dict[tuple[str, str], _SaBuilder] = {}
+        self._by_peers: dict[frozenset, dict[int, _SaBuilder]] = {}
+        self._unreported: list[_SaBuilder] = []
+        self.pruned = 0
+        self.reported: list[bool] = []  # set by finish(): whether drain handed out each one
         # Open IKEv2 SAs, the one fed the longest ago first: eviction takes the first.
         self._idle: dict[int, _SaBuilder] = {}
         # Open SAs of a single datagram so far, the one opened first first (max_bare).
@@ -425,6 +435,8 @@ class Tracker:
                         responder_port=r_port, state=NEW if starts else MIDSTREAM,
                         order=self._order, last_seen=message.timestamp, state_bytes=SA_STATE_BYTES)
         self.state_bytes += SA_STATE_BYTES
+        if self.live:
+            self._by_peers.setdefault(frozenset((initiator, responder)), {})[id(sa)] = sa
         if message.spi_r == ZERO_SPI:
             self._pending[sa.spi_i] = sa
         else:
@@ -452,6 +464,8 @@ class Tracker:
         if oldest.bare:
             if self._kept_bare >= self.max_evicted_bare:
                 self._closed.pop()
+                if self.live:
+                    self._forget(oldest)
                 self._count_bare(oldest, bound)
                 return
             self._kept_bare += 1
@@ -484,6 +498,10 @@ class Tracker:
         if self._by_spi_i.get(sa.spi_i) is sa:
             del self._by_spi_i[sa.spi_i]
         self._closed.append(sa)
+        if self.live:
+            self._closed_by_pair[(sa.spi_i, sa.spi_r)] = sa
+            if not sa.reported:
+                self._unreported.append(sa)
 
     # -- state -----------------------------------------------------------------------
     def _advance(self, sa: _SaBuilder, message: IkeMessage) -> None:
@@ -675,8 +693,7 @@ class Tracker:
         bounded; `finish()` still returns every negotiation with everything it saw."""
         outcome = (ESTABLISHED, SA_INIT_FAILED)
         ready: list[_SaBuilder] = []
-        active = [*self._by_pair.values(), *self._pending.values()]
-        for sa in active:
+        for sa in [*self._by_pair.values(), *self._pending.values()]:
             idle = now - sa.last_seen >= idle_timeout
             if idle:
                 self._close(sa)
@@ -685,19 +702,61 @@ class Tracker:
         for sa in {id(s): s for s in self._ikev1.values()}.values():
             if not sa.reported and now - sa.last_seen >= idle_timeout:
                 ready.append(sa)
+        ready += self._unreported  # closed since the last drain: idle, or evicted from a full table
+        self._unreported = []
+        ready = [sa for sa in {id(s): s for s in ready}.values() if not sa.reported]
         for sa in ready:
             sa.reported = True
-        if any(sa.state == MIDSTREAM for sa in ready):
-            _link_rekeys(sorted({id(s): s for s in [*self._closed, *active]}.values(), key=lambda s: s.order),
-                         self.rekey_window)
+        orphans = {frozenset((sa.initiator, sa.responder)) for sa in ready if sa.state == MIDSTREAM}
+        if orphans:
+            # Only the SAs between the same peers can be a parent: linking over the whole
+            # history at every drain made a long capture quadratic.
+            family = {id(s): s for peers in orphans for s in self._by_peers.get(peers, {}).values()}
+            _link_rekeys(sorted(family.values(), key=lambda s: s.order), self.rekey_window)
         return [self._negotiation(sa) for sa in sorted(ready, key=lambda s: s.order)]
+
+    def _forget(self, sa: _SaBuilder) -> None:
+        """An SA counted, not kept: out of the live indexes too."""
+        if self._closed_by_pair.get((sa.spi_i, sa.spi_r)) is sa:
+            del self._closed_by_pair[(sa.spi_i, sa.spi_r)]
+        if self._unreported and self._unreported[-1] is sa:
+            self._unreported.pop()
+        peers = self._by_peers.get(frozenset((sa.initiator, sa.responder)))
+        if peers is not None:
+            peers.pop(id(sa), None)
+            if not peers:
+                del self._by_peers[frozenset((sa.initiator, sa.responder))]
+
+    def prune(self, before: float) -> int:
+        """Live, over days: the IKE SAs already handed out, closed and last seen before
+        `before` leave memory (a rekey of one of them after that is not linked to it;
+        finish() no longer returns them). Counted in `pruned`; returns how many."""
+        keep = [sa for sa in self._closed if not (sa.reported and sa.last_seen < before)]
+        gone = len(self._closed) - len(keep)
+        if not gone:
+            return 0
+        kept = {id(sa) for sa in keep}
+        self._closed = keep
+        self._closed_by_pair = {pair: sa for pair, sa in self._closed_by_pair.items() if id(sa) in kept}
+        self._ikev1 = {pair: sa for pair, sa in self._ikev1.items() if id(sa) in kept}
+        open_ = {id(sa) for sa in [*self._by_pair.values(), *self._pending.values()]}
+        for peers, sas in list(self._by_peers.items()):
+            for key in [key for key in sas if key not in kept and key not in open_]:
+                del sas[key]
+            if not sas:
+                del self._by_peers[peers]
+        for peers, retrying in list(self._retrying.items()):
+            for key in [key for key, sa in retrying.items() if key not in open_]:
+                del retrying[key]
+            if not retrying:
+                del self._retrying[peers]
+        self.pruned += gone
+        return gone
 
     def current(self, spi_i: str, spi_r: str) -> Negotiation | None:
         """One IKE SA as it stands now, open or closed (live reporting needs a parent's
         later IKE_FOLLOWUP_KE exchanges to judge its rekey)."""
-        sa = self._by_pair.get((spi_i, spi_r))
-        if sa is None:
-            sa = next((c for c in reversed(self._closed) if (c.spi_i, c.spi_r) == (spi_i, spi_r)), None)
+        sa = self._by_pair.get((spi_i, spi_r)) or self._closed_by_pair.get((spi_i, spi_r))
         return self._negotiation(sa) if sa is not None else None
 
     def finish(self) -> list[Negotiation]:
@@ -713,6 +772,7 @@ class Tracker:
         unique = {id(sa): sa for sa in self._closed}
         builders = sorted(unique.values(), key=lambda s: s.order)
         _link_rekeys(builders, self.rekey_window)
+        self.reported = [sa.reported for sa in builders]
         return [self._negotiation(sa) for sa in builders]
 
     def _negotiation(self, sa: _SaBuilder) -> Negotiation:

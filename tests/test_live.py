@@ -39,6 +39,7 @@ from ikeaudit.live import (
     SHED_MINOR,
     CaptureStats,
     LiveAuditor,
+    LiveCaptureError,
     LiveSession,
     PcapWriter,
     combined_filter,
@@ -164,16 +165,22 @@ def test_capture_losses_become_stats_and_an_anomaly():
 
 
 class FakeCapture:
-    """Stands in for LiveCapture: hands out frames, then None (a timeout)."""
+    """Stands in for LiveCapture: hands out frames, then None (a timeout) after a pause,
+    as pcap_next_ex's timeout does. A session that never stops (no count, duration or
+    stop()) ends in a capture error after `give_up` seconds, not in a spinning test."""
 
-    def __init__(self, frames, linktype=1):
+    def __init__(self, frames, linktype=1, give_up=120.0):
         self.pending = list(frames)
         self.linktype = linktype
         self.frames = 0
         self.closed = False
+        self.give_up_at = time.monotonic() + give_up
 
     def next_frame(self):
         if not self.pending:
+            if time.monotonic() > self.give_up_at:
+                raise LiveCaptureError("fake capture: the session was never told to stop")
+            time.sleep(0.001)
             return None
         self.frames += 1
         frame = self.pending.pop(0)
@@ -243,7 +250,9 @@ def test_a_backlog_does_not_make_negotiations_look_idle():
     session, result, emitted, _, _ = run_session(frames, wallclock=lambda: frames[0].timestamp + 7200,
                                                  drain_every=0, duration=100,
                                                  clock=lambda: float(next(ticks)))  # fmt: skip
-    assert len(emitted) == len(result.negotiations) == 1
+    assert len(emitted) == 1
+    # two hours of capture time later it has left memory, counted (--history)
+    assert result.negotiations == [] and result.stats["negotiations_pruned"] == 1
     assert emitted[0].negotiation.state == "established"
 
 
@@ -352,6 +361,7 @@ def test_a_negotiation_whose_decryption_was_shed_keeps_its_class_and_is_not_veri
 def test_the_session_reports_its_queue_high_water_mark():
     frames = frames_of(lab("c01"))
     session, result, _, reports, statuses = run_session(frames, count=len(frames))
+    assert session.stopped_by == "count"
     assert 1 <= result.stats["queue_high_water"] <= len(frames)
     assert result.stats["queue_capacity"] == session.queue_frames
     assert statuses[-1].queue_high_water == result.stats["queue_high_water"]
@@ -849,3 +859,58 @@ def _wait_for(path: Path, process: subprocess.Popen, what: str, timeout: float =
         if time.monotonic() > deadline:
             pytest.skip(f"{what} did not open its vici socket within {timeout} s")
         time.sleep(0.05)
+
+
+def copies_with_new_spis(frames: list[Frame], copies: int, every: float):
+    """The lab handshake again and again, `every` seconds apart, each copy with SPIs of
+    its own (read from the IKE headers' bytes, replaced in every frame), so that each is
+    a negotiation of its own."""
+    spis = {out.payload[at:at + 8] for f in frames for out in Extractor().feed(f) if hasattr(out, "payload")
+            for at in (0, 8)} - {bytes(8)}  # fmt: skip
+    for copy in range(copies):
+        fresh = {spi: (copy + 1).to_bytes(4, "big") + spi[4:] for spi in spis}
+        for frame in frames:
+            data = frame.data
+            for old, new in fresh.items():
+                data = data.replace(old, new)
+            yield Frame(frame.number, frame.timestamp + copy * every, frame.linktype, data, frame.wire_length)
+
+
+def test_the_tracker_and_the_history_stay_bounded_over_many_finished_negotiations():
+    frames = frames_of(lab("c01"))
+    every = frames[-1].timestamp - frames[0].timestamp + 20
+    auditor = LiveAuditor("live:test", idle_timeout=30, history=60)
+    tracker, held = auditor._stages.tracker, []
+    for frame in copies_with_new_spis(frames, 300, every):
+        auditor.feed(frame)
+        auditor.drain(frame.timestamp)
+        held.append((len(tracker._closed), len(tracker._closed_by_pair), len(tracker._by_peers[
+            next(iter(tracker._by_peers))]) if tracker._by_peers else 0, len(auditor.emitted)))
+    stats = auditor.stats()
+    assert stats["negotiations_handed_out"] == stats["handed_out classical"] == 300  # c01: classical
+    # what a copy needs: idle timeout plus history plus a tenth of it (the pruning step)
+    bound = (30 + 60 + 6) / every + 2
+    assert max(max(h) for h in held) <= bound
+    assert stats["negotiations_pruned"] >= 300 - bound
+    result = auditor.finish()
+    assert len(result.negotiations) + result.stats["negotiations_pruned"] == 300
+    assert auditor.late == [] and result.stats["negotiations_handed_out"] == 300
+
+
+def test_a_negotiation_evicted_from_a_full_table_is_handed_out_by_the_next_drain_once():
+    auditor = LiveAuditor("live:test", idle_timeout=3600)
+    auditor._stages.tracker.max_negotiations = 1  # the table holds one IKE SA
+    for first in frames_of(lab("c01")):
+        auditor.feed(first)
+        if auditor.stats()["ike_datagrams"]:  # c01's IKE_SA_INIT request alone
+            break
+    assert auditor.drain(first.timestamp) == []  # neither ended nor idle
+    second = frames_of(lab("c02"))
+    for frame in second:
+        auditor.feed(frame)
+    drained = auditor.drain(second[-1].timestamp)
+    evicted = [i for i in drained if i.negotiation.first_seen == first.timestamp]
+    assert len(evicted) == 1
+    assert any(a.kind == "overflow" for a in evicted[0].negotiation.anomalies)
+    auditor.finish()
+    assert all(i.negotiation.first_seen != first.timestamp for i in auditor.late)

