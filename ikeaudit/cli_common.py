@@ -158,6 +158,7 @@ def input_warning(audit: CaptureAudit) -> str | None:
     damage = next((a.detail for a in audit.anomalies if a.kind == "capture"), None)
     kinds = Counter(a.kind for a in audit.anomalies if a.kind != "capture")
     kinds.update(a.kind for item in audit.negotiations for a in item.negotiation.anomalies)
+    kinds.update(audit.negotiation_anomalies)  # those streamed
     kinds["malformed IKE"] = len(audit.malformed)
     counted = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()) if count)
     unread = undecoded(audit.stats)

@@ -18,7 +18,9 @@ anything it does not list is recorded as an anomaly instead of being guessed.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from ikeaudit import iana
@@ -313,6 +315,14 @@ class Tracker:
         self._order = 0
         self.malformed: list[Malformed] = []
         self.malformed_count = 0
+        # Streaming (`hand_out`): the SAs still held (open, or closed and not handed out)
+        # by (initiator, responder), opened first first; the open ones met mid-stream; and
+        # what SAs handed out leave behind for the rekeys that may follow them.
+        self._held_by_peers: dict[tuple[str, str], dict[int, _SaBuilder]] = {}
+        self._midstream_open: dict[int, _SaBuilder] = {}
+        self._past = _HandedOut()
+        self.horizon = -math.inf  # handed-out parents before this time can no longer be linked to
+        self._inner_seen = False  # decrypted payloads seen (they may name a rekey's new SPIs)
 
     # -- feeding ---------------------------------------------------------------------
     def feed(self, record: IkeMessage | Ikev1Message | Malformed) -> None:
@@ -431,6 +441,9 @@ class Tracker:
             self._by_pair[(sa.spi_i, sa.spi_r)] = sa
         if starts:
             self._by_spi_i[sa.spi_i] = sa
+        else:
+            self._midstream_open[id(sa)] = sa
+        self._held_by_peers.setdefault((initiator, responder), {})[id(sa)] = sa
         return sa
 
     def _make_room(self, needed: int) -> None:
@@ -452,6 +465,7 @@ class Tracker:
         if oldest.bare:
             if self._kept_bare >= self.max_evicted_bare:
                 self._closed.pop()
+                self._forget(oldest)
                 self._count_bare(oldest, bound)
                 return
             self._kept_bare += 1
@@ -476,6 +490,7 @@ class Tracker:
 
     def _close(self, sa: _SaBuilder) -> None:
         self._bare.pop(id(sa), None)
+        self._midstream_open.pop(id(sa), None)
         if self._idle.pop(id(sa), None) is not None:
             self.state_bytes -= sa.state_bytes
         self._by_pair.pop((sa.spi_i, sa.spi_r), None)
@@ -617,6 +632,8 @@ class Tracker:
             sa.drop(dropped)
         if id(builder) in sa.open_fragments and not builder.incomplete:
             del sa.open_fragments[id(builder)]
+        if message.inner is not None:
+            self._inner_seen = True
         notifies = message.notifies + (message.inner.notifies if message.inner else ())
         if notifies and message.exchange != iana.IKE_SA_INIT:
             sa.error_notifies.extend((message.exchange, n.type) for n in notifies
@@ -692,6 +709,97 @@ class Tracker:
                          self.rekey_window)
         return [self._negotiation(sa) for sa in sorted(ready, key=lambda s: s.order)]
 
+    # -- streaming (scan and report) -------------------------------------------------
+    def hand_out(self, now: float, idle: float) -> list[tuple[int, Negotiation]]:
+        """The negotiations done with by `now` (capture time), each with its place in the
+        order `finish()` lists them in; their SAs leave the tracker. Done with: idle for
+        `idle` seconds, or closed early by a bound. An SA waits while its parent, or an
+        SA opened before it between the same peers, is still held: the classifier takes
+        them in that order (a rekey is judged with its parent, a classical attempt after
+        the one before it). What a later rekey needs of an SA handed out stays behind in
+        a compact summary (`_HandedOut`). IKEv1 SAs stay to `finish_stream`."""
+        ready: dict[int, _SaBuilder] = {}
+        for sa in self._idle.values():  # fed the longest ago first
+            if now - sa.last_seen < idle:
+                break
+            ready[id(sa)] = sa
+        for sa in self._closed:
+            if sa.ikev1 is None:
+                ready[id(sa)] = sa
+        released = self._release(ready, final=False) if ready else []
+        start = min((sa.first.timestamp for sa in self._midstream_open.values()), default=now)
+        # A rekey met later starts at `now` or after, an SA met mid-stream still open at its start.
+        self.horizon = max(self.horizon, min(now, start) - self.rekey_window - 1e-6)
+        self._past.prune(self.horizon)
+        return [(sa.order, self._negotiation(sa)) for sa in released]
+
+    def finish_stream(self) -> Iterator[tuple[int, Negotiation]]:
+        """The end of the input for `hand_out`: every SA still held, in order, one at a
+        time (each builder is let go as its negotiation is made)."""
+        ready = {id(sa): sa for sa in [*self._idle.values(), *self._closed]}
+        builders = self._release(ready, final=True)
+        self._past = _HandedOut()
+        for index, sa in enumerate(builders):
+            builders[index] = None
+            yield sa.order, self._negotiation(sa)
+
+    def _release(self, ready: dict[int, _SaBuilder], *, final: bool) -> list[_SaBuilder]:
+        self._link(list(ready.values()))
+        released: list[_SaBuilder] = []
+        for sa in sorted(ready.values(), key=lambda s: s.order):
+            if not final and self._waits(sa):
+                continue
+            released.append(sa)
+            if id(sa) in self._idle:
+                self._close(sa)
+            self._forget(sa)
+            self._past.keep(sa)
+        gone = {id(sa) for sa in released}
+        self._closed = [sa for sa in self._closed if id(sa) not in gone]
+        if final:
+            self._closed.clear()
+            self._clear_open()
+        return released
+
+    def _link(self, ready: list[_SaBuilder]) -> None:
+        """Rekey links of the SAs about to leave, to the SAs still held (of the same
+        addresses; every one when decrypted payloads name the new SPIs) and to what the
+        ones handed out before left behind."""
+        parents: dict[int, _SaBuilder] = {}
+        if self._inner_seen:
+            parents.update((id(sa), sa) for sa in [*self._idle.values(), *self._closed])
+        for sa in ready:
+            parents[id(sa)] = sa
+            if sa.state == MIDSTREAM:
+                for peers in ((sa.initiator, sa.responder), (sa.responder, sa.initiator)):
+                    parents.update(self._held_by_peers.get(peers, {}))
+        _link_rekeys(sorted(parents.values(), key=lambda s: s.order), self.rekey_window, orphans=ready,
+                     past=self._past)
+
+    def _waits(self, sa: _SaBuilder) -> bool:
+        if sa.rekeyed_from is not None and sa.rekeyed_from != (sa.spi_i, sa.spi_r):
+            parent = self._by_pair.get(sa.rekeyed_from)
+            if parent is not None or any((c.spi_i, c.spi_r) == sa.rekeyed_from and c.ikev1 is None
+                                         for c in self._closed):
+                return True
+        key = (sa.first.timestamp, sa.order)
+        return any((other.first.timestamp, other.order) < key
+                   for other in self._held_by_peers.get((sa.initiator, sa.responder), {}).values())
+
+    def holds(self, initiator: str, responder: str) -> bool:
+        """Whether an IKEv2 SA between these peers is still held (streaming)."""
+        return (initiator, responder) in self._held_by_peers
+
+    def _forget(self, sa: _SaBuilder) -> None:
+        """An SA let go for good: out of the streaming indexes."""
+        peers = (sa.initiator, sa.responder)
+        held = self._held_by_peers.get(peers)
+        if held is not None and held.pop(id(sa), None) is not None and not held:
+            del self._held_by_peers[peers]
+        retrying = self._retrying.get(peers)
+        if retrying is not None and retrying.pop(id(sa), None) is not None and not retrying:
+            del self._retrying[peers]
+
     def current(self, spi_i: str, spi_r: str) -> Negotiation | None:
         """One IKE SA as it stands now, open or closed (live reporting needs a parent's
         later IKE_FOLLOWUP_KE exchanges to judge its rekey)."""
@@ -703,6 +811,13 @@ class Tracker:
     def finish(self) -> list[Negotiation]:
         for sa in [*self._by_pair.values(), *self._pending.values()]:
             self._closed.append(sa)
+        self._clear_open()
+        unique = {id(sa): sa for sa in self._closed}
+        builders = sorted(unique.values(), key=lambda s: s.order)
+        _link_rekeys(builders, self.rekey_window)
+        return [self._negotiation(sa) for sa in builders]
+
+    def _clear_open(self) -> None:
         self._by_pair.clear()
         self._pending.clear()
         self._by_spi_i.clear()
@@ -710,10 +825,8 @@ class Tracker:
         self._bare.clear()
         self.state_bytes = 0
         self._retrying.clear()
-        unique = {id(sa): sa for sa in self._closed}
-        builders = sorted(unique.values(), key=lambda s: s.order)
-        _link_rekeys(builders, self.rekey_window)
-        return [self._negotiation(sa) for sa in builders]
+        self._held_by_peers.clear()
+        self._midstream_open.clear()
 
     def _negotiation(self, sa: _SaBuilder) -> Negotiation:
         first = sa.first
@@ -958,7 +1071,8 @@ def _rekey_room(parent: _SaBuilder, message: TrackedMessage) -> tuple[bool, str]
     return room >= needed, text
 
 
-def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
+def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S, *,
+                 orphans: list[_SaBuilder] | None = None, past: _HandedOut | None = None) -> None:
     """Tie an IKE SA met without IKE_SA_INIT to the SA it rekeyed.
 
     Decrypted, a CREATE_CHILD_SA that rekeys the IKE SA names the new SPIs in its IKE
@@ -969,9 +1083,14 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
     that fell silent before the new SA appeared (it was deleted after the rekey) is
     preferred over one that carried on. An SA whose own IKE_AUTH was captured began
     with a handshake (its IKE_SA_INIT was lost): it is no rekey and is never linked.
+
+    Streaming (`Tracker.hand_out`): only `orphans` are linked, to the parents among `sas`
+    and to those `past` remembers of the SAs handed out before.
     """
-    _link_rekeys_by_spis(sas)
-    orphans = [sa for sa in sas if sa.state == MIDSTREAM and not sa.ikev1_exchanges and sa.rekey_linked_by != "spis"
+    children = sas if orphans is None else orphans
+    _link_rekeys_by_spis(sas, children, past)
+    orphans = [sa for sa in children if sa.state == MIDSTREAM and not sa.ikev1_exchanges
+               and sa.rekey_linked_by != "spis"
                and not any(b.first.exchange in (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
                            for bs in sa.messages.values() for b in bs)]
     pairs = {frozenset((sa.initiator, sa.responder)) for sa in orphans}
@@ -980,54 +1099,77 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
     # Address pair -> every CREATE_CHILD_SA message large enough for a rekey, in time
     # order: each orphan looks only at those of its window (a gateway pair rekeying for
     # hours, or thousands of peers, made a walk over every parent quadratic).
-    candidates: dict[frozenset, list[tuple[float, int, int, _SaBuilder, TrackedMessage, str]]] = {}
+    candidates: dict[frozenset, list[tuple]] = {}
     for parent in sas:
         pair = frozenset((parent.initiator, parent.responder))
-        if pair not in pairs or parent.ikev1_exchanges or not any(
-                b.first.exchange == iana.CREATE_CHILD_SA for bs in parent.messages.values() for b in bs):
-            continue
-        for index, request in enumerate(_create_child_sa_requests(parent)):
-            fits, room = _rekey_room(parent, request)
-            if fits:
-                candidates.setdefault(pair, []).append(
-                    (request.first_timestamp, -parent.order, index, parent, request, room))
+        if pair in pairs:
+            entries = _rekey_entries(parent)
+            if entries:
+                candidates.setdefault(pair, []).extend(entries)
+    if past is not None:
+        for pair in pairs:
+            if pair in past.entries:
+                candidates.setdefault(pair, []).extend(past.entries[pair])
     for entries in candidates.values():
         entries.sort(key=lambda e: e[:3])
     for sa in orphans:
         start = sa.first.timestamp
         entries = candidates.get(frozenset((sa.initiator, sa.responder)), [])
-        best: tuple[tuple, _SaBuilder, TrackedMessage, str] | None = None
+        best: tuple | None = None
         # Widened by a microsecond: the exact test below decides, as float rounding would.
         low = bisect_left(entries, start - window - 1e-6, key=_time)
         high = bisect_right(entries, start + 1e-6, key=_time)
-        for at, rank_order, index, parent, request, room in entries[low:high]:
-            if parent is sa or parent.first.timestamp > start or not 0 <= start - at <= window:
+        for entry in entries[low:high]:
+            at, rank_order, index, parent_start, parent_last, _, parent_id, *_ = entry
+            if parent_id == id(sa) or parent_start > start or not 0 <= start - at <= window:
                 continue
             # A parent that fell silent first, then the latest request; on a tie the
             # parent met first, and its later request.
-            rank = (parent.last_seen <= start, at, rank_order, index)
+            rank = (parent_last <= start, at, rank_order, index)
             if best is None or rank > best[0]:
-                best = (rank, parent, request, room)
+                best = (rank, entry)
         if best is None:
             continue
-        (ended, *_), parent, request, room = best
-        sa.rekeyed_from = (parent.spi_i, parent.spi_r)
+        (ended, *_), (at, _, _, _, _, (spi_i, spi_r), _, response, message_id, room) = best
+        sa.rekeyed_from = (spi_i, spi_r)
         sa.rekey_linked_by = "addresses-time-and-size"
         sa.rekey_evidence = (
-            f"inferred: no IKE_SA_INIT; same addresses as IKE SA {parent.spi_i}/{parent.spi_r}, whose "
-            f"CREATE_CHILD_SA {'response' if request.response else 'request'} (message id {request.message_id}) "
-            f"at {request.first_timestamp:.6f} precedes "
-            f"this SA's first message by {start - request.first_timestamp:.1f} s (rekey window {window:g} s); "
+            f"inferred: no IKE_SA_INIT; same addresses as IKE SA {spi_i}/{spi_r}, whose "
+            f"CREATE_CHILD_SA {'response' if response else 'request'} (message id {message_id}) "
+            f"at {at:.6f} precedes "
+            f"this SA's first message by {start - at:.1f} s (rekey window {window:g} s); "
             f"{room}" + ("; the parent fell silent before this SA appeared" if ended
                          else "; the parent stayed active"))
+
+
+def _rekey_entries(parent: _SaBuilder) -> list[tuple]:
+    """The parent's CREATE_CHILD_SA messages large enough for a rekey, as `_link_rekeys`
+    ranks them: (time, -order, index, parent's start, parent's last time, parent's SPIs,
+    id(parent), response, message id, room)."""
+    if parent.ikev1_exchanges or not any(
+            b.first.exchange == iana.CREATE_CHILD_SA for bs in parent.messages.values() for b in bs):
+        return []
+    entries = []
+    for index, request in enumerate(_create_child_sa_requests(parent)):
+        fits, room = _rekey_room(parent, request)
+        if fits:
+            entries.append((request.first_timestamp, -parent.order, index, parent.first.timestamp, parent.last_seen,
+                            (parent.spi_i, parent.spi_r), id(parent), request.response, request.message_id, room))
+    return entries
 
 
 def _time(entry: tuple) -> float:
     return entry[0]
 
 
-def _link_rekeys_by_spis(sas: list[_SaBuilder]) -> None:
-    by_pair = {(sa.spi_i, sa.spi_r): sa for sa in sas if not sa.ikev1_exchanges}
+def _link_rekeys_by_spis(sas: list[_SaBuilder], children: list[_SaBuilder] | None = None,
+                         past: _HandedOut | None = None) -> None:
+    by_pair = {(sa.spi_i, sa.spi_r): sa for sa in (sas if children is None else children) if not sa.ikev1_exchanges}
+    if past is not None and past.spis:
+        for pair, child in by_pair.items():
+            link = past.spis.get(pair)
+            if link is not None:
+                _link_by_spis(child, *link)
     for parent in sas:
         if parent.ikev1_exchanges or not any(b.inner for bs in parent.messages.values() for b in bs):
             continue
@@ -1035,12 +1177,43 @@ def _link_rekeys_by_spis(sas: list[_SaBuilder]) -> None:
             child = by_pair.get(exchange.new_spis) if exchange.new_spis else None
             if child is None or child is parent:
                 continue
-            child.rekeyed_from = (parent.spi_i, parent.spi_r)
-            child.rekey_linked_by = "spis"
-            child.rekey_evidence = (
-                f"by SPIs: the decrypted CREATE_CHILD_SA (message id {exchange.message_id}, frame "
-                f"{exchange.frame}) of IKE SA {parent.spi_i}/{parent.spi_r} rekeyed it to the new "
-                f"SPIs {exchange.new_spis[0]}/{exchange.new_spis[1]}")
+            _link_by_spis(child, (parent.spi_i, parent.spi_r), exchange.message_id, exchange.frame, exchange.new_spis)
+
+
+def _link_by_spis(child: _SaBuilder, parent: tuple[str, str], message_id: int, frame: int,
+                  new_spis: tuple[str, str]) -> None:
+    child.rekeyed_from = parent
+    child.rekey_linked_by = "spis"
+    child.rekey_evidence = (
+        f"by SPIs: the decrypted CREATE_CHILD_SA (message id {message_id}, frame "
+        f"{frame}) of IKE SA {parent[0]}/{parent[1]} rekeyed it to the new "
+        f"SPIs {new_spis[0]}/{new_spis[1]}")
+
+
+@dataclass(slots=True)
+class _HandedOut:
+    """What the SAs handed out leave for the rekeys met after them: their CREATE_CHILD_SA
+    messages that may have rekeyed them, by address pair (`_rekey_entries`, dropped once
+    older than any rekey still to come can reach), and the new SPIs their decrypted
+    rekeys named (kept: a few per SA, and only with keys)."""
+
+    entries: dict[frozenset, list[tuple]] = field(default_factory=dict)
+    spis: dict[tuple[str, str], tuple] = field(default_factory=dict)
+
+    def keep(self, sa: _SaBuilder) -> None:
+        # id(sa) goes: a later SA may get the same id once this one is freed.
+        entries = [(*e[:6], None, *e[7:]) for e in _rekey_entries(sa)]
+        if entries:
+            self.entries.setdefault(frozenset((sa.initiator, sa.responder)), []).extend(entries)
+        if not sa.ikev1_exchanges and any(b.inner for bs in sa.messages.values() for b in bs):
+            for exchange in child_exchanges(_built_messages(sa)):
+                if exchange.new_spis and exchange.new_spis != (sa.spi_i, sa.spi_r):
+                    self.spis[exchange.new_spis] = ((sa.spi_i, sa.spi_r), exchange.message_id, exchange.frame,
+                                                    exchange.new_spis)
+
+    def prune(self, horizon: float) -> None:
+        for pair in [p for p, entries in self.entries.items() if max(e[0] for e in entries) < horizon]:
+            del self.entries[pair]
 
 
 # -- IKEv1 ------------------------------------------------------------------------------
