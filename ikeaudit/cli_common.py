@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterable
 
 import click
 
@@ -22,7 +23,7 @@ from ikeaudit.classify import SEVERITIES, KeCatalog, PrivateKe
 from ikeaudit.cli_keys import keys_option, load_keys  # noqa: F401  (re-exported for the commands)
 from ikeaudit.decrypt import KeyTable
 from ikeaudit.extract import undecoded
-from ikeaudit.pipeline import CaptureAudit, audit_captures
+from ikeaudit.pipeline import CaptureAudit, Streamed, audit_captures
 from ikeaudit.sources import CaptureError, expand_capture_args
 from ikeaudit.track import DEFAULT_MAX_STATE_MB
 
@@ -118,16 +119,16 @@ def output_options(renderers):
 
 def run_audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp: bool = True,
               keys: KeyTable | None = None, rekey_window: float | None = None,
-              rotated: bool = False) -> list[CaptureAudit]:
+              rotated: bool = False, on_negotiation: Streamed | None = None) -> list[CaptureAudit]:
     """Audit the captures named on the command line. A progress bar (bytes read) goes to
     stderr when it is a terminal, from one second into the scan on, so that short scans
     stay quiet; never to stdout. esp=False skips native ESP, for commands not showing it.
     Input that cannot be read is an InputError; damage that was read around is one
-    warning line per capture on stderr."""
+    warning line per capture on stderr. on_negotiation streams (pipeline.audit_captures)."""
     context = click.get_current_context(silent=True)
     meta = context.meta if context is not None else {}
     options = dict(jobs=jobs, esp=esp, keys=keys, rotated=rotated, vxlan_ports=meta.get("ikeaudit.vxlan_ports", ()),
-                   max_state_mb=meta.get("ikeaudit.max_state_mb", DEFAULT_MAX_STATE_MB))
+                   max_state_mb=meta.get("ikeaudit.max_state_mb", DEFAULT_MAX_STATE_MB), on_negotiation=on_negotiation)
     if rekey_window is not None:
         options["rekey_window"] = rekey_window
     try:
@@ -174,11 +175,16 @@ def input_warning(audit: CaptureAudit) -> str | None:
 def exit_code(document: dict, fail_on: str) -> int:
     """EXIT_FINDINGS when a negotiation's finding, or a document-wide finding (unanswered
     traffic, reflection floods), is at or above fail_on."""
+    findings = [f for n in document["negotiations"] for f in n["findings"]]
+    findings += document.get("findings", [])
+    return exit_code_of((f["severity"] for f in findings), fail_on)
+
+
+def exit_code_of(severities: Iterable[str], fail_on: str) -> int:
+    """EXIT_FINDINGS when one of the findings' severities is at or above fail_on."""
     if fail_on == "none":
         return EXIT_OK
     threshold = SEVERITIES.index(fail_on)
-    findings = [f for n in document["negotiations"] for f in n["findings"]]
-    findings += document.get("findings", [])
-    if any(SEVERITIES.index(f["severity"]) >= threshold for f in findings):
+    if any(SEVERITIES.index(severity) >= threshold for severity in severities):
         return EXIT_FINDINGS
     return EXIT_OK

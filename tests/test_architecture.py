@@ -158,3 +158,9 @@ def test_the_pipeline_imports_no_scapy_until_it_dissects():
     code = "import sys, ikeaudit.pipeline\nprint(any(m.startswith('scapy') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_aggregation_reads_output_views_only():
+    """aggregate counts over negotiation views as they stream: no stage, no renderer."""
+    names = imports_of(PACKAGE / "aggregate.py")
+    assert not {n for n in names if n.startswith("ikeaudit")}

@@ -113,3 +113,21 @@ def test_files_of_a_rotation_streamed_give_the_json_of_the_whole_scan(tmp_path):
     first = captures.write(packets[:half], tmp_path / "a.pcap")
     second = captures.write(packets[half:], tmp_path / "b.pcap")
     assert streamed([first, second], rotated=True) == whole([first, second], rotated=True)
+
+
+@pytest.mark.parametrize("fmt, render", [("json", machine.render_json), ("jsonl", machine.render_jsonl)])
+def test_scan_streams_json_and_jsonl_as_the_whole_document_renders_them(fmt, render, tmp_path):
+    from click.testing import CliRunner
+
+    from ikeaudit.cli import main
+    from ikeaudit.sources import expand_capture_args
+
+    x01, c01 = captures.read(lab_path("x01")), captures.read(lab_path("c01"))
+    later = captures.shifted(c01, float(x01[-1].time - c01[0].time) + 5)
+    retry = captures.write(x01 + kept_alive(later, 600.0), tmp_path / "retry.pcap")
+    paths = [lab_path("h01"), retry, lab_path("r01")]
+    catalog = KeCatalog()
+    document = views.scan_document(audit_captures(expand_capture_args(tuple(paths)), catalog, esp=False), catalog)
+    result = CliRunner().invoke(main, ["scan", *paths, "--format", fmt, "--fail-on", "high"])
+    assert result.output == render(document)
+    assert result.exit_code == 1  # the downgrade, counted as it streamed
