@@ -738,6 +738,7 @@ class Tracker:
         time (each builder is let go as its negotiation is made)."""
         ready = {id(sa): sa for sa in [*self._idle.values(), *self._closed]}
         builders = self._release(ready, final=True)
+        ready.clear()  # each builder goes as soon as its negotiation is made
         self._past = _HandedOut()
         for index, sa in enumerate(builders):
             builders[index] = None
@@ -753,7 +754,8 @@ class Tracker:
             if id(sa) in self._idle:
                 self._close(sa)
             self._forget(sa)
-            self._past.keep(sa)
+            if not final:
+                self._past.keep(sa)
         gone = {id(sa) for sa in released}
         self._closed = [sa for sa in self._closed if id(sa) not in gone]
         if final:
