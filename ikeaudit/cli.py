@@ -79,7 +79,7 @@ def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: 
     """
     catalog = KeCatalog(parse_private_ke(private_ke))
     options = dict(jobs=jobs, esp=False, keys=load_keys(key_files), rekey_window=rekey_window, rotated=rotated)
-    if fmt in ("json", "jsonl") and not scan_monitored():
+    if fmt in ("json", "jsonl", "csv") and not scan_monitored():
         sys.exit(_scan_streamed(captures, catalog, fmt, fail_on, options))
     audits = run_audit(captures, catalog, **options)
     document = views.scan_document(audits, catalog)
@@ -94,10 +94,10 @@ def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: 
 
 
 def _scan_streamed(captures: tuple[str, ...], catalog: KeCatalog, fmt: str, fail_on: str, options: dict) -> int:
-    """JSON and JSONL as the negotiations stream out of the pipeline: each is rendered
+    """JSON, JSONL and CSV as the negotiations stream out of the pipeline: each is rendered
     into a spool as it comes and dropped, the summary counted (aggregate.ScanTally); the
     same text as the whole document gives. Returns the exit code."""
-    spool = machine.Spool(jsonl=fmt == "jsonl")
+    spool = machine.Spool(fmt)
     tally = ScanTally()
 
     def take(file: int, rank: int, item) -> None:

@@ -115,8 +115,9 @@ def test_files_of_a_rotation_streamed_give_the_json_of_the_whole_scan(tmp_path):
     assert streamed([first, second], rotated=True) == whole([first, second], rotated=True)
 
 
-@pytest.mark.parametrize("fmt, render", [("json", machine.render_json), ("jsonl", machine.render_jsonl)])
-def test_scan_streams_json_and_jsonl_as_the_whole_document_renders_them(fmt, render, tmp_path):
+@pytest.mark.parametrize("fmt, render", [("json", machine.render_json), ("jsonl", machine.render_jsonl),
+                                         ("csv", machine.render_csv)])
+def test_scan_streams_json_jsonl_and_csv_as_the_whole_document_renders_them(fmt, render, tmp_path):
     from click.testing import CliRunner
 
     from ikeaudit.cli import main

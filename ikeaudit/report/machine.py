@@ -62,18 +62,19 @@ def _iter_json(document: dict, negotiations: Callable[[], Iterable[str]], count:
 
 class Spool:
     """Negotiation views of a streamed scan, rendered as they come into a temporary file
-    (JSON or JSONL) and written back in (file, rank) order after the document's head:
-    the text `iter_json` / `render_jsonl` give for the whole document, without every
-    negotiation in memory (an index of 32 bytes each stays)."""
+    (fmt: json, jsonl or csv) and written back in (file, rank) order after the
+    document's head: the text `iter_json` / `render_jsonl` / `render_csv` give for the
+    whole document, without every negotiation in memory (an index of 32 bytes each)."""
 
-    def __init__(self, *, jsonl: bool) -> None:
-        self._jsonl = jsonl
+    def __init__(self, fmt: str) -> None:
+        self._fmt = fmt
+        self._render = {"json": _negotiation_text, "jsonl": _dumps_line, "csv": _csv_line}[fmt]
         self._file = tempfile.TemporaryFile()
         self._files, self._ranks, self._offsets, self._sizes = array("q"), array("q"), array("q"), array("q")
         self._offset = 0
 
     def add(self, file: int, rank: int, view: dict) -> None:
-        data = (_dumps_line(view) if self._jsonl else _negotiation_text(view)).encode()
+        data = self._render(view).encode()
         self._file.write(data)
         self._files.append(file)
         self._ranks.append(rank)
@@ -92,7 +93,9 @@ class Spool:
     def pieces(self, head: dict) -> Iterator[str]:
         """The document: head (everything but the negotiations) and the negotiations."""
         try:
-            if self._jsonl:
+            if self._fmt == "csv":
+                yield _csv_header()
+            if self._fmt != "json":
                 yield from self._texts()
             else:
                 yield from _iter_json({**head, "negotiations": None}, self._texts, len(self._files))
@@ -202,9 +205,21 @@ def csv_row(n: dict) -> dict:
 
 
 def render_csv(document: dict) -> str:
+    return _csv_header() + "".join(_csv_line(n) for n in document["negotiations"])
+
+
+def _csv_writer() -> tuple[io.StringIO, csv.DictWriter]:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    return out, csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+
+
+def _csv_header() -> str:
+    out, writer = _csv_writer()
     writer.writeheader()
-    for n in document["negotiations"]:
-        writer.writerow({k: csv_safe(v) for k, v in csv_row(n).items()})
+    return out.getvalue()
+
+
+def _csv_line(view: dict) -> str:
+    out, writer = _csv_writer()
+    writer.writerow({k: csv_safe(v) for k, v in csv_row(view).items()})
     return out.getvalue()
