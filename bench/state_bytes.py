@@ -16,7 +16,7 @@ import sys
 import tracemalloc
 
 from ikeaudit.classify import StreamClassifier
-from ikeaudit.pipeline import _datagrams, _Dissector, _Parsed
+from ikeaudit.pipeline import FREEZE_AFTER_S, _datagrams, _Dissector, _Parsed
 from ikeaudit.sources import open_capture
 from ikeaudit.track import Tracker
 
@@ -48,7 +48,7 @@ def main(path: str) -> None:
 
     tracemalloc.start()
     base = traced()
-    tracker = Tracker(path)
+    tracker = Tracker(path, freeze_after=FREEZE_AFTER_S)
     last = feed(path, tracker)
     in_flight, sas = traced() - base, len(tracker._idle)
     print(f"{sas} IKE SAs in flight at the end of the input: {in_flight / sas:,.0f} bytes an SA, the dissected "

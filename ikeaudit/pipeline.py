@@ -61,6 +61,10 @@ Dissected = IkeMessage | Ikev1Message | Malformed
 # at every message): longer than an initiator keeps retransmitting (strongSwan's default
 # schedule gives up after 165 s).
 HAND_OUT_MIN_IDLE_S = 180.0
+# An IKE SA idle this long in capture time is frozen (track._SaBuilder.freeze) until its
+# next message: a handshake's messages come within a round trip or two, a gateway's SAs
+# then sit idle between rekeys and DPD, and most of the SAs in flight are those.
+FREEZE_AFTER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -564,7 +568,8 @@ class _Chain:
 
     def __init__(self, rekey_window: float = REKEY_WINDOW_S, max_state_mb: int = DEFAULT_MAX_STATE_MB,
                  stream: _Stream | None = None) -> None:  # fmt: skip
-        self.tracker = Tracker("", rekey_window=rekey_window, max_state_bytes=max_state_mb << 20)
+        self.tracker = Tracker("", rekey_window=rekey_window, max_state_bytes=max_state_mb << 20,
+                               freeze_after=FREEZE_AFTER_S)
         self.last = -math.inf  # time of the chain's last IKE record
         # (frame, time) of a record of the second or a later file -> that file. Records of
         # the first file are not kept (a record per IKE datagram grew without bound on a

@@ -19,6 +19,8 @@ anything it does not list is recorded as an anomaly instead of being guessed.
 from __future__ import annotations
 
 import math
+import pickle
+import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -221,6 +223,14 @@ class _MessageBuilder:
         return Decryption(status, detail, outcomes[0].key_line)
 
 
+@dataclass(frozen=True, slots=True)
+class _FirstSeen:
+    """What a frozen SA keeps of its first message; the rest comes back with `messages`."""
+
+    frame: int
+    timestamp: float
+
+
 @dataclass(slots=True)
 class _SaBuilder:
     first: IkeMessage | Ikev1Message
@@ -242,9 +252,16 @@ class _SaBuilder:
     responder_notifies: tuple[int, ...] = ()
     error_notifies: list[tuple[int, int]] = field(default_factory=list)
     retries: list[SaInitRetry] = field(default_factory=list)
-    messages: dict[tuple, list[_MessageBuilder]] = field(default_factory=dict)
+    # message key -> builders (`messages`); while the SA is frozen, with its first message,
+    # pickled and compressed
+    store: dict[tuple, list[_MessageBuilder]] | bytes = field(default_factory=dict)
     vendor_ids: list[bytes] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
+    # Bit 1 << exchange for each exchange a message of it ever had, and whether one
+    # carried decrypted payloads: rekey linking looks into a frozen SA only when they say
+    # it may find something (a message given up since may have gone: it looks then).
+    exchanges: int = 0
+    inner_seen: bool = False
     moved_to_4500: bool = False
     rekeyed_from: tuple[str, str] | None = None
     rekey_evidence: str | None = None
@@ -256,6 +273,25 @@ class _SaBuilder:
     dropped: dict[str, int] = field(default_factory=dict)  # what a bound kept out -> how much
     # fragmented messages still missing fragments, oldest first: id(builder) -> (key, builder)
     open_fragments: dict[int, tuple[tuple, _MessageBuilder]] = field(default_factory=dict)
+
+    @property
+    def messages(self) -> dict[tuple, list[_MessageBuilder]]:
+        """Its messages, thawed first if frozen."""
+        store = self.store
+        if type(store) is bytes:
+            self.first, store = pickle.loads(zlib.decompress(store))
+            self.store = store
+        return store
+
+    def freeze(self) -> None:
+        """Its messages and first message packed: an SA idle in flight holds a fifth of the
+        memory (bench/state_bytes.py). One with IKE fragments still missing stays as it is
+        (`open_fragments` points into its builders)."""
+        if type(self.store) is bytes or self.open_fragments or not isinstance(self.first, IkeMessage):
+            return
+        first = self.first
+        self.store = zlib.compress(pickle.dumps((first, self.store), pickle.HIGHEST_PROTOCOL), 1)
+        self.first = _FirstSeen(first.frame, first.timestamp)
 
     def note(self, anomaly: Anomaly) -> None:
         if len(self.anomalies) < MAX_ANOMALIES:
@@ -288,8 +324,13 @@ class Tracker:
 
     def __init__(self, capture: str = "", *, max_negotiations: int | None = None,
                  max_state_bytes: int = DEFAULT_MAX_STATE_MB << 20, max_bare: int = MAX_BARE_IN_FLIGHT,
-                 max_evicted_bare: int = 1_000, rekey_window: float = REKEY_WINDOW_S) -> None:  # fmt: skip
+                 max_evicted_bare: int = 1_000, rekey_window: float = REKEY_WINDOW_S,
+                 freeze_after: float | None = None) -> None:  # fmt: skip
         self.capture = capture
+        # IKE SAs idle this long in capture time are frozen (_SaBuilder.freeze) until fed again.
+        self.freeze_after = freeze_after
+        self._warm: dict[int, _SaBuilder] = {}  # open SAs not frozen, the one fed the longest ago first
+        self._next_freeze = -math.inf
         self.rekey_window = rekey_window
         self.max_negotiations = max_negotiations
         self.max_state_bytes = max_state_bytes
@@ -359,6 +400,21 @@ class Tracker:
             sa.note(anomaly)
         if iana.NAT_T_PORT in (message.sport, message.dport) and message.exchange != iana.IKE_SA_INIT:
             sa.moved_to_4500 = True
+        if self.freeze_after is not None and id(sa) in self._idle:
+            self._warm.pop(id(sa), None)
+            self._warm[id(sa)] = sa
+            if message.timestamp >= self._next_freeze:
+                self._freeze_idle(message.timestamp)
+
+    def _freeze_idle(self, now: float) -> None:
+        warm = self._warm
+        while warm:
+            sa = next(iter(warm.values()))
+            if now - sa.last_seen < self.freeze_after:
+                break
+            del warm[id(sa)]
+            sa.freeze()
+        self._next_freeze = now + self.freeze_after / 2
 
     def _find(self, message: IkeMessage) -> _SaBuilder | None:
         if message.spi_r != ZERO_SPI:
@@ -490,6 +546,7 @@ class Tracker:
 
     def _close(self, sa: _SaBuilder) -> None:
         self._bare.pop(id(sa), None)
+        self._warm.pop(id(sa), None)
         self._midstream_open.pop(id(sa), None)
         if self._idle.pop(id(sa), None) is not None:
             self.state_bytes -= sa.state_bytes
@@ -632,8 +689,9 @@ class Tracker:
             sa.drop(dropped)
         if id(builder) in sa.open_fragments and not builder.incomplete:
             del sa.open_fragments[id(builder)]
+        sa.exchanges |= 1 << message.exchange
         if message.inner is not None:
-            self._inner_seen = True
+            self._inner_seen = sa.inner_seen = True
         notifies = message.notifies + (message.inner.notifies if message.inner else ())
         if notifies and message.exchange != iana.IKE_SA_INIT:
             sa.error_notifies.extend((message.exchange, n.type) for n in notifies
@@ -820,6 +878,7 @@ class Tracker:
         return [self._negotiation(sa) for sa in builders]
 
     def _clear_open(self) -> None:
+        self._warm.clear()
         self._by_pair.clear()
         self._pending.clear()
         self._by_spi_i.clear()
@@ -831,8 +890,8 @@ class Tracker:
         self._midstream_open.clear()
 
     def _negotiation(self, sa: _SaBuilder) -> Negotiation:
+        messages = _built_messages(sa)  # first: thaws a frozen SA's first message too
         first = sa.first
-        messages = _built_messages(sa)
         anomalies = list(sa.anomalies)
         anomalies.extend(_undecryptable(sa, messages))
         for m in messages:
@@ -1093,8 +1152,9 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S, *,
     _link_rekeys_by_spis(sas, children, past)
     orphans = [sa for sa in children if sa.state == MIDSTREAM and not sa.ikev1_exchanges
                and sa.rekey_linked_by != "spis"
-               and not any(b.first.exchange in (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
-                           for bs in sa.messages.values() for b in bs)]
+               and not (sa.exchanges & _HANDSHAKE and any(
+                   b.first.exchange in (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
+                   for bs in sa.messages.values() for b in bs))]
     pairs = {frozenset((sa.initiator, sa.responder)) for sa in orphans}
     if not pairs:
         return
@@ -1148,7 +1208,7 @@ def _rekey_entries(parent: _SaBuilder) -> list[tuple]:
     """The parent's CREATE_CHILD_SA messages large enough for a rekey, as `_link_rekeys`
     ranks them: (time, -order, index, parent's start, parent's last time, parent's SPIs,
     id(parent), response, message id, room)."""
-    if parent.ikev1_exchanges or not any(
+    if parent.ikev1_exchanges or not parent.exchanges >> iana.CREATE_CHILD_SA & 1 or not any(
             b.first.exchange == iana.CREATE_CHILD_SA for bs in parent.messages.values() for b in bs):
         return []
     entries = []
@@ -1158,6 +1218,9 @@ def _rekey_entries(parent: _SaBuilder) -> list[tuple]:
             entries.append((request.first_timestamp, -parent.order, index, parent.first.timestamp, parent.last_seen,
                             (parent.spi_i, parent.spi_r), id(parent), request.response, request.message_id, room))
     return entries
+
+
+_HANDSHAKE = (1 << iana.IKE_AUTH) | (1 << iana.IKE_INTERMEDIATE) | (1 << iana.IKE_SA_INIT)
 
 
 def _time(entry: tuple) -> float:
@@ -1173,7 +1236,8 @@ def _link_rekeys_by_spis(sas: list[_SaBuilder], children: list[_SaBuilder] | Non
             if link is not None:
                 _link_by_spis(child, *link)
     for parent in sas:
-        if parent.ikev1_exchanges or not any(b.inner for bs in parent.messages.values() for b in bs):
+        if parent.ikev1_exchanges or not parent.inner_seen or not any(
+                b.inner for bs in parent.messages.values() for b in bs):
             continue
         for exchange in child_exchanges(_built_messages(parent)):
             child = by_pair.get(exchange.new_spis) if exchange.new_spis else None
@@ -1207,7 +1271,7 @@ class _HandedOut:
         entries = [(*e[:6], None, *e[7:]) for e in _rekey_entries(sa)]
         if entries:
             self.entries.setdefault(frozenset((sa.initiator, sa.responder)), []).extend(entries)
-        if not sa.ikev1_exchanges and any(b.inner for bs in sa.messages.values() for b in bs):
+        if not sa.ikev1_exchanges and sa.inner_seen and any(b.inner for bs in sa.messages.values() for b in bs):
             for exchange in child_exchanges(_built_messages(sa)):
                 if exchange.new_spis and exchange.new_spis != (sa.spi_i, sa.spi_r):
                     self.spis[exchange.new_spis] = ((sa.spi_i, sa.spi_r), exchange.message_id, exchange.frame,
