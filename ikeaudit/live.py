@@ -192,13 +192,12 @@ class LiveAuditor:
         """Negotiations whose handshake ended or that have been idle ``idle_timeout``
         seconds at ``now`` (capture clock), each once, classified as they stand."""
         ready = self._stages.drain(now, self.idle_timeout)
-        if not ready:
-            return []
-        items = self._audited(ready)
+        items = self._audited(ready) if ready else []
         for item in items:
             self._emitted_ids.add(_identity(item.negotiation))
             self.handed_out[item.classification.name] += 1
         self.emitted.extend(items)
+        # Also on a drain that hands out nothing: a quiet capture must still forget.
         if now >= self._next_prune:
             self._prune(now - self.history)
             self._next_prune = now + self.history / 10

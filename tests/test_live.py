@@ -351,7 +351,7 @@ def test_a_negotiation_whose_decryption_was_shed_keeps_its_class_and_is_not_veri
 
 def test_the_session_reports_its_queue_high_water_mark():
     frames = frames_of(lab("c01"))
-    session, result, _, reports, statuses = run_session(frames)
+    session, result, _, reports, statuses = run_session(frames, count=len(frames))
     assert 1 <= result.stats["queue_high_water"] <= len(frames)
     assert result.stats["queue_capacity"] == session.queue_frames
     assert statuses[-1].queue_high_water == result.stats["queue_high_water"]
