@@ -833,8 +833,11 @@ class Tracker:
             if sa.state == MIDSTREAM:
                 for peers in ((sa.initiator, sa.responder), (sa.responder, sa.initiator)):
                     parents.update(self._held_by_peers.get(peers, {}))
+        frozen = [sa for sa in parents.values() if type(sa.store) is bytes]
         _link_rekeys(sorted(parents.values(), key=lambda s: s.order), self.rekey_window, orphans=ready,
                      past=self._past)
+        for sa in frozen:  # thawed to look for their rekeys: packed again until needed
+            sa.freeze()
 
     def _waits(self, sa: _SaBuilder) -> bool:
         if sa.rekeyed_from is not None and sa.rekeyed_from != (sa.spi_i, sa.spi_r):
