@@ -188,24 +188,91 @@ def _cross_attempt_downgrades(negotiations: list[Negotiation],
     for indices in by_peers.values():
         indices.sort(key=lambda i: (negotiations[i].first_seen, i))
         for before, after in zip(indices, indices[1:]):
-            a, ca = negotiations[before], classified[before]
-            b, cb = negotiations[after], classified[after]
-            if cb.name != CLASSICAL or not ca.pq_offered_by_initiator:
-                continue
-            pq_failed = ca.name in (FAILED, INCOMPLETE) or (ca.name in (HYBRID_PQ, PQ_ONLY) and not a.established
-                                                           and a.state != ESTABLISHED)
-            gap = b.first_seen - a.last_seen
-            if not pq_failed or not 0 <= gap <= DOWNGRADE_WINDOW_S:
-                continue
-            what = {FAILED: f"failed ({ca.error or 'no proposal chosen'})", INCOMPLETE: "went unanswered"}.get(
-                ca.name, f"chose {ca.name} but never completed IKE_AUTH")
-            finding = Finding("high", "downgrade", f"classical retry {gap:.1f} s after a post-quantum attempt "
-                              f"between the same peers: IKE SA {a.spi_i}/{a.spi_r} (first frame {a.first_frame}) "
-                              f"offered ML-KEM and {what}; this one offered no ML-KEM")
-            out[after] = replace(cb, findings=cb.findings + (finding,),
-                                 evidence=cb.evidence + (f"follows the post-quantum attempt {a.spi_i}/{a.spi_r} "
-                                                         f"by {gap:.1f} s",))
+            out[after] = _after_attempt(negotiations[before], classified[before], negotiations[after],
+                                        classified[after])
     return out
+
+
+def _may_lead_to_downgrade(a: Negotiation, ca: Classification) -> bool:
+    """Whether an attempt, followed by a classical one, makes that one a downgrade."""
+    return ca.pq_offered_by_initiator and (ca.name in (FAILED, INCOMPLETE) or (
+        ca.name in (HYBRID_PQ, PQ_ONLY) and not a.established and a.state != ESTABLISHED))
+
+
+def _after_attempt(a, ca: Classification, b: Negotiation, cb: Classification) -> Classification:
+    """b's classification, with a downgrade finding when a (the attempt before it between
+    the same peers: a Negotiation, or the `_Attempt` kept of one) makes it one."""
+    if cb.name != CLASSICAL or not _may_lead_to_downgrade(a, ca):
+        return cb
+    gap = b.first_seen - a.last_seen
+    if not 0 <= gap <= DOWNGRADE_WINDOW_S:
+        return cb
+    what = {FAILED: f"failed ({ca.error or 'no proposal chosen'})", INCOMPLETE: "went unanswered"}.get(
+        ca.name, f"chose {ca.name} but never completed IKE_AUTH")
+    finding = Finding("high", "downgrade", f"classical retry {gap:.1f} s after a post-quantum attempt "
+                      f"between the same peers: IKE SA {a.spi_i}/{a.spi_r} (first frame {a.first_frame}) "
+                      f"offered ML-KEM and {what}; this one offered no ML-KEM")
+    return replace(cb, findings=cb.findings + (finding,),
+                   evidence=cb.evidence + (f"follows the post-quantum attempt {a.spi_i}/{a.spi_r} "
+                                           f"by {gap:.1f} s",))
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What `_after_attempt` reads of an earlier attempt."""
+
+    spi_i: str
+    spi_r: str
+    first_frame: int
+    last_seen: float
+    established: bool
+    state: str
+
+
+class StreamClassifier:
+    """`classify_all` one negotiation at a time, for negotiations that come with each
+    rekey after its parent and each IKEv2 attempt after the one opened before it between
+    the same peers (`Tracker.hand_out` gives them so). Kept between calls: the
+    classification of each SA that may be a rekey's parent (it ran CREATE_CHILD_SA), with
+    the messages of its rekeys, and per initiator and responder the last attempt when it
+    offered ML-KEM and failed (None when it did not), both dropped by `prune`."""
+
+    def __init__(self, catalog: KeCatalog | None = None) -> None:
+        self.catalog = catalog or KeCatalog()
+        # SPI pair -> (time of its last CREATE_CHILD_SA, classification, slim negotiation, pinned)
+        self._parents: dict[tuple[str, str], tuple[float, Classification, Negotiation, bool]] = {}
+        self._last: dict[tuple[str, str], tuple[_Attempt, Classification] | None] = {}
+        self._last_seen: dict[tuple[str, str], float] = {}
+
+    def __call__(self, n: Negotiation) -> Classification:
+        kept = self._parents.get(n.rekeyed_from) if n.rekeyed_from else None
+        parent, parent_negotiation = (kept[1], kept[2]) if kept else (None, None)
+        c = classify(n, self.catalog, parent=parent, parent_negotiation=parent_negotiation)
+        rekeys = [m for m in n.messages if m.exchange in (iana.CREATE_CHILD_SA, iana.IKE_FOLLOWUP_KE)]
+        if any(m.exchange == iana.CREATE_CHILD_SA for m in rekeys):
+            pinned = any(x.new_spis for x in n.child_exchanges)
+            self._parents[(n.spi_i, n.spi_r)] = (max(m.first_timestamp for m in rekeys), c,
+                                                 replace(n, messages=tuple(rekeys)), pinned)
+        if n.ike_version != 2:
+            return c
+        peers = (n.initiator, n.responder)
+        before = self._last.get(peers)
+        out = _after_attempt(*before, n, c) if before is not None else c
+        self._last[peers] = ((_Attempt(n.spi_i, n.spi_r, n.first_frame, n.last_seen, n.established, n.state), c)
+                             if _may_lead_to_downgrade(n, c) else None)
+        self._last_seen[peers] = max(self._last_seen.get(peers, n.last_seen), n.last_seen)
+        return out
+
+    def prune(self, horizon: float, now: float, held) -> None:
+        """Forget parents whose rekeys are older than `horizon` (Tracker.horizon: no rekey
+        still to come reaches them; those whose decrypted rekeys named new SPIs stay), and
+        attempts more than DOWNGRADE_WINDOW_S before `now` between peers of which no SA is
+        held (`held(initiator, responder)`): a later attempt comes too late to follow them."""
+        for pair in [p for p, (at, _, _, pinned) in self._parents.items() if at < horizon and not pinned]:
+            del self._parents[pair]
+        for peers in [p for p, last in self._last_seen.items()
+                      if now - last > DOWNGRADE_WINDOW_S and not held(*p)]:
+            del self._last[peers], self._last_seen[peers]
 
 
 def classify(n: Negotiation, catalog: KeCatalog | None = None, *,

@@ -15,9 +15,10 @@ import sys
 import click
 
 from ikeaudit import __version__
+from ikeaudit.aggregate import ScanTally
 from ikeaudit.classify import KeCatalog
 from ikeaudit.cli_common import (
-    EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, InputError, exit_code, input_warning, keys_option, load_keys,
+    EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, InputError, exit_code, exit_code_of, input_warning, keys_option, load_keys,
     output_options, parse_private_ke, rekey_window_option, rotated_option, run_audit, vxlan_option, max_state_option,
     cluster_option, jobs_option, sensor_options,
 )
@@ -43,7 +44,7 @@ def main() -> None:
     """Audit IKEv2 handshakes in packet captures: did each tunnel really negotiate ML-KEM?"""
 
 
-from ikeaudit.monitor.cli import monitor_options, scan_monitoring, tunnels  # noqa: E402
+from ikeaudit.monitor.cli import monitor_options, scan_monitored, scan_monitoring, tunnels  # noqa: E402
 main.add_command(tunnels)  # continuous monitoring: ikeaudit/monitor/
 
 
@@ -79,8 +80,10 @@ def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: 
       ikeaudit scan old-spans/ --state tunnels.sqlite --format eve > eve.json
     """
     catalog = KeCatalog(parse_private_ke(private_ke))
-    audits = run_audit(captures, catalog, jobs=jobs, esp=False, keys=load_keys(key_files),
-                       rekey_window=rekey_window, rotated=rotated)
+    options = dict(jobs=jobs, esp=False, keys=load_keys(key_files), rekey_window=rekey_window, rotated=rotated)
+    if fmt in ("json", "jsonl", "csv") and not scan_monitored():
+        sys.exit(_scan_streamed(captures, catalog, fmt, fail_on, options))
+    audits = run_audit(captures, catalog, **options)
     document = views.scan_document(audits, catalog)
     if scan_monitoring(document, fmt):  # --state, --sink, --syslog; it wrote --format eve|ecs|zeek
         sys.exit(exit_code(document, fail_on))
@@ -90,6 +93,24 @@ def scan(captures: tuple[str, ...], jobs: int, key_files: tuple[str, ...], fmt: 
     else:
         click.echo(RENDERERS[fmt](document), nl=fmt == "table")
     sys.exit(exit_code(document, fail_on))
+
+
+def _scan_streamed(captures: tuple[str, ...], catalog: KeCatalog, fmt: str, fail_on: str, options: dict) -> int:
+    """JSON, JSONL and CSV as the negotiations stream out of the pipeline: each is rendered
+    into a spool as it comes and dropped, the summary counted (aggregate.ScanTally); the
+    same text as the whole document gives. Returns the exit code."""
+    spool = machine.Spool(fmt)
+    tally = ScanTally()
+
+    def take(file: int, rank: int, item) -> None:
+        view = views.negotiation_view(item, catalog)
+        tally.add(view)
+        spool.add(file, rank, view)
+
+    audits = run_audit(captures, catalog, on_negotiation=take, **options)
+    for piece in spool.pieces(views.scan_head(audits, tally)):
+        sys.stdout.write(piece)
+    return exit_code_of(tally.severities, fail_on)
 
 
 def _check_mtu(ctx, param, values):

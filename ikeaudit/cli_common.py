@@ -16,6 +16,7 @@ import contextlib
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterable
 
 import click
 
@@ -24,7 +25,7 @@ from ikeaudit.cli_keys import keys_option, load_keys  # noqa: F401  (re-exported
 from ikeaudit.decrypt import KeyTable
 from ikeaudit.execution import DaskCluster, ExecutionError, parse_cluster
 from ikeaudit.extract import undecoded
-from ikeaudit.pipeline import CaptureAudit, audit_captures
+from ikeaudit.pipeline import CaptureAudit, Streamed, audit_captures
 from ikeaudit.sources import CaptureError, capture_size, expand_capture_args
 from ikeaudit.track import DEFAULT_MAX_STATE_MB
 
@@ -193,16 +194,16 @@ def output_options(renderers):
 
 def run_audit(captures: tuple[str, ...], catalog: KeCatalog, *, jobs: int = 1, esp: bool = True,
               keys: KeyTable | None = None, rekey_window: float | None = None,
-              rotated: bool = False) -> list[CaptureAudit]:
+              rotated: bool = False, on_negotiation: Streamed | None = None) -> list[CaptureAudit]:
     """Audit the captures named on the command line. A progress bar (bytes read) goes to
     stderr when it is a terminal, from one second into the scan on, so that short scans
     stay quiet; never to stdout. esp=False skips native ESP, for commands not showing it.
     Input that cannot be read is an InputError; damage that was read around is one
-    warning line per capture on stderr."""
+    warning line per capture on stderr. on_negotiation streams (pipeline.audit_captures)."""
     context = click.get_current_context(silent=True)
     meta = context.meta if context is not None else {}
     options = dict(jobs=jobs, esp=esp, keys=keys, rotated=rotated, vxlan_ports=meta.get("ikeaudit.vxlan_ports", ()),
-                   max_state_mb=meta.get("ikeaudit.max_state_mb", DEFAULT_MAX_STATE_MB))
+                   max_state_mb=meta.get("ikeaudit.max_state_mb", DEFAULT_MAX_STATE_MB), on_negotiation=on_negotiation)
     if rekey_window is not None:
         options["rekey_window"] = rekey_window
     named = meta.get("ikeaudit.sensors", [])
@@ -281,6 +282,7 @@ def input_warning(audit: CaptureAudit) -> str | None:
     damage = next((a.detail for a in audit.anomalies if a.kind == "capture"), None)
     kinds = Counter(a.kind for a in audit.anomalies if a.kind != "capture")
     kinds.update(a.kind for item in audit.negotiations for a in item.negotiation.anomalies)
+    kinds.update(audit.negotiation_anomalies)  # those streamed
     kinds["malformed IKE"] = len(audit.malformed)
     counted = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()) if count)
     unread = undecoded(audit.stats)
@@ -297,11 +299,16 @@ def input_warning(audit: CaptureAudit) -> str | None:
 def exit_code(document: dict, fail_on: str) -> int:
     """EXIT_FINDINGS when a negotiation's finding, or a document-wide finding (unanswered
     traffic, reflection floods), is at or above fail_on."""
+    findings = [f for n in document["negotiations"] for f in n["findings"]]
+    findings += document.get("findings", [])
+    return exit_code_of((f["severity"] for f in findings), fail_on)
+
+
+def exit_code_of(severities: Iterable[str], fail_on: str) -> int:
+    """EXIT_FINDINGS when one of the findings' severities is at or above fail_on."""
     if fail_on == "none":
         return EXIT_OK
     threshold = SEVERITIES.index(fail_on)
-    findings = [f for n in document["negotiations"] for f in n["findings"]]
-    findings += document.get("findings", [])
-    if any(SEVERITIES.index(f["severity"]) >= threshold for f in findings):
+    if any(SEVERITIES.index(severity) >= threshold for severity in severities):
         return EXIT_FINDINGS
     return EXIT_OK

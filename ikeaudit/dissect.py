@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import sys
 from dataclasses import replace
 
 from scapy.packet import Packet
@@ -347,7 +348,8 @@ def _fast(data: bytes, frame: int) -> _Walk | None:
         walk.encrypted_end = walk.encrypted_at + length
         walk.encrypted_next = fields[1]
     spi_i, spi_r, _, walk.exchange, walk.flags, walk.message_id, walk.length = head
-    walk.spi_i, walk.spi_r = spi_i.hex(), spi_r.hex()
+    # Interned: the SPIs of every message of an IKE SA in flight are one string each.
+    walk.spi_i, walk.spi_r = sys.intern(spi_i.hex()), sys.intern(spi_r.hex())
     return walk
 
 

@@ -37,7 +37,7 @@ from functools import cached_property
 
 from ikeaudit.certs import AuthInventory, inventory
 from ikeaudit.capture_filter import ike_filter, ip_filter, untagged_filter
-from ikeaudit.classify import Classification, KeCatalog, classify_all
+from ikeaudit.classify import Classification, KeCatalog, StreamClassifier, classify_all
 from ikeaudit.decrypt import KeyTable
 from ikeaudit.execution import Execution, LocalProcesses, process_context, worker_progress
 from ikeaudit.extract import Extractor
@@ -55,6 +55,16 @@ MAX_LISTED = 1000
 
 Progress = Callable[[int], None]  # called with capture-file bytes consumed
 Dissected = IkeMessage | Ikev1Message | Malformed
+# Streaming (audit_captures' on_negotiation): an IKE SA idle this long in capture time is
+# handed out even with a shorter --rekey-window (0 links no rekey, but must not cut an SA
+# at every message): longer than an initiator keeps retransmitting (strongSwan's default
+# schedule gives up after 165 s).
+HAND_OUT_MIN_IDLE_S = 180.0
+# An IKE SA idle this long in capture time is frozen (track._SaBuilder.freeze) until its
+# next message: a handshake's messages come within a round trip or two, a gateway's SAs
+# then sit idle between rekeys and DPD, and most of the SAs in flight are those
+# (bench/gateway.py 20,000: peak RSS 256 MB freezing after 2 s, 223 MB after 0.5 s).
+FREEZE_AFTER_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,9 @@ class CaptureAudit:
     esp_flows: list[EspFlow] = field(default_factory=list)
     stats: Counter = field(default_factory=Counter)
     sensor: str | None = None
+    # Streamed (on_negotiation), `negotiations` stays empty: the kinds of anomaly its
+    # negotiations held, counted (what `negotiations` would show).
+    negotiation_anomalies: Counter = field(default_factory=Counter)
 
 
 def scan_filter(*, esp: bool = True, vxlan_ports: Iterable[int] | None = None) -> tuple[str, ...]:
@@ -127,7 +140,8 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
                    rekey_window: float = REKEY_WINDOW_S, vxlan_ports: Iterable[int] = (),
                    max_state_mb: int = DEFAULT_MAX_STATE_MB, execution: Execution | None = None,
                    sensors: Sequence[str | None] | None = None,
-                   found: Callable[[int, int], None] | None = None) -> list[CaptureAudit]:
+                   found: Callable[[int, int], None] | None = None,
+                   on_negotiation: Streamed | None = None) -> list[CaptureAudit]:
     """Audit captures given together; one CaptureAudit per path, in the order given.
 
     rekey_window: how long before an IKE SA met without its IKE_SA_INIT another SA's
@@ -160,6 +174,14 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
     found(files, negotiations), if given, is called as files are tracked and as
     negotiations are found, with the counts since the last call.
 
+    on_negotiation streams: memory follows the IKE SAs in flight, not the capture. Each
+    negotiation is classified as soon as its IKE SA has been idle for the rekey window
+    (at least HAND_OUT_MIN_IDLE_S) in capture time, or was closed by a bound, or the
+    input ends, and handed to on_negotiation(file index, rank, audited negotiation),
+    then dropped (with its sensor, and counted by `found`): the CaptureAudits' `negotiations` stay empty. Sorted by (file index,
+    rank), they are the negotiations and order that the call without it gives (what an
+    SA idle that long and then active again gives differs: two negotiations).
+
     Raises sources.CaptureError, before any work, for a path that is not a capture; a
     file that a worker then fails to read (gone, unreachable) is audited as a damaged
     capture: a "capture" anomaly naming it, no negotiation.
@@ -168,13 +190,29 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
     if len(sensors) != len(paths):
         raise ValueError("sensors: one per path")
     with _few_collections():
+        if on_negotiation is not None:
+            on_negotiation = _labelled(on_negotiation, sensors, found)
         audits = _audit_captures(list(paths), catalog, jobs, prefilter, esp, progress, keys, rotated, rekey_window,
-                                 tuple(vxlan_ports), max_state_mb, execution, sensors, found)
+                                 tuple(vxlan_ports), max_state_mb, execution, sensors, found, on_negotiation)
     for audit, sensor in zip(audits, sensors):
         if sensor is not None:
             audit.sensor = sensor
             audit.negotiations = [replace(item, sensor=sensor) for item in audit.negotiations]
     return audits
+
+
+def _labelled(on_negotiation: Streamed, sensors: list[str | None],
+              found: Callable[[int, int], None] | None) -> Streamed:
+    """A streamed negotiation with its file's sensor, counted for progress."""
+
+    def hand(index: int, rank: int, item: AuditedNegotiation) -> None:
+        if sensors[index] is not None:
+            item = replace(item, sensor=sensors[index])
+        if found is not None:
+            found(0, 1)
+        on_negotiation(index, rank, item)
+
+    return hand
 
 
 @contextmanager
@@ -195,7 +233,8 @@ def _few_collections() -> Iterator[None]:
 def _audit_captures(paths: list[str], catalog: KeCatalog | None, jobs: int, prefilter: bool, esp: bool,
                     progress: Progress | None, keys: KeyTable | None, rotated: bool, rekey_window: float,
                     vxlan_ports: tuple[int, ...], max_state_mb: int, execution: Execution | None,
-                    sensors: list[str | None], found: Callable[[int, int], None] | None) -> list[CaptureAudit]:
+                    sensors: list[str | None], found: Callable[[int, int], None] | None,
+                    on_negotiation: Streamed | None = None) -> list[CaptureAudit]:
     starts = [_first_timestamp(path) for path in paths]  # raises CaptureError
     runs = _runs(paths, starts, sensors, rotated)
     order = [index for run in runs for index in run]
@@ -214,17 +253,21 @@ def _audit_captures(paths: list[str], catalog: KeCatalog | None, jobs: int, pref
         if found is not None:  # a file's negotiations come from its chain alone
             found(0, sum(len(by_file[i]) for i in chain.files))
 
+    anomaly_kinds: dict[int, Counter] = {i: Counter() for i in range(len(paths))}
+    stream = None if on_negotiation is None else _Stream(on_negotiation, catalog, paths, parsed, anomaly_kinds)
     try:
         for run in runs:
-            chain = _Chain(rekey_window, max_state_mb)
+            chain = _Chain(rekey_window, max_state_mb, stream)
             for index in run:
                 if chain.files and not chain.continued_by(starts[index]):
                     finish(chain)
-                    chain = _Chain(rekey_window, max_state_mb)
+                    chain = _Chain(rekey_window, max_state_mb, stream)
                 sink = chain.feed(index)
-                if workers is None:
-                    read = _read_alongside if jobs > 1 else _read
-                    parsed[index] = read(paths[index], expressions, progress, sink, keys)
+                if workers is None and jobs == 1:
+                    parsed[index] = _Parsed(paths[index])  # filled as read: a streamed negotiation's late frames
+                    parsed[index] = _read(paths[index], expressions, progress, sink, keys, parsed[index])
+                elif workers is None:
+                    parsed[index] = _read_alongside(paths[index], expressions, progress, sink, keys)
                 else:
                     parsed[index] = result = next(workers)
                     for record in result.records:
@@ -237,7 +280,10 @@ def _audit_captures(paths: list[str], catalog: KeCatalog | None, jobs: int, pref
     finally:
         if workers is not None:
             workers.close()
-    return [_audit(parsed[i], by_file[i]) for i in range(len(paths))]
+    audits = [_audit(parsed[i], by_file[i]) for i in range(len(paths))]
+    for audit, index in zip(audits, range(len(paths))):
+        audit.negotiation_anomalies = anomaly_kinds[index]
+    return audits
 
 
 def _runs(paths: list[str], starts: list[float | None], sensors: list[str | None], rotated: bool) -> list[list[int]]:
@@ -308,6 +354,7 @@ def _datagrams(items: Iterable[Frame | Anomaly], parsed: _Parsed,
     ESP flows into parsed."""
     extractor = Extractor(vxlan_ports=(VXLAN_PORT, *vxlan_ports))
     order = TimeOrder()
+    parsed.late_frames = order.late_frames  # as they come (a negotiation streamed before the end)
     for item in order(items):
         yield from _extracted(extractor, item, parsed)
     _extraction_done(extractor, order, parsed)
@@ -336,9 +383,9 @@ def _extraction_done(extractor: Extractor, order: TimeOrder, parsed: _Parsed) ->
     parsed.stats["late_frames"] += order.late  # listed even when none
     parsed.stats["reordered_frames"] += order.reordered
     late = order.anomaly()
+    parsed.late_frames = frozenset(order.late_frames if late is not None else ())
     if late is not None:
         note(late)
-        parsed.late_frames = frozenset(order.late_frames)
     parsed.esp_flows = extractor.esp_flows()
 
 
@@ -453,8 +500,9 @@ class Stages:
 
 
 def _read(path: str, expressions: _Reading, progress: Progress | None,
-          sink: Callable[[Dissected], None], keys: KeyTable | None = None) -> _Parsed:  # fmt: skip
-    parsed = _Parsed(path)
+          sink: Callable[[Dissected], None], keys: KeyTable | None = None,
+          parsed: _Parsed | None = None) -> _Parsed:  # fmt: skip
+    parsed = parsed if parsed is not None else _Parsed(path)
     capture = open_capture(path, prefilter=expressions.prefilter, progress=progress)
     try:
         _Dissector(keys)(_datagrams(capture, parsed, expressions.vxlan_ports), parsed, sink)
@@ -568,17 +616,40 @@ def _audit(parsed: _Parsed, negotiations: list[AuditedNegotiation]) -> CaptureAu
 # ---------------------------------------------------------------------------- files together
 
 
+Streamed = Callable[[int, int, "AuditedNegotiation"], None]  # (file index, rank in its file, negotiation)
+
+
+class _Stream:
+    """Where a streaming scan's negotiations go: classified one at a time
+    (classify.StreamClassifier), given the file of their first message, and handed on."""
+
+    def __init__(self, out: Streamed, catalog: KeCatalog | None, paths: list[str], parsed: dict[int, _Parsed],
+                 anomaly_kinds: dict[int, Counter]) -> None:  # fmt: skip
+        self.out = out
+        self.catalog = catalog
+        self.paths = paths
+        self.parsed = parsed
+        self.anomaly_kinds = anomaly_kinds
+
+
 class _Chain:
     """Files of one rotation that follow each other in time, tracked as one capture."""
 
-    def __init__(self, rekey_window: float = REKEY_WINDOW_S, max_state_mb: int = DEFAULT_MAX_STATE_MB) -> None:
-        self.tracker = Tracker("", rekey_window=rekey_window, max_state_bytes=max_state_mb << 20)
+    def __init__(self, rekey_window: float = REKEY_WINDOW_S, max_state_mb: int = DEFAULT_MAX_STATE_MB,
+                 stream: _Stream | None = None) -> None:  # fmt: skip
+        self.tracker = Tracker("", rekey_window=rekey_window, max_state_bytes=max_state_mb << 20,
+                               freeze_after=FREEZE_AFTER_S)
         self.last = -math.inf  # time of the chain's last IKE record
         # (frame, time) of a record of the second or a later file -> that file. Records of
         # the first file are not kept (a record per IKE datagram grew without bound on a
         # single long capture): a negotiation not found here began in the first file.
         self._first_file: dict[tuple[int, float], int] = {}
         self.files: list[int] = []  # in the order tracked
+        self._stream = stream
+        if stream is not None:
+            self._classify = StreamClassifier(stream.catalog)
+            self._idle = max(rekey_window, HAND_OUT_MIN_IDLE_S)
+            self._next_sweep = -math.inf
 
     def continued_by(self, start: float | None) -> bool:
         """Whether a file whose first frame came at `start` goes on where this one stops."""
@@ -586,15 +657,36 @@ class _Chain:
 
     def feed(self, index: int) -> Callable[[Dissected], None]:
         self.files.append(index)
-        if len(self.files) == 1:
-            return self.tracker.feed
         feed, first = self.tracker.feed, self._first_file
+        if len(self.files) > 1:
+            def feed(record: Dissected, track=feed) -> None:
+                first.setdefault((record.frame, record.timestamp), index)
+                track(record)
+        if self._stream is None:
+            return feed
 
-        def sink(record: Dissected) -> None:
-            first.setdefault((record.frame, record.timestamp), index)
-            feed(record)
+        def streamed(record: Dissected, track=feed) -> None:
+            track(record)
+            if record.timestamp >= self._next_sweep:
+                self._sweep(record.timestamp)
 
-        return sink
+        return streamed
+
+    def _sweep(self, now: float) -> None:
+        """Hand out what the tracker is done with; a sweep every eighth of the idle time."""
+        for rank, negotiation in self.tracker.hand_out(now, self._idle):
+            self._out(rank, negotiation)
+        self._classify.prune(self.tracker.horizon, now, self.tracker.holds)
+        self._next_sweep = now + self._idle / 8
+
+    def _out(self, rank: int, negotiation: Negotiation) -> None:
+        stream = self._stream
+        index = self.file_of(negotiation)
+        negotiation = _late_marked(negotiation, stream.parsed[index].late_frames if index in stream.parsed else ())
+        classification = self._classify(negotiation)
+        negotiation = replace(negotiation, capture=stream.paths[index])
+        stream.anomaly_kinds[index].update(a.kind for a in negotiation.anomalies)
+        stream.out(index, rank, AuditedNegotiation(negotiation, classification, profile(negotiation)))
 
     def file_of(self, negotiation: Negotiation) -> int:
         """The file of the negotiation's first message."""
@@ -602,11 +694,16 @@ class _Chain:
 
     def finish(self, paths: list[str], parsed: dict[int, _Parsed], by_file: dict[int, list[AuditedNegotiation]],
                catalog: KeCatalog | None) -> None:  # fmt: skip
-        """Classify the chain's negotiations into by_file, each under the file of its first message."""
+        """Classify the chain's negotiations into by_file, each under the file of its first
+        message (streaming: hand out the rest)."""
         if not self.files:
             return
         # What the tracker could not keep, told under the chain's first file.
         parsed[self.files[0]].anomalies.extend(self.tracker.anomalies())
+        if self._stream is not None:
+            for rank, negotiation in self.tracker.finish_stream():
+                self._out(rank, negotiation)
+            return
         negotiations = self.tracker.finish()
         files = [self.file_of(n) for n in negotiations]
         negotiations = [_late_marked(n, parsed[i].late_frames) for n, i in zip(negotiations, files)]

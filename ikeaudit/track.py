@@ -18,7 +18,11 @@ anything it does not list is recorded as an anomaly instead of being guessed.
 
 from __future__ import annotations
 
+import math
+import pickle
+import zlib
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from ikeaudit import iana
@@ -219,6 +223,14 @@ class _MessageBuilder:
         return Decryption(status, detail, outcomes[0].key_line)
 
 
+@dataclass(frozen=True, slots=True)
+class _FirstSeen:
+    """What a frozen SA keeps of its first message; the rest comes back with `messages`."""
+
+    frame: int
+    timestamp: float
+
+
 @dataclass(slots=True)
 class _SaBuilder:
     first: IkeMessage | Ikev1Message
@@ -240,9 +252,16 @@ class _SaBuilder:
     responder_notifies: tuple[int, ...] = ()
     error_notifies: list[tuple[int, int]] = field(default_factory=list)
     retries: list[SaInitRetry] = field(default_factory=list)
-    messages: dict[tuple, list[_MessageBuilder]] = field(default_factory=dict)
+    # message key -> builders (`messages`); while the SA is frozen, with its first message,
+    # pickled and compressed
+    store: dict[tuple, list[_MessageBuilder]] | bytes = field(default_factory=dict)
     vendor_ids: list[bytes] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
+    # Bit 1 << exchange for each exchange a message of it ever had, and whether one
+    # carried decrypted payloads: rekey linking looks into a frozen SA only when they say
+    # it may find something (a message given up since may have gone: it looks then).
+    exchanges: int = 0
+    inner_seen: bool = False
     moved_to_4500: bool = False
     rekeyed_from: tuple[str, str] | None = None
     rekey_evidence: str | None = None
@@ -254,6 +273,25 @@ class _SaBuilder:
     dropped: dict[str, int] = field(default_factory=dict)  # what a bound kept out -> how much
     # fragmented messages still missing fragments, oldest first: id(builder) -> (key, builder)
     open_fragments: dict[int, tuple[tuple, _MessageBuilder]] = field(default_factory=dict)
+
+    @property
+    def messages(self) -> dict[tuple, list[_MessageBuilder]]:
+        """Its messages, thawed first if frozen."""
+        store = self.store
+        if type(store) is bytes:
+            self.first, store = pickle.loads(zlib.decompress(store))
+            self.store = store
+        return store
+
+    def freeze(self) -> None:
+        """Its messages and first message packed: an SA idle in flight holds a fifth of the
+        memory (bench/state_bytes.py). One with IKE fragments still missing stays as it is
+        (`open_fragments` points into its builders)."""
+        if type(self.store) is bytes or self.open_fragments or not isinstance(self.first, IkeMessage):
+            return
+        first = self.first
+        self.store = zlib.compress(pickle.dumps((first, self.store), pickle.HIGHEST_PROTOCOL), 1)
+        self.first = _FirstSeen(first.frame, first.timestamp)
 
     def note(self, anomaly: Anomaly) -> None:
         if len(self.anomalies) < MAX_ANOMALIES:
@@ -287,9 +325,13 @@ class Tracker:
     def __init__(self, capture: str = "", *, max_negotiations: int | None = None,
                  max_state_bytes: int = DEFAULT_MAX_STATE_MB << 20, max_bare: int = MAX_BARE_IN_FLIGHT,
                  max_evicted_bare: int = 1_000, rekey_window: float = REKEY_WINDOW_S,
-                 live: bool = False) -> None:  # fmt: skip
+                 live: bool = False, freeze_after: float | None = None) -> None:  # fmt: skip
         self.capture = capture
         self.live = live  # drained and pruned while the capture goes on: keep the indexes below
+        # IKE SAs idle this long in capture time are frozen (_SaBuilder.freeze) until fed again.
+        self.freeze_after = freeze_after
+        self._warm: dict[int, _SaBuilder] = {}  # open SAs not frozen, the one fed the longest ago first
+        self._next_freeze = -math.inf
         self.rekey_window = rekey_window
         self.max_negotiations = max_negotiations
         self.max_state_bytes = max_state_bytes
@@ -323,6 +365,14 @@ class Tracker:
         self._order = 0
         self.malformed: list[Malformed] = []
         self.malformed_count = 0
+        # Streaming (`hand_out`): the SAs still held (open, or closed and not handed out)
+        # by (initiator, responder), opened first first; the open ones met mid-stream; and
+        # what SAs handed out leave behind for the rekeys that may follow them.
+        self._held_by_peers: dict[tuple[str, str], dict[int, _SaBuilder]] = {}
+        self._midstream_open: dict[int, _SaBuilder] = {}
+        self._past = _HandedOut()
+        self.horizon = -math.inf  # handed-out parents before this time can no longer be linked to
+        self._inner_seen = False  # decrypted payloads seen (they may name a rekey's new SPIs)
 
     # -- feeding ---------------------------------------------------------------------
     def feed(self, record: IkeMessage | Ikev1Message | Malformed) -> None:
@@ -359,6 +409,21 @@ class Tracker:
             sa.note(anomaly)
         if iana.NAT_T_PORT in (message.sport, message.dport) and message.exchange != iana.IKE_SA_INIT:
             sa.moved_to_4500 = True
+        if self.freeze_after is not None and id(sa) in self._idle:
+            self._warm.pop(id(sa), None)
+            self._warm[id(sa)] = sa
+            if message.timestamp >= self._next_freeze:
+                self._freeze_idle(message.timestamp)
+
+    def _freeze_idle(self, now: float) -> None:
+        warm = self._warm
+        while warm:
+            sa = next(iter(warm.values()))
+            if now - sa.last_seen < self.freeze_after:
+                break
+            del warm[id(sa)]
+            sa.freeze()
+        self._next_freeze = now + self.freeze_after / 2
 
     def _find(self, message: IkeMessage) -> _SaBuilder | None:
         if message.spi_r != ZERO_SPI:
@@ -443,6 +508,9 @@ class Tracker:
             self._by_pair[(sa.spi_i, sa.spi_r)] = sa
         if starts:
             self._by_spi_i[sa.spi_i] = sa
+        else:
+            self._midstream_open[id(sa)] = sa
+        self._held_by_peers.setdefault((initiator, responder), {})[id(sa)] = sa
         return sa
 
     def _make_room(self, needed: int) -> None:
@@ -464,8 +532,9 @@ class Tracker:
         if oldest.bare:
             if self._kept_bare >= self.max_evicted_bare:
                 self._closed.pop()
+                self._forget(oldest)
                 if self.live:
-                    self._forget(oldest)
+                    self._forget_live(oldest)
                 self._count_bare(oldest, bound)
                 return
             self._kept_bare += 1
@@ -490,6 +559,8 @@ class Tracker:
 
     def _close(self, sa: _SaBuilder) -> None:
         self._bare.pop(id(sa), None)
+        self._warm.pop(id(sa), None)
+        self._midstream_open.pop(id(sa), None)
         if self._idle.pop(id(sa), None) is not None:
             self.state_bytes -= sa.state_bytes
         self._by_pair.pop((sa.spi_i, sa.spi_r), None)
@@ -635,6 +706,9 @@ class Tracker:
             sa.drop(dropped)
         if id(builder) in sa.open_fragments and not builder.incomplete:
             del sa.open_fragments[id(builder)]
+        sa.exchanges |= 1 << message.exchange
+        if message.inner is not None:
+            self._inner_seen = sa.inner_seen = True
         notifies = message.notifies + (message.inner.notifies if message.inner else ())
         if notifies and message.exchange != iana.IKE_SA_INIT:
             sa.error_notifies.extend((message.exchange, n.type) for n in notifies
@@ -715,7 +789,7 @@ class Tracker:
             _link_rekeys(sorted(family.values(), key=lambda s: s.order), self.rekey_window)
         return [self._negotiation(sa) for sa in sorted(ready, key=lambda s: s.order)]
 
-    def _forget(self, sa: _SaBuilder) -> None:
+    def _forget_live(self, sa: _SaBuilder) -> None:
         """An SA counted, not kept: out of the live indexes too."""
         if self._closed_by_pair.get((sa.spi_i, sa.spi_r)) is sa:
             del self._closed_by_pair[(sa.spi_i, sa.spi_r)]
@@ -753,6 +827,102 @@ class Tracker:
         self.pruned += gone
         return gone
 
+    # -- streaming (scan and report) -------------------------------------------------
+    def hand_out(self, now: float, idle: float) -> list[tuple[int, Negotiation]]:
+        """The negotiations done with by `now` (capture time), each with its place in the
+        order `finish()` lists them in; their SAs leave the tracker. Done with: idle for
+        `idle` seconds, or closed early by a bound. An SA waits while its parent, or an
+        SA opened before it between the same peers, is still held: the classifier takes
+        them in that order (a rekey is judged with its parent, a classical attempt after
+        the one before it). What a later rekey needs of an SA handed out stays behind in
+        a compact summary (`_HandedOut`). IKEv1 SAs stay to `finish_stream`."""
+        ready: dict[int, _SaBuilder] = {}
+        for sa in self._idle.values():  # fed the longest ago first
+            if now - sa.last_seen < idle:
+                break
+            ready[id(sa)] = sa
+        for sa in self._closed:
+            if sa.ikev1 is None:
+                ready[id(sa)] = sa
+        released = self._release(ready, final=False) if ready else []
+        start = min((sa.first.timestamp for sa in self._midstream_open.values()), default=now)
+        # A rekey met later starts at `now` or after, an SA met mid-stream still open at its start.
+        self.horizon = max(self.horizon, min(now, start) - self.rekey_window - 1e-6)
+        self._past.prune(self.horizon)
+        return [(sa.order, self._negotiation(sa)) for sa in released]
+
+    def finish_stream(self) -> Iterator[tuple[int, Negotiation]]:
+        """The end of the input for `hand_out`: every SA still held, in order, one at a
+        time (each builder is let go as its negotiation is made)."""
+        ready = {id(sa): sa for sa in [*self._idle.values(), *self._closed]}
+        builders = self._release(ready, final=True)
+        ready.clear()  # each builder goes as soon as its negotiation is made
+        self._past = _HandedOut()
+        for index, sa in enumerate(builders):
+            builders[index] = None
+            yield sa.order, self._negotiation(sa)
+
+    def _release(self, ready: dict[int, _SaBuilder], *, final: bool) -> list[_SaBuilder]:
+        self._link(list(ready.values()))
+        released: list[_SaBuilder] = []
+        for sa in sorted(ready.values(), key=lambda s: s.order):
+            if not final and self._waits(sa):
+                continue
+            released.append(sa)
+            if id(sa) in self._idle:
+                self._close(sa)
+            self._forget(sa)
+            if not final:
+                self._past.keep(sa)
+        gone = {id(sa) for sa in released}
+        self._closed = [sa for sa in self._closed if id(sa) not in gone]
+        if final:
+            self._closed.clear()
+            self._clear_open()
+        return released
+
+    def _link(self, ready: list[_SaBuilder]) -> None:
+        """Rekey links of the SAs about to leave, to the SAs still held (of the same
+        addresses; every one when decrypted payloads name the new SPIs) and to what the
+        ones handed out before left behind."""
+        parents: dict[int, _SaBuilder] = {}
+        if self._inner_seen:
+            parents.update((id(sa), sa) for sa in [*self._idle.values(), *self._closed])
+        for sa in ready:
+            parents[id(sa)] = sa
+            if sa.state == MIDSTREAM:
+                for peers in ((sa.initiator, sa.responder), (sa.responder, sa.initiator)):
+                    parents.update(self._held_by_peers.get(peers, {}))
+        frozen = [sa for sa in parents.values() if type(sa.store) is bytes]
+        _link_rekeys(sorted(parents.values(), key=lambda s: s.order), self.rekey_window, orphans=ready,
+                     past=self._past)
+        for sa in frozen:  # thawed to look for their rekeys: packed again until needed
+            sa.freeze()
+
+    def _waits(self, sa: _SaBuilder) -> bool:
+        if sa.rekeyed_from is not None and sa.rekeyed_from != (sa.spi_i, sa.spi_r):
+            parent = self._by_pair.get(sa.rekeyed_from)
+            if parent is not None or any((c.spi_i, c.spi_r) == sa.rekeyed_from and c.ikev1 is None
+                                         for c in self._closed):
+                return True
+        key = (sa.first.timestamp, sa.order)
+        return any((other.first.timestamp, other.order) < key
+                   for other in self._held_by_peers.get((sa.initiator, sa.responder), {}).values())
+
+    def holds(self, initiator: str, responder: str) -> bool:
+        """Whether an IKEv2 SA between these peers is still held (streaming)."""
+        return (initiator, responder) in self._held_by_peers
+
+    def _forget(self, sa: _SaBuilder) -> None:
+        """An SA let go for good: out of the streaming indexes."""
+        peers = (sa.initiator, sa.responder)
+        held = self._held_by_peers.get(peers)
+        if held is not None and held.pop(id(sa), None) is not None and not held:
+            del self._held_by_peers[peers]
+        retrying = self._retrying.get(peers)
+        if retrying is not None and retrying.pop(id(sa), None) is not None and not retrying:
+            del self._retrying[peers]
+
     def current(self, spi_i: str, spi_r: str) -> Negotiation | None:
         """One IKE SA as it stands now, open or closed (live reporting needs a parent's
         later IKE_FOLLOWUP_KE exchanges to judge its rekey)."""
@@ -762,6 +932,15 @@ class Tracker:
     def finish(self) -> list[Negotiation]:
         for sa in [*self._by_pair.values(), *self._pending.values()]:
             self._closed.append(sa)
+        self._clear_open()
+        unique = {id(sa): sa for sa in self._closed}
+        builders = sorted(unique.values(), key=lambda s: s.order)
+        _link_rekeys(builders, self.rekey_window)
+        self.reported = [sa.reported for sa in builders]
+        return [self._negotiation(sa) for sa in builders]
+
+    def _clear_open(self) -> None:
+        self._warm.clear()
         self._by_pair.clear()
         self._pending.clear()
         self._by_spi_i.clear()
@@ -769,15 +948,12 @@ class Tracker:
         self._bare.clear()
         self.state_bytes = 0
         self._retrying.clear()
-        unique = {id(sa): sa for sa in self._closed}
-        builders = sorted(unique.values(), key=lambda s: s.order)
-        _link_rekeys(builders, self.rekey_window)
-        self.reported = [sa.reported for sa in builders]
-        return [self._negotiation(sa) for sa in builders]
+        self._held_by_peers.clear()
+        self._midstream_open.clear()
 
     def _negotiation(self, sa: _SaBuilder) -> Negotiation:
+        messages = _built_messages(sa)  # first: thaws a frozen SA's first message too
         first = sa.first
-        messages = _built_messages(sa)
         anomalies = list(sa.anomalies)
         anomalies.extend(_undecryptable(sa, messages))
         for m in messages:
@@ -1018,7 +1194,8 @@ def _rekey_room(parent: _SaBuilder, message: TrackedMessage) -> tuple[bool, str]
     return room >= needed, text
 
 
-def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
+def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S, *,
+                 orphans: list[_SaBuilder] | None = None, past: _HandedOut | None = None) -> None:
     """Tie an IKE SA met without IKE_SA_INIT to the SA it rekeyed.
 
     Decrypted, a CREATE_CHILD_SA that rekeys the IKE SA names the new SPIs in its IKE
@@ -1029,78 +1206,142 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S) -> None:
     that fell silent before the new SA appeared (it was deleted after the rekey) is
     preferred over one that carried on. An SA whose own IKE_AUTH was captured began
     with a handshake (its IKE_SA_INIT was lost): it is no rekey and is never linked.
+
+    Streaming (`Tracker.hand_out`): only `orphans` are linked, to the parents among `sas`
+    and to those `past` remembers of the SAs handed out before.
     """
-    _link_rekeys_by_spis(sas)
-    orphans = [sa for sa in sas if sa.state == MIDSTREAM and not sa.ikev1_exchanges and sa.rekey_linked_by != "spis"
-               and not any(b.first.exchange in (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
-                           for bs in sa.messages.values() for b in bs)]
+    children = sas if orphans is None else orphans
+    _link_rekeys_by_spis(sas, children, past)
+    orphans = [sa for sa in children if sa.state == MIDSTREAM and not sa.ikev1_exchanges
+               and sa.rekey_linked_by != "spis"
+               and not (sa.exchanges & _HANDSHAKE and any(
+                   b.first.exchange in (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
+                   for bs in sa.messages.values() for b in bs))]
     pairs = {frozenset((sa.initiator, sa.responder)) for sa in orphans}
     if not pairs:
         return
     # Address pair -> every CREATE_CHILD_SA message large enough for a rekey, in time
     # order: each orphan looks only at those of its window (a gateway pair rekeying for
     # hours, or thousands of peers, made a walk over every parent quadratic).
-    candidates: dict[frozenset, list[tuple[float, int, int, _SaBuilder, TrackedMessage, str]]] = {}
+    candidates: dict[frozenset, list[tuple]] = {}
     for parent in sas:
         pair = frozenset((parent.initiator, parent.responder))
-        if pair not in pairs or parent.ikev1_exchanges or not any(
-                b.first.exchange == iana.CREATE_CHILD_SA for bs in parent.messages.values() for b in bs):
-            continue
-        for index, request in enumerate(_create_child_sa_requests(parent)):
-            fits, room = _rekey_room(parent, request)
-            if fits:
-                candidates.setdefault(pair, []).append(
-                    (request.first_timestamp, -parent.order, index, parent, request, room))
+        if pair in pairs:
+            entries = _rekey_entries(parent)
+            if entries:
+                candidates.setdefault(pair, []).extend(entries)
+    if past is not None:
+        for pair in pairs:
+            if pair in past.entries:
+                candidates.setdefault(pair, []).extend(past.entries[pair])
     for entries in candidates.values():
         entries.sort(key=lambda e: e[:3])
     for sa in orphans:
         start = sa.first.timestamp
         entries = candidates.get(frozenset((sa.initiator, sa.responder)), [])
-        best: tuple[tuple, _SaBuilder, TrackedMessage, str] | None = None
+        best: tuple | None = None
         # Widened by a microsecond: the exact test below decides, as float rounding would.
         low = bisect_left(entries, start - window - 1e-6, key=_time)
         high = bisect_right(entries, start + 1e-6, key=_time)
-        for at, rank_order, index, parent, request, room in entries[low:high]:
-            if parent is sa or parent.first.timestamp > start or not 0 <= start - at <= window:
+        for entry in entries[low:high]:
+            at, rank_order, index, parent_start, parent_last, _, parent_id, *_ = entry
+            if parent_id == id(sa) or parent_start > start or not 0 <= start - at <= window:
                 continue
             # A parent that fell silent first, then the latest request; on a tie the
             # parent met first, and its later request.
-            rank = (parent.last_seen <= start, at, rank_order, index)
+            rank = (parent_last <= start, at, rank_order, index)
             if best is None or rank > best[0]:
-                best = (rank, parent, request, room)
+                best = (rank, entry)
         if best is None:
             continue
-        (ended, *_), parent, request, room = best
-        sa.rekeyed_from = (parent.spi_i, parent.spi_r)
+        (ended, *_), (at, _, _, _, _, (spi_i, spi_r), _, response, message_id, room) = best
+        sa.rekeyed_from = (spi_i, spi_r)
         sa.rekey_linked_by = "addresses-time-and-size"
         sa.rekey_evidence = (
-            f"inferred: no IKE_SA_INIT; same addresses as IKE SA {parent.spi_i}/{parent.spi_r}, whose "
-            f"CREATE_CHILD_SA {'response' if request.response else 'request'} (message id {request.message_id}) "
-            f"at {request.first_timestamp:.6f} precedes "
-            f"this SA's first message by {start - request.first_timestamp:.1f} s (rekey window {window:g} s); "
+            f"inferred: no IKE_SA_INIT; same addresses as IKE SA {spi_i}/{spi_r}, whose "
+            f"CREATE_CHILD_SA {'response' if response else 'request'} (message id {message_id}) "
+            f"at {at:.6f} precedes "
+            f"this SA's first message by {start - at:.1f} s (rekey window {window:g} s); "
             f"{room}" + ("; the parent fell silent before this SA appeared" if ended
                          else "; the parent stayed active"))
+
+
+def _rekey_entries(parent: _SaBuilder) -> list[tuple]:
+    """The parent's CREATE_CHILD_SA messages large enough for a rekey, as `_link_rekeys`
+    ranks them: (time, -order, index, parent's start, parent's last time, parent's SPIs,
+    id(parent), response, message id, room)."""
+    if parent.ikev1_exchanges or not parent.exchanges >> iana.CREATE_CHILD_SA & 1 or not any(
+            b.first.exchange == iana.CREATE_CHILD_SA for bs in parent.messages.values() for b in bs):
+        return []
+    entries = []
+    for index, request in enumerate(_create_child_sa_requests(parent)):
+        fits, room = _rekey_room(parent, request)
+        if fits:
+            entries.append((request.first_timestamp, -parent.order, index, parent.first.timestamp, parent.last_seen,
+                            (parent.spi_i, parent.spi_r), id(parent), request.response, request.message_id, room))
+    return entries
+
+
+_HANDSHAKE = (1 << iana.IKE_AUTH) | (1 << iana.IKE_INTERMEDIATE) | (1 << iana.IKE_SA_INIT)
 
 
 def _time(entry: tuple) -> float:
     return entry[0]
 
 
-def _link_rekeys_by_spis(sas: list[_SaBuilder]) -> None:
-    by_pair = {(sa.spi_i, sa.spi_r): sa for sa in sas if not sa.ikev1_exchanges}
+def _link_rekeys_by_spis(sas: list[_SaBuilder], children: list[_SaBuilder] | None = None,
+                         past: _HandedOut | None = None) -> None:
+    by_pair = {(sa.spi_i, sa.spi_r): sa for sa in (sas if children is None else children) if not sa.ikev1_exchanges}
+    if past is not None and past.spis:
+        for pair, child in by_pair.items():
+            link = past.spis.get(pair)
+            if link is not None:
+                _link_by_spis(child, *link)
     for parent in sas:
-        if parent.ikev1_exchanges or not any(b.inner for bs in parent.messages.values() for b in bs):
+        if parent.ikev1_exchanges or not parent.inner_seen or not any(
+                b.inner for bs in parent.messages.values() for b in bs):
             continue
         for exchange in child_exchanges(_built_messages(parent)):
             child = by_pair.get(exchange.new_spis) if exchange.new_spis else None
             if child is None or child is parent:
                 continue
-            child.rekeyed_from = (parent.spi_i, parent.spi_r)
-            child.rekey_linked_by = "spis"
-            child.rekey_evidence = (
-                f"by SPIs: the decrypted CREATE_CHILD_SA (message id {exchange.message_id}, frame "
-                f"{exchange.frame}) of IKE SA {parent.spi_i}/{parent.spi_r} rekeyed it to the new "
-                f"SPIs {exchange.new_spis[0]}/{exchange.new_spis[1]}")
+            _link_by_spis(child, (parent.spi_i, parent.spi_r), exchange.message_id, exchange.frame, exchange.new_spis)
+
+
+def _link_by_spis(child: _SaBuilder, parent: tuple[str, str], message_id: int, frame: int,
+                  new_spis: tuple[str, str]) -> None:
+    child.rekeyed_from = parent
+    child.rekey_linked_by = "spis"
+    child.rekey_evidence = (
+        f"by SPIs: the decrypted CREATE_CHILD_SA (message id {message_id}, frame "
+        f"{frame}) of IKE SA {parent[0]}/{parent[1]} rekeyed it to the new "
+        f"SPIs {new_spis[0]}/{new_spis[1]}")
+
+
+@dataclass(slots=True)
+class _HandedOut:
+    """What the SAs handed out leave for the rekeys met after them: their CREATE_CHILD_SA
+    messages that may have rekeyed them, by address pair (`_rekey_entries`, dropped once
+    older than any rekey still to come can reach), and the new SPIs their decrypted
+    rekeys named (kept: a few per SA, and only with keys)."""
+
+    entries: dict[frozenset, list[tuple]] = field(default_factory=dict)
+    spis: dict[tuple[str, str], tuple] = field(default_factory=dict)
+
+    def keep(self, sa: _SaBuilder) -> None:
+        # id(sa) goes: a later SA may get the same id once this one is freed.
+        entries = [(*e[:6], None, *e[7:]) for e in _rekey_entries(sa)]
+        if entries:
+            self.entries.setdefault(frozenset((sa.initiator, sa.responder)), []).extend(entries)
+        if not sa.ikev1_exchanges and sa.inner_seen and any(b.inner for bs in sa.messages.values() for b in bs):
+            for exchange in child_exchanges(_built_messages(sa)):
+                if exchange.new_spis and exchange.new_spis != (sa.spi_i, sa.spi_r):
+                    self.spis[exchange.new_spis] = ((sa.spi_i, sa.spi_r), exchange.message_id, exchange.frame,
+                                                    exchange.new_spis)
+
+    def prune(self, horizon: float) -> None:
+        for pair in [p for p, entries in self.entries.items() if max(e[0] for e in entries) < horizon]:
+            del self.entries[pair]
 
 
 # -- IKEv1 ------------------------------------------------------------------------------

@@ -164,3 +164,9 @@ def test_execution_knows_no_stage():
     """execution.py runs a map of any function (local processes or Dask) and hands the
     results back in order: it knows neither the stages nor the pipeline that uses it."""
     assert not {n for n in imports_of(PACKAGE / "execution.py") if n.startswith("ikeaudit")}
+
+
+def test_aggregation_reads_output_views_only():
+    """aggregate counts over negotiation views as they stream: no stage, no renderer."""
+    names = imports_of(PACKAGE / "aggregate.py")
+    assert not {n for n in names if n.startswith("ikeaudit")}

@@ -173,6 +173,12 @@ def scan_monitoring(document: dict, fmt: str) -> bool:
     return fmt in FORMATS
 
 
+def scan_monitored() -> bool:
+    """Whether `scan_monitoring` will want the whole document (a monitor was asked for)."""
+    spec = click.get_current_context().meta.get(_META)
+    return spec is not None and spec.monitor is not None
+
+
 def report_monitoring(document: dict) -> list[tuple[str, bytes, str]]:
     """`report`'s hook: the negotiations to the monitor, as `scan` gives them; with a
     --state file, the posture over time of the report's tunnels as a figure

@@ -6,7 +6,9 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
+import tempfile
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 
 import orjson
 
@@ -32,21 +34,73 @@ def iter_json(document: dict) -> Iterator[str]:
     they come: the indenting encoder is pure Python and holds every small piece of the
     whole text before joining them, six times the text's size (300 MB for a flood of
     15,000 negotiations)."""
+    negotiations = document.get("negotiations") or ()
+    return _iter_json(document, lambda: (_negotiation_text(n) for n in negotiations), len(negotiations))
+
+
+def _negotiation_text(view: dict) -> str:
+    return _indented(_dumps(view), "    ")
+
+
+def _iter_json(document: dict, negotiations: Callable[[], Iterable[str]], count: int) -> Iterator[str]:
     if not document:
         yield "{}\n"
         return
     yield "{\n"
-    for i, (key, value) in enumerate(document.items()):
+    for i, key in enumerate(document):
         yield f"  {_dumps(key)}: "
-        if key == "negotiations" and value:
+        if key == "negotiations" and count:
             yield "[\n"
-            for j, item in enumerate(value):
-                yield "    " + _indented(_dumps(item), "    ") + (",\n" if j < len(value) - 1 else "\n")
+            for j, text in enumerate(negotiations()):
+                yield "    " + text + (",\n" if j < count - 1 else "\n")
             yield "  ]"
         else:
-            yield _indented(_dumps(value), "  ")
+            yield _indented(_dumps(document[key] if key != "negotiations" else []), "  ")
         yield ",\n" if i < len(document) - 1 else "\n"
     yield "}\n"
+
+
+class Spool:
+    """Negotiation views of a streamed scan, rendered as they come into a temporary file
+    (fmt: json, jsonl or csv) and written back in (file, rank) order after the
+    document's head: the text `iter_json` / `render_jsonl` / `render_csv` give for the
+    whole document, without every negotiation in memory (an index of 32 bytes each)."""
+
+    def __init__(self, fmt: str) -> None:
+        self._fmt = fmt
+        self._render = {"json": _negotiation_text, "jsonl": _dumps_line, "csv": _csv_line}[fmt]
+        self._file = tempfile.TemporaryFile()
+        self._files, self._ranks, self._offsets, self._sizes = array("q"), array("q"), array("q"), array("q")
+        self._offset = 0
+
+    def add(self, file: int, rank: int, view: dict) -> None:
+        data = self._render(view).encode()
+        self._file.write(data)
+        self._files.append(file)
+        self._ranks.append(rank)
+        self._offsets.append(self._offset)
+        self._sizes.append(len(data))
+        self._offset += len(data)
+
+    def _texts(self) -> Iterator[str]:
+        files, ranks, offsets, sizes, spool = self._files, self._ranks, self._offsets, self._sizes, self._file
+        spool.flush()
+        order = sorted(range(len(files)), key=lambda i: (files[i], ranks[i]))
+        for i in order:
+            spool.seek(offsets[i])
+            yield spool.read(sizes[i]).decode()
+
+    def pieces(self, head: dict) -> Iterator[str]:
+        """The document: head (everything but the negotiations) and the negotiations."""
+        try:
+            if self._fmt == "csv":
+                yield _csv_header()
+            if self._fmt != "json":
+                yield from self._texts()
+            else:
+                yield from _iter_json({**head, "negotiations": None}, self._texts, len(self._files))
+        finally:
+            self._file.close()
 
 
 # orjson writes floats below 1e-4 unlike repr (0.00001, 2.5e-7 for 1e-05, 2.5e-07), as
@@ -151,9 +205,21 @@ def csv_row(n: dict) -> dict:
 
 
 def render_csv(document: dict) -> str:
+    return _csv_header() + "".join(_csv_line(n) for n in document["negotiations"])
+
+
+def _csv_writer() -> tuple[io.StringIO, csv.DictWriter]:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    return out, csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+
+
+def _csv_header() -> str:
+    out, writer = _csv_writer()
     writer.writeheader()
-    for n in document["negotiations"]:
-        writer.writerow({k: csv_safe(v) for k, v in csv_row(n).items()})
+    return out.getvalue()
+
+
+def _csv_line(view: dict) -> str:
+    out, writer = _csv_writer()
+    writer.writerow({k: csv_safe(v) for k, v in csv_row(view).items()})
     return out.getvalue()

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Iterable
 
 from ikeaudit import __version__, iana, remediation, vendors
+from ikeaudit.aggregate import ScanTally
 from ikeaudit.certs import AuthInventory, CertificateInfo, SignatureAlgorithm
 from ikeaudit.classify import KeCatalog, describe_proposal
 from ikeaudit.peer import Implementation
@@ -359,24 +360,21 @@ def capture_view(audit: CaptureAudit) -> dict:
 def scan_document(audits: Iterable[CaptureAudit], catalog: KeCatalog) -> dict:
     audits = list(audits)
     negotiations = [negotiation_view(item, catalog) for a in audits for item in a.negotiations]
+    return {**scan_head(audits, ScanTally.of(negotiations)), "negotiations": negotiations}
+
+
+def scan_head(audits: Iterable[CaptureAudit], tally: ScanTally) -> dict:
+    """The scan document without its negotiations (streamed: counted in tally)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "ikeaudit", "version": __version__},
         "captures": [capture_view(a) for a in audits],
-        "summary": summary_view(negotiations),
-        "negotiations": negotiations,
+        "summary": tally.summary(),
     }
 
 
 def summary_view(negotiations: list[dict]) -> dict:
-    classes = Counter(n["classification"] for n in negotiations)
-    return {
-        "negotiations": len(negotiations),
-        "ike_sas_established": sum(1 for n in negotiations if n["established"] and n["ike_version"] == 2),
-        "by_classification": dict(sorted(classes.items())),
-        "by_confidence": dict(sorted(Counter(n["confidence"] for n in negotiations if n["confidence"]).items())),
-        "by_observation": dict(sorted(Counter(n["observation"] for n in negotiations).items())),
-    }
+    return ScanTally.of(negotiations).summary()
 
 
 def mtu_document(audits: Iterable[CaptureAudit], catalog: KeCatalog, what_ifs: dict[int, list[WhatIf]],
