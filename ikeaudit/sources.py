@@ -187,12 +187,8 @@ def _open_url(url: str) -> io.BufferedReader:
             raise CaptureError(f"{url}: is a directory")
         # Buffered as open() is: the gzip/zstd sniff peeks, the prefilter reads into its buffer.
         reader = io.BufferedReader(filesystem.open(path, "rb"), buffer_size=1 << 20)
-    except FileNotFoundError:
-        raise CaptureError(f"{url}: no such file or directory") from None
-    except PermissionError:
-        raise CaptureError(f"{url}: permission denied") from None
     except OSError as exc:
-        raise CaptureError(f"{url}: cannot open ({exc})") from None
+        raise _open_failed(url, exc) from None
     reader.capture_size = info.get("size") or 0
     return reader
 
@@ -228,12 +224,16 @@ def _open_file(path: str | os.PathLike[str]) -> io.BufferedReader:
         raise CaptureError(f"{os.fspath(path)}: not a regular file")
     try:
         return open(path, "rb")  # closed by _guarded, or by iter_capture on failure
-    except FileNotFoundError:
-        raise CaptureError(f"{os.fspath(path)}: no such file or directory") from None
-    except PermissionError:
-        raise CaptureError(f"{os.fspath(path)}: permission denied") from None
     except OSError as exc:
-        raise CaptureError(f"{os.fspath(path)}: cannot open ({exc.strerror or exc})") from None
+        raise _open_failed(os.fspath(path), exc) from None
+
+
+def _open_failed(name: str, exc: OSError) -> CaptureError:
+    if isinstance(exc, FileNotFoundError):
+        return CaptureError(f"{name}: no such file or directory")
+    if isinstance(exc, PermissionError):
+        return CaptureError(f"{name}: permission denied")
+    return CaptureError(f"{name}: cannot open ({exc.strerror or exc})")
 
 
 def _decompressing(raw: io.BufferedReader, path: str) -> tuple[io.BufferedIOBase, str]:
