@@ -285,3 +285,19 @@ def test_captures_named_by_url_read_as_by_path():
     assert [url.split("://")[0] for url in urls] == ["memory", "memory"]
     assert [url.rsplit("/", 1)[1] for url in urls] == ["c01.pcap", "h01.pcap"]
     assert negotiations_of(urls) == by_path
+
+
+def test_the_sensor_that_saw_the_ike_sa_init_decides_though_another_saw_more_messages():
+    from dataclasses import replace
+
+    from ikeaudit import iana
+    from ikeaudit.pipeline import audit_capture
+    from ikeaudit.policy.exposure import distinct_negotiations
+
+    whole = next(n for n in audit_capture(lab_path("d01")).negotiations if n.negotiation.sa_init_seen)
+    later = [m for m in whole.negotiation.messages if m.exchange != iana.IKE_SA_INIT]  # not captured there
+    midstream = replace(whole.negotiation, sa_init_seen=False, messages=tuple(later * 3))
+    seen = [replace(whole, sensor="B"), replace(whole, negotiation=midstream, sensor="A")]
+    (kept,), by = distinct_negotiations(seen)
+    assert kept.sensor == "B" and kept.negotiation.sa_init_seen
+    assert set(by.values()) == {("A", "B")}

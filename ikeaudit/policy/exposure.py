@@ -25,8 +25,8 @@ encrypted, so no SPI can tie them tighter); a flow before any SA is unassessed.
 
 Sensors: captures from several capture points (`--sensor`) may hold the same IKE SA
 twice. A negotiation is the same one when its peers and IKE SPIs are (SPIs are random,
-64 bits each): it counts once, from the sensor that saw most of its messages (ties: the
-first sensor by name), and the tunnel lists every sensor that saw it (`sensors`). ESP
+64 bits each): it counts once, from the sensor that saw its IKE_SA_INIT request, then
+most of its messages (ties: the first sensor by name), and the tunnel lists every sensor that saw it (`sensors`). ESP
 flows likewise (same addresses, SPI and encapsulation): counted from one sensor
 (`distinct_esp_flows`), never added up across sensors.
 """
@@ -203,9 +203,14 @@ def distinct_negotiations(items: Iterable) -> tuple[list, dict[tuple, tuple[str,
 
 
 def _fuller(item, kept) -> bool:
-    """Whether item's sensor saw more of the negotiation than kept's (ties: the first name)."""
-    mine, theirs = len(item.negotiation.messages), len(kept.negotiation.messages)
-    return mine > theirs or (mine == theirs and item.sensor < kept.sensor)
+    """Whether item's sensor saw more of the negotiation than kept's: first the view that
+    holds the IKE_SA_INIT request (the offer, the choice and any INVALID_KE retry, which
+    the class and the downgrade count rest on; a mid-stream view with more INFORMATIONALs
+    must not replace it), then more messages (ties: the first name)."""
+    def rank(i) -> tuple:
+        return i.negotiation.sa_init_seen, len(i.negotiation.messages)
+
+    return rank(item) > rank(kept) or (rank(item) == rank(kept) and item.sensor < kept.sensor)
 
 
 def distinct_esp_flows(audits: Iterable) -> list[EspFlow]:
