@@ -243,8 +243,10 @@ def _flow_sensors(audits: Iterable) -> dict[tuple, set[str]]:
 
 
 def _grouped(audits: Iterable, esp: Iterable[EspFlow] | None):
+    """Negotiations (each IKE SA once) and ESP flows by address pair, and which sensors
+    saw each IKE SA (distinct_negotiations)."""
     groups: dict[tuple[str, str], list] = {}
-    items, _ = distinct_negotiations(audited_negotiations(audits))
+    items, seen_by = distinct_negotiations(audited_negotiations(audits))
     for item in items:
         n = item.negotiation
         groups.setdefault(_pair(n.initiator, n.responder), []).append(item)
@@ -253,7 +255,7 @@ def _grouped(audits: Iterable, esp: Iterable[EspFlow] | None):
         flows.setdefault(_pair(flow.src, flow.dst), []).append(flow)
     for items in groups.values():
         items.sort(key=lambda i: (i.negotiation.first_seen, i.negotiation.first_frame))
-    return groups, flows
+    return groups, flows, seen_by
 
 
 def _is_tunnel(items: list, flows: list[EspFlow]) -> bool:
@@ -267,8 +269,7 @@ def exposure(audits: Iterable, esp: Iterable[EspFlow] | None = None,
     and only established SAs make tunnels."""
     catalog = catalog or KeCatalog()
     audits = list(audits)
-    groups, flows = _grouped(audits, esp)
-    _, seen_by = distinct_negotiations(audited_negotiations(audits))
+    groups, flows, seen_by = _grouped(audits, esp)
     esp_seen_by = _flow_sensors(audits)
     measured = esp is not None
     out = []
@@ -284,7 +285,7 @@ def exposure(audits: Iterable, esp: Iterable[EspFlow] | None = None,
 
 def unanswered_traffic(audits: Iterable, esp: Iterable[EspFlow] | None = None) -> UnansweredTraffic:
     """The negotiations that formed no tunnel, with findings naming sources and volume."""
-    groups, flows = _grouped(audits, esp)
+    groups, flows, _ = _grouped(audits, esp)
     items = [i for pair, group in groups.items() if not _is_tunnel(group, flows.get(pair, [])) for i in group]
     pairs = sum(1 for pair, group in groups.items() if not _is_tunnel(group, flows.get(pair, [])))
     sources = Counter(_sender(i.negotiation)[0] for i in items)
