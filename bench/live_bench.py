@@ -188,6 +188,24 @@ def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
 
+def veth_namespaces(send_ns: str, sniff_ns: str) -> None:
+    """Two network namespaces joined by a veth pair, each end named as its namespace,
+    jumbo MTU so that no replayed frame is cut."""
+    for ns in (send_ns, sniff_ns):
+        ip("netns", "add", ns)
+    ip("link", "add", send_ns, "netns", send_ns, "type", "veth", "peer", "name", sniff_ns, "netns", sniff_ns)
+    for ns in (send_ns, sniff_ns):
+        ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", ns, "link", "set", ns, "mtu", "9000", "up")
+
+
+def remove_namespaces(*names: str) -> None:
+    """Delete namespaces (and the veth in them), quietly: run in `finally`, after a
+    failure that may have left some of them uncreated."""
+    for ns in names:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
 def netns_exec(ns: str, *command: str) -> list[str]:
     return ["ip", "netns", "exec", ns, *command]
 
@@ -247,13 +265,7 @@ def main() -> int:
         write_pcap(work / "ike.pcap", ike_frames(options.copies))
         truth = audit_capture(str(work / "ike.pcap"))
 
-        for ns in (send_ns, sniff_ns):
-            ip("netns", "add", ns)
-        ip("link", "add", send_ns, "netns", send_ns, "type", "veth", "peer", "name", sniff_ns,
-           "netns", sniff_ns)  # fmt: skip
-        for ns in (send_ns, sniff_ns):
-            ip("-n", ns, "link", "set", "lo", "up")
-            ip("-n", ns, "link", "set", ns, "mtu", "9000", "up")
+        veth_namespaces(send_ns, sniff_ns)
 
         out = work / "out"
         with open(work / "live.jsonl", "wb") as stdout, open(work / "live.err", "wb") as stderr:
@@ -328,8 +340,7 @@ def main() -> int:
             if process.poll() is None:
                 process.kill()
                 process.wait(10)
-        for ns in (send_ns, sniff_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        remove_namespaces(send_ns, sniff_ns)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from gateway import build  # noqa: E402
-from live_bench import IKEAUDIT, ip, netns_exec, parse_replay  # noqa: E402
+from live_bench import IKEAUDIT, netns_exec, parse_replay, remove_namespaces, veth_namespaces  # noqa: E402
 
 from ikeaudit.pipeline import audit_capture  # noqa: E402
 
@@ -94,12 +94,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="ikeaudit-gw-"))
     live = None
     try:
-        for ns in (send_ns, sniff_ns):
-            ip("netns", "add", ns)
-        ip("link", "add", send_ns, "netns", send_ns, "type", "veth", "peer", "name", sniff_ns, "netns", sniff_ns)
-        for ns in (send_ns, sniff_ns):
-            ip("-n", ns, "link", "set", "lo", "up")
-            ip("-n", ns, "link", "set", ns, "mtu", "9000", "up")
+        veth_namespaces(send_ns, sniff_ns)
         out, err = work / "out", work / "live.err"
         queue = ["--queue-frames", str(options.queue_frames)] if options.queue_frames else []
         with open(work / "live.jsonl", "wb") as stdout, open(err, "wb") as stderr:
@@ -178,8 +173,7 @@ def main() -> int:
         if live is not None and live.poll() is None:
             live.kill()
             live.wait(10)
-        for ns in (send_ns, sniff_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        remove_namespaces(send_ns, sniff_ns)
         shutil.rmtree(work, ignore_errors=True)
 
 

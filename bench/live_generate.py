@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from live_bench import IKEAUDIT, ip, netns_exec  # noqa: E402
+from live_bench import IKEAUDIT, netns_exec, remove_namespaces, veth_namespaces  # noqa: E402
 from make_span import Instance, _instance_addresses, _lab_templates, _materialize  # noqa: E402
 
 DATAGRAMS = re.compile(r"(\d+) IKE datagram\(s\)")
@@ -163,12 +163,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="ikeaudit-gen-"))
     live = sender = None
     try:
-        for ns in (send_ns, sniff_ns):
-            ip("netns", "add", ns)
-        ip("link", "add", send_ns, "netns", send_ns, "type", "veth", "peer", "name", sniff_ns, "netns", sniff_ns)
-        for ns in (send_ns, sniff_ns):
-            ip("-n", ns, "link", "set", "lo", "up")
-            ip("-n", ns, "link", "set", ns, "mtu", "9000", "up")
+        veth_namespaces(send_ns, sniff_ns)
         out, err = work / "out", work / "live.err"
         with open(err, "wb") as stderr:
             live = subprocess.Popen(netns_exec(sniff_ns, *IKEAUDIT, "live", "-i", sniff_ns, "--format", "jsonl",
@@ -252,8 +247,7 @@ def main() -> int:
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait(10)
-        for ns in (send_ns, sniff_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        remove_namespaces(send_ns, sniff_ns)
         shutil.rmtree(work, ignore_errors=True)
 
 
