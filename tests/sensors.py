@@ -23,8 +23,8 @@ from pathlib import Path
 
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
-from scapy.utils import rdpcap
 
+import captures
 from conftest import PCAPS, RECORDS
 
 SLOT = 100.0  # seconds of capture per rotated file
@@ -46,19 +46,10 @@ LAB = ("192.0.2.1", "192.0.2.2")  # the lab's initiator and responder
 
 def _ike_frames(record_id: str, start: float) -> list[tuple[float, bytes]]:
     """The lab capture's IPv4 frames onto its copy's addresses, from `start` on."""
-    packets = [p for p in rdpcap(str(PCAPS / RECORDS[record_id]["file"])) if IP in p]
-    mapping = dict(zip(LAB, ADDRESSES[record_id]))
-    offset = start - float(packets[0].time)
-    out = []
-    for p in packets:
-        q = p.copy()
-        q[IP].src = mapping.get(q[IP].src, q[IP].src)
-        q[IP].dst = mapping.get(q[IP].dst, q[IP].dst)
-        del q[IP].chksum
-        if UDP in q:
-            del q[UDP].chksum
-        out.append((float(p.time) + offset, bytes(q)))
-    return out
+    packets = [p for p in captures.read(str(PCAPS / RECORDS[record_id]["file"])) if IP in p]
+    moved = captures.shifted(captures.readdressed(packets, dict(zip(LAB, ADDRESSES[record_id]))),
+                             start - float(packets[0].time))
+    return [(float(p.time), bytes(p)) for p in moved]
 
 
 def _padding(sensor: str, index: int, count: int, first: float, last: float) -> list[tuple[float, bytes]]:
