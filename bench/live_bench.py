@@ -206,6 +206,26 @@ def remove_namespaces(*names: str) -> None:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def listening(live: subprocess.Popen, stderr: Path, timeout: float = 60.0) -> bool:
+    """Wait until `ikeaudit live` says it listens; False (its stderr printed) when it
+    exits or stays silent past the timeout."""
+    deadline = time.monotonic() + timeout
+    while "listening on" not in stderr.read_text():
+        if live.poll() is not None or time.monotonic() > deadline:
+            print(stderr.read_text(), file=sys.stderr)
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def stop(*processes: subprocess.Popen | None) -> None:
+    """Kill what still runs (in `finally`: after a failure some were never started)."""
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
 def netns_exec(ns: str, *command: str) -> list[str]:
     return ["ip", "netns", "exec", ns, *command]
 
@@ -274,12 +294,8 @@ def main() -> int:
                                                "--buffer-mib", str(options.buffer_mib)),
                                     stdout=stdout, stderr=stderr)  # fmt: skip
         processes.append(live)
-        deadline = time.monotonic() + 60
-        while "listening on" not in (work / "live.err").read_text():
-            if live.poll() is not None or time.monotonic() > deadline:
-                print((work / "live.err").read_text(), file=sys.stderr)
-                return 1
-            time.sleep(0.05)
+        if not listening(live, work / "live.err"):
+            return 1
 
         lab_frames = sum(1 for f in iter_capture(str(work / "ike.pcap")) if isinstance(f, Frame))
         ike_seconds = lab_frames / options.ike_pps if options.ike_pps else 1.0
@@ -336,10 +352,7 @@ def main() -> int:
         print("  classes seen: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(seen.values()).items())))
         return 0
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
+        stop(*processes)
         remove_namespaces(send_ns, sniff_ns)
         shutil.rmtree(work, ignore_errors=True)
 

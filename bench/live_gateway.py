@@ -37,7 +37,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from gateway import build  # noqa: E402
-from live_bench import IKEAUDIT, netns_exec, parse_replay, remove_namespaces, veth_namespaces  # noqa: E402
+from live_bench import (IKEAUDIT, listening, netns_exec, parse_replay, remove_namespaces, stop,  # noqa: E402
+                        veth_namespaces)
 
 from ikeaudit.pipeline import audit_capture  # noqa: E402
 
@@ -103,12 +104,8 @@ def main() -> int:
                                                "--state", str(work / "state.db"),
                                                "--buffer-mib", str(options.buffer_mib), *queue),
                                     stdout=stdout, stderr=stderr)  # fmt: skip
-        deadline = time.monotonic() + 60
-        while "listening on" not in err.read_text():
-            if live.poll() is not None or time.monotonic() > deadline:
-                print(err.read_text(), file=sys.stderr)
-                return 1
-            time.sleep(0.05)
+        if not listening(live, err):
+            return 1
         print(f"replaying {path.name} at {options.pps} pps ...", file=sys.stderr)
         start = time.monotonic()
         replay = subprocess.run(netns_exec(send_ns, "tcpreplay", "-q", f"--pps={options.pps}",
@@ -170,9 +167,7 @@ def main() -> int:
             print(f"  {key:<{width}}  {value}")
         return 0
     finally:
-        if live is not None and live.poll() is None:
-            live.kill()
-            live.wait(10)
+        stop(live)
         remove_namespaces(send_ns, sniff_ns)
         shutil.rmtree(work, ignore_errors=True)
 

@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from live_bench import IKEAUDIT, netns_exec, remove_namespaces, veth_namespaces  # noqa: E402
+from live_bench import IKEAUDIT, listening, netns_exec, remove_namespaces, stop, veth_namespaces  # noqa: E402
 from make_span import Instance, _instance_addresses, _lab_templates, _materialize  # noqa: E402
 
 DATAGRAMS = re.compile(r"(\d+) IKE datagram\(s\)")
@@ -174,12 +174,8 @@ def main() -> int:
                                                "--buffer-mib", str(options.buffer_mib)),
                                     stdout=subprocess.PIPE, stderr=stderr, text=True)  # fmt: skip
         lines = Lines(live.stdout)
-        deadline = time.monotonic() + 60
-        while "listening on" not in err.read_text():
-            if live.poll() is not None or time.monotonic() > deadline:
-                print(err.read_text(), file=sys.stderr)
-                return 1
-            time.sleep(0.05)
+        if not listening(live, err):
+            return 1
         print(f"sending generated copies at {options.pps} pps for {options.minutes} min ...", file=sys.stderr)
         start = time.monotonic()
         sender = subprocess.Popen(netns_exec(send_ns, sys.executable, __file__, "--sender", send_ns,
@@ -243,10 +239,7 @@ def main() -> int:
             print(f"  {key:<{width}}  {value}")
         return 0
     finally:
-        for process in (sender, live):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait(10)
+        stop(sender, live)
         remove_namespaces(send_ns, sniff_ns)
         shutil.rmtree(work, ignore_errors=True)
 
