@@ -23,10 +23,12 @@ stopped rather than lose the frames before it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import glob
 import gzip
+import hashlib
 import heapq
 import itertools
 import io
@@ -599,8 +601,9 @@ _BPF_LINKTYPES = {1: "EN10MB", 101: "RAW", 113: "LINUX_SLL", 228: "IPV4", 229: "
 class _Filter:
     """A BPF program compiled for one link type."""
 
-    def __init__(self, libpcap: _Libpcap, program: _BpfProgram, expression: str) -> None:
+    def __init__(self, libpcap: _Libpcap, program: _BpfProgram, expression: str, instructions: bytes = b"") -> None:
         self.program = program  # kept alive: libpcap points into it
+        self._instructions = instructions  # a cached program's own instructions, kept alive too
         self.address = ctypes.addressof(program)
         self.expression = expression
         self.test = libpcap.test  # (program address, header address, data address) -> int
@@ -633,6 +636,12 @@ class _Libpcap:
         prototype = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)
         self.test_bytes = prototype(("pcap_offline_filter", lib))
         self.version = lib.pcap_lib_version().decode(errors="replace")
+        try:
+            lib.bpf_validate.argtypes = [ctypes.c_char_p, ctypes.c_int]
+            lib.bpf_validate.restype = ctypes.c_int
+            self.validate = lib.bpf_validate
+        except AttributeError:  # not exported: a cached program is checked by its digest alone
+            self.validate = None
         self._lib = lib
         self.lib = lib
         self.live_declared = False  # LiveCapture's calls declared (_live_libpcap)
@@ -654,18 +663,92 @@ class _Libpcap:
         dlt = self._lib.pcap_datalink_name_to_val(name.encode())
         if dlt < 0:
             return None
-        handle = self._lib.pcap_open_dead(dlt, MAX_CAPLEN)
-        if not handle:
-            return None
+        cache = _ProgramCache(self, dlt)
+        handle = None
         try:
             for expression in expressions:
+                instructions = cache.load(expression)
+                if instructions is not None:
+                    return _Filter(self, _program(instructions), expression, instructions)
+                if handle is None:
+                    handle = self._lib.pcap_open_dead(dlt, MAX_CAPLEN)
+                    if not handle:
+                        return None
                 program = _BpfProgram()
                 if self._lib.pcap_compile(handle, ctypes.byref(program), expression.encode(), 1,
                                           _NETMASK_UNKNOWN) == 0:
+                    cache.store(expression, ctypes.string_at(program.bf_insns, program.bf_len * _BPF_INSN))
                     return _Filter(self, program, expression)
         finally:
-            self._lib.pcap_close(handle)
+            if handle is not None:
+                self._lib.pcap_close(handle)
         return None
+
+
+_BPF_INSN = 8  # struct bpf_insn: u16 code, u8 jt, u8 jf, u32 k
+_CACHE_MAGIC = b"ikeaudit bpf 1\n"
+
+
+def _program(instructions: bytes) -> _BpfProgram:
+    """A program over our own copy of the instructions (kept alive by the _Filter)."""
+    program = _BpfProgram()
+    program.bf_len = len(instructions) // _BPF_INSN
+    program.bf_insns = ctypes.cast(ctypes.c_char_p(instructions), ctypes.c_void_p)
+    return program
+
+
+def cache_dir() -> str:
+    """Where ikeaudit keeps what it may recompute: $IKEAUDIT_CACHE_DIR, else
+    $XDG_CACHE_HOME/ikeaudit, else ~/.cache/ikeaudit."""
+    folder = os.environ.get("IKEAUDIT_CACHE_DIR")
+    if folder:
+        return folder
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ikeaudit")
+
+
+class _ProgramCache:
+    """Compiled prefilter programs on disk. The span filter (tens of KB of expression,
+    nested once per VLAN tag) takes libpcap's optimizer about 0.3 s, more than reading a
+    million frames: compiled once per libpcap version, link type and expression, it is
+    read back in a millisecond. A file that is not exactly what was stored (its digest),
+    or that libpcap's own validator rejects, is ignored and the expression compiled
+    again; a cache that cannot be written costs only the time."""
+
+    def __init__(self, libpcap: _Libpcap, dlt: int) -> None:
+        self._validate = libpcap.validate
+        self._key = f"{libpcap.version}\0{dlt}\0{MAX_CAPLEN}\0{sys.byteorder}\0"
+
+    def _path(self, expression: str) -> str:
+        digest = hashlib.sha256((self._key + expression).encode()).hexdigest()
+        return os.path.join(cache_dir(), "bpf", digest[:32] + ".bpf")
+
+    def load(self, expression: str) -> bytes | None:
+        try:
+            with open(self._path(expression), "rb") as file:
+                stored = file.read(16 * 1024 * 1024)
+        except OSError:
+            return None
+        head = len(_CACHE_MAGIC) + 32
+        instructions = stored[head:]
+        if (stored[:len(_CACHE_MAGIC)] != _CACHE_MAGIC or not instructions or len(instructions) % _BPF_INSN
+                or hashlib.sha256(instructions).digest() != stored[len(_CACHE_MAGIC):head]):
+            return None
+        if self._validate is not None and not self._validate(instructions, len(instructions) // _BPF_INSN):
+            return None
+        return instructions
+
+    def store(self, expression: str, instructions: bytes) -> None:
+        path = self._path(expression)
+        temporary = f"{path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(temporary, "wb") as file:
+                file.write(_CACHE_MAGIC + hashlib.sha256(instructions).digest() + instructions)
+            os.replace(temporary, path)  # whole or not at all, for a concurrent reader
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
 
 
 class _MemoryPcap:

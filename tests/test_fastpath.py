@@ -10,7 +10,9 @@ pcapng and rotated (split) captures. No test times anything.
 from __future__ import annotations
 
 import copy
+import ctypes
 import gzip
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -225,6 +227,58 @@ def test_a_libpcap_that_disagrees_with_the_walk_loses_no_frame(span, monkeypatch
     expected = reference(span)
     monkeypatch.setattr(sources._MemoryPcap, "passing", shifted)
     assert list(open_capture(span, prefilter=scan_filter(esp=False))) == expected
+
+
+def _program_bytes(flt) -> bytes:
+    return ctypes.string_at(flt.program.bf_insns, flt.program.bf_len * 8)
+
+
+@pytest.fixture
+def program_cache(tmp_path, monkeypatch) -> Path:
+    """An empty cache of compiled prefilters, and a libpcap that has compiled nothing yet."""
+    monkeypatch.setenv("IKEAUDIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(sources, "_LIBPCAP", False)
+    return tmp_path / "bpf"
+
+
+def test_a_compiled_prefilter_is_read_back_from_the_cache_as_libpcap_compiled_it(program_cache):
+    expressions = scan_filter(esp=False)
+    compiled = sources._load_libpcap().compile(1, expressions)
+    assert len(list(program_cache.iterdir())) == 1
+    cached = sources._load_libpcap().compile(1, expressions)
+    assert cached._instructions  # from the file, not from pcap_compile()
+    assert _program_bytes(cached) == _program_bytes(compiled) and cached.expression == compiled.expression
+    path = lab_path("f01")
+    assert list(open_capture(path, prefilter=expressions)) == reference(path)
+
+
+@pytest.mark.parametrize("damage", ["one instruction changed", "cut short", "valid digest, invalid program"])
+def test_a_damaged_cached_prefilter_is_compiled_again(program_cache, damage):
+    expressions = scan_filter(esp=False)
+    expected = _program_bytes(sources._load_libpcap().compile(1, expressions))
+    (stored,) = program_cache.iterdir()
+    data = bytearray(stored.read_bytes())
+    head = len(sources._CACHE_MAGIC) + 32
+    if damage == "one instruction changed":
+        data[head + 8 * 20 + 4] ^= 0x01
+    elif damage == "cut short":
+        del data[-8:]
+    else:  # a jump far past the end, which libpcap's validator refuses: rebuilt with a digest to match
+        program = struct.pack("=HBBI", 0x05, 0, 0, 1_000_000) + struct.pack("=HBBI", 0x06, 0, 0, 0)
+        data = bytearray(sources._CACHE_MAGIC + hashlib.sha256(program).digest() + program)
+    stored.write_bytes(bytes(data))
+    again = sources._load_libpcap().compile(1, expressions)
+    assert not again._instructions and _program_bytes(again) == expected
+    assert sources._load_libpcap().compile(1, expressions)._instructions == expected  # stored anew
+
+
+def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path, monkeypatch):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv("IKEAUDIT_CACHE_DIR", str(blocker))  # a folder cannot be made under it
+    monkeypatch.setattr(sources, "_LIBPCAP", False)
+    path = lab_path("h01")
+    assert list(open_capture(path, prefilter=scan_filter(esp=False))) == reference(path)
 
 
 def test_without_libpcap_the_source_is_iter_capture(no_libpcap):
