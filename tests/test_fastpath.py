@@ -61,12 +61,15 @@ def scan(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
-@pytest.fixture(params=["in-buffer", "per-record"])
+@pytest.fixture(params=["in-buffer", "in-buffer-python-walk", "per-record"])
 def bpf_mode(request, monkeypatch):
-    """Both ways the prefilter runs: libpcap reading our buffer (one call a chunk), or
+    """Every way the prefilter runs: libpcap reading our buffer (one call a chunk), the
+    records between passing ones counted in C (the record walker) or in Python, or
     pcap_offline_filter() on each record (where fmemopen is missing)."""
     if request.param == "per-record":
         monkeypatch.setattr(sources._libpcap(), "memory", None)
+    if request.param == "in-buffer-python-walk":
+        monkeypatch.setattr(sources._libpcap(), "walker", lambda endian: None)
     return request.param
 
 
@@ -220,8 +223,8 @@ def test_a_libpcap_that_disagrees_with_the_walk_loses_no_frame(span, monkeypatch
     the rest itself."""
     honest = sources._MemoryPcap.passing
 
-    def shifted(self, address, length, program):
-        found = honest(self, address, length, program)
+    def shifted(self, address, length, program, caplens=None):
+        found = honest(self, address, length, program, caplens)
         return None if found is None else [end + 3 for end in found]
 
     expected = reference(span)
@@ -279,6 +282,32 @@ def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "_LIBPCAP", False)
     path = lab_path("h01")
     assert list(open_capture(path, prefilter=scan_filter(esp=False))) == reference(path)
+
+
+def _records(*caplens: int, endian: str = "<") -> bytes:
+    return b"".join(struct.pack(endian + "IIII", 1, 2, n, n) + bytes([n % 251]) * n for n in caplens)
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_the_record_walker_counts_whole_records_as_the_python_walk(endian):
+    walker = sources._libpcap().walker(endian)
+    lengths = [60, 1514, 0, 9000, 42] * 100  # more records than one call of the program walks
+    data = _records(*lengths, endian=endian)
+    buffer = ctypes.create_string_buffer(data + bytes(16), len(data) + 16)
+    address = ctypes.addressof(buffer)
+    assert walker.count(address, len(data)) == (len(lengths), len(data))
+    first_three = 16 * 3 + 60 + 1514 + 0
+    assert walker.count(address, first_three) == (3, first_three)
+    assert walker.count(address, first_three + 16 + 9000 - 1) == (3, first_three)  # the 4th does not fit
+    assert walker.count(address, first_three + 15) == (3, first_three)  # nor its header
+    assert walker.count(address + first_three, len(data) - first_three) == (len(lengths) - 3, len(data) - first_three)
+
+
+def test_the_record_walker_stops_at_a_length_libpcap_would_refuse():
+    walker = sources._libpcap().walker("<")
+    data = _records(60, 60) + struct.pack("<IIII", 1, 2, 1 << 24, 60) + bytes(60) + _records(60)
+    buffer = ctypes.create_string_buffer(data + bytes(16), len(data) + 16)
+    assert walker.count(ctypes.addressof(buffer), len(data)) == (2, 2 * (16 + 60))
 
 
 def test_without_libpcap_the_source_is_iter_capture(no_libpcap):
