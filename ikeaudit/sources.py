@@ -696,7 +696,6 @@ class _Libpcap:
 
 
 _BPF_INSN = 8  # struct bpf_insn: u16 code, u8 jt, u8 jf, u32 k
-_CACHE_MAGIC = b"ikeaudit bpf 1\n"
 
 
 def _program(instructions: bytes) -> _BpfProgram:
@@ -717,48 +716,77 @@ def cache_dir() -> str:
     return os.path.join(base, "ikeaudit")
 
 
+_CACHE_MAGIC = b"ikeaudit cache 1\n"
+_CACHE_LIMIT = 64 * 1024 * 1024
+
+
+def _cache_path(kind: str, key: str) -> str:
+    return os.path.join(cache_dir(), kind, hashlib.sha256(key.encode()).hexdigest()[:32])
+
+
+def read_cached(kind: str, key: str) -> bytes | None:
+    """What write_cached(kind, key, ...) stored, exactly (its digest is checked), or None.
+    The key names everything the data depends on: a changed key is a miss."""
+    try:
+        with open(_cache_path(kind, key), "rb") as file:
+            stored = file.read(_CACHE_LIMIT)
+    except OSError:
+        return None
+    head = len(_CACHE_MAGIC) + 32
+    data = stored[head:]
+    if stored[:len(_CACHE_MAGIC)] != _CACHE_MAGIC or hashlib.sha256(data).digest() != stored[len(_CACHE_MAGIC):head]:
+        return None
+    return data
+
+
+def write_cached(kind: str, key: str, data: bytes) -> None:
+    """Keep data under kind and key (cache_dir()); a cache that cannot be written costs
+    only the time of computing it again."""
+    path = _cache_path(kind, key)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(temporary, "wb") as file:
+            file.write(_CACHE_MAGIC + hashlib.sha256(data).digest() + data)
+        os.replace(temporary, path)  # whole or not at all, for a concurrent reader
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+
+
+def files_digest(paths: Iterable[str]) -> str | None:
+    """A digest of the files' contents, for a cache key; None when one cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        for path in paths:
+            with open(path, "rb") as file:
+                digest.update(file.read())
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 class _ProgramCache:
     """Compiled prefilter programs on disk. The span filter (tens of KB of expression,
     nested once per VLAN tag) takes libpcap's optimizer about 0.3 s, more than reading a
     million frames: compiled once per libpcap version, link type and expression, it is
-    read back in a millisecond. A file that is not exactly what was stored (its digest),
-    or that libpcap's own validator rejects, is ignored and the expression compiled
-    again; a cache that cannot be written costs only the time."""
+    read back in a millisecond. A program that libpcap's own validator rejects is
+    ignored and the expression compiled again."""
 
     def __init__(self, libpcap: _Libpcap, dlt: int) -> None:
         self._validate = libpcap.validate
         self._key = f"{libpcap.version}\0{dlt}\0{MAX_CAPLEN}\0{sys.byteorder}\0"
 
-    def _path(self, expression: str) -> str:
-        digest = hashlib.sha256((self._key + expression).encode()).hexdigest()
-        return os.path.join(cache_dir(), "bpf", digest[:32] + ".bpf")
-
     def load(self, expression: str) -> bytes | None:
-        try:
-            with open(self._path(expression), "rb") as file:
-                stored = file.read(16 * 1024 * 1024)
-        except OSError:
-            return None
-        head = len(_CACHE_MAGIC) + 32
-        instructions = stored[head:]
-        if (stored[:len(_CACHE_MAGIC)] != _CACHE_MAGIC or not instructions or len(instructions) % _BPF_INSN
-                or hashlib.sha256(instructions).digest() != stored[len(_CACHE_MAGIC):head]):
+        instructions = read_cached("bpf", self._key + expression)
+        if not instructions or len(instructions) % _BPF_INSN:
             return None
         if self._validate is not None and not self._validate(instructions, len(instructions) // _BPF_INSN):
             return None
         return instructions
 
     def store(self, expression: str, instructions: bytes) -> None:
-        path = self._path(expression)
-        temporary = f"{path}.{os.getpid()}.tmp"
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(temporary, "wb") as file:
-                file.write(_CACHE_MAGIC + hashlib.sha256(instructions).digest() + instructions)
-            os.replace(temporary, path)  # whole or not at all, for a concurrent reader
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
+        write_cached("bpf", self._key + expression, instructions)
 
 
 class _MemoryPcap:

@@ -261,7 +261,7 @@ def test_a_damaged_cached_prefilter_is_compiled_again(program_cache, damage):
     expected = _program_bytes(sources._load_libpcap().compile(1, expressions))
     (stored,) = program_cache.iterdir()
     data = bytearray(stored.read_bytes())
-    head = len(sources._CACHE_MAGIC) + 32
+    head = len(sources._CACHE_MAGIC) + 32  # then the instructions
     if damage == "one instruction changed":
         data[head + 8 * 20 + 4] ^= 0x01
     elif damage == "cut short":
