@@ -29,6 +29,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ RSS_LIMIT_MB = 100
 TARGETS = {"tshark -Y isakmp": 15.0, "tshark -2 -R isakmp": 3.0}  # at --frames
 BIG_TARGETS = {"tshark -Y isakmp": 25.0}  # at 4x --frames (--big)
 FLOOR = "tcpdump -r -w /dev/null (floor)"
+COLD = "ikeaudit scan, empty caches"
 
 
 @dataclass
@@ -50,7 +52,7 @@ class Run:
     stdout: bytes
 
 
-def run(name: str, argv: list[str], stdout_path: Path | None = None) -> Run:
+def run(name: str, argv: list[str], stdout_path: Path | None = None, env: dict | None = None) -> Run:
     """Run one child to completion: its wall time and its own peak RSS.
 
     GNU time measures the RSS when it is there: a child's peak RSS as the kernel keeps it
@@ -62,7 +64,7 @@ def run(name: str, argv: list[str], stdout_path: Path | None = None) -> Run:
         argv = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *argv]
     sink = open(stdout_path, "wb") if stdout_path else subprocess.PIPE
     started = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=sink, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(argv, stdout=sink, stderr=subprocess.DEVNULL, env=env)
     out = b""
     if sink is subprocess.PIPE:
         out = child.stdout.read()
@@ -141,8 +143,8 @@ def check(document: dict, truth: dict) -> list[str]:
 def import_costs() -> list[Run]:
     """What the ikeaudit process's RSS is made of: the interpreter, then each import."""
     steps = [("python", []), ("+ sources (the reader)", ["ikeaudit.sources"]),
-             ("+ pipeline (all stages but dissect)", ["ikeaudit.pipeline"]), ("+ dissect (Scapy)", ["ikeaudit.dissect"]),
-             ("+ cli (every command)", ["ikeaudit.cli"])]
+             ("+ pipeline (all stages but dissect)", ["ikeaudit.pipeline"]), ("+ dissect", ["ikeaudit.dissect"]),
+             ("+ cli (scan, mtu)", ["ikeaudit.cli"]), ("+ Scapy (ikeaudit.layers)", ["ikeaudit.layers"])]
     runs, modules = [], []
     for label, more in steps:
         modules += more
@@ -164,7 +166,9 @@ def phases(path: str) -> dict:
     from ikeaudit.sources import open_capture
     from ikeaudit.track import Tracker
 
-    times = {"import (ikeaudit.cli, Scapy)": clock() - started}
+    from ikeaudit.pipeline import _know_layouts
+
+    times = {"import (ikeaudit.cli)": clock() - started}
     mark = clock()
     capture = open_capture(path, prefilter=scan_filter(esp=False))
     frames = [item for item in capture if isinstance(item, Frame)]
@@ -174,8 +178,10 @@ def phases(path: str) -> dict:
     datagrams = [d for f in frames for d in extractor.feed(f) if not isinstance(d, Anomaly)]
     times[f"extract ({len(datagrams):,} IKE datagrams)"] = clock() - mark
     mark = clock()
+    _know_layouts()  # as the pipeline does: the layouts of earlier runs
     records = [dissect(d) for d in datagrams]
-    times["dissect (Scapy)"] = clock() - mark
+    times["dissect (" + ("imported Scapy" if "scapy" in sys.modules else "no Scapy: layouts of earlier runs")
+          + ")"] = clock() - mark
     mark = clock()
     tracker = Tracker(path)
     for record in records:
@@ -281,10 +287,19 @@ def main(argv: list[str] | None = None) -> int:
         path, truth = capture(frames, args.format, args.seed, args.regenerate, args.vxlan)
         size_mb = path.stat().st_size / 1e6
         json_path = OUT / f"{path.name}.ikeaudit.json"
+        cold_path = OUT / f"{path.name}.ikeaudit-cold.json"
         warm(path)
+        # Once with empty caches (what a first scan on a machine costs: libpcap compiles
+        # the filter, Scapy gives the payload layouts), which also fills the user's cache
+        # for the timed runs below when it was empty.
+        with tempfile.TemporaryDirectory() as empty:
+            cold = run(COLD, [*ikeaudit, "scan", str(path), "--format", "json"], cold_path,
+                       env={**os.environ, "IKEAUDIT_CACHE_DIR": empty})
+        run("warm-up", [*ikeaudit, "scan", str(path), "--format", "json"], json_path)
         runs = [median_run("ikeaudit scan --format json", [*ikeaudit, "scan", str(path), "--format", "json"],
                            args.repeat, json_path)]
         base = runs[0]
+        runs.append(cold)
         if base.status != 0:
             failures.append(f"ikeaudit exited with {base.status}")
             continue
@@ -294,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                      "json", "--jobs", "2"], args.repeat, two))
         if two.read_bytes() != json_path.read_bytes():
             problems.append("--jobs 2 output differs from --jobs 1")
-        peaks[frames] = max(base.peak_rss_mb, runs[1].peak_rss_mb)
+        if cold_path.read_bytes() != json_path.read_bytes():
+            problems.append("the output with empty caches differs")
+        peaks[frames] = max(base.peak_rss_mb, runs[-1].peak_rss_mb, cold.peak_rss_mb)
         targets = TARGETS if frames == args.frames else BIG_TARGETS
         if tshark:  # at 4x the frames tshark -Y alone, once: it takes half a minute
             tools = (("tshark -Y isakmp", ["-Y", "isakmp"]), ("tshark -2 -R isakmp", ["-2", "-R", "isakmp"]))

@@ -113,9 +113,9 @@ def dissect(datagram: IkeDatagram, keys: decrypt.KeyTable | None = None, *,
     data = datagram.payload
     if len(data) < IKE_HEADER_LENGTH:
         return _malformed(datagram, f"{len(data)} bytes is shorter than an IKE header")
-    if datagram.ike_version == 1:
-        return _ikev1(datagram)
     scapy = SCAPY_ONLY if scapy is None else scapy
+    if datagram.ike_version == 1:
+        return _ikev1(datagram, scapy)
     if not scapy:
         walk = _fast(data, datagram.frame)
         if walk is not None:
@@ -141,23 +141,29 @@ def _malformed(datagram: IkeDatagram, detail: str) -> Malformed:
                      Anomaly("malformed", detail, datagram.frame))
 
 
-def _ikev1(datagram: IkeDatagram) -> Ikev1Message:
-    _load_scapy()
-    h = ISAKMP(datagram.payload[:IKE_HEADER_LENGTH])
+def _ikev1(datagram: IkeDatagram, scapy: bool) -> Ikev1Message:
+    if scapy:
+        _load_scapy()
+        h = ISAKMP(datagram.payload[:IKE_HEADER_LENGTH])
+        spi_i, spi_r, next_payload, exchange = bytes(h.init_cookie), bytes(h.resp_cookie), int(h.next_payload), \
+            int(h.exch_type)
+        flags, message_id, declared = int(h.flags), int(h.id), int(h.length)
+    else:  # the same 28 bytes with struct (tests/test_differential.py holds them to Scapy's)
+        spi_i, spi_r, next_payload, _, exchange, flags, message_id, declared = fastdissect.ike_header(datagram.payload)
     walk = _Ikev1Walk(datagram.frame)
-    declared, present = int(h.length), len(datagram.payload)
+    present = len(datagram.payload)
     if declared != present:
         kind = "incomplete" if declared > present else "malformed"
         walk.anomaly(kind, f"ISAKMP header length {declared} but {present} bytes present")
-    if not int(h.flags) & 0x01:  # with the E bit set every payload is ciphertext
+    if not flags & 0x01:  # with the E bit set every payload is ciphertext
         end = min(declared, present) if declared >= IKE_HEADER_LENGTH else present
-        _ikev1_payloads(datagram.payload[:end], int(h.next_payload), walk)
+        _ikev1_payloads(datagram.payload[:end], next_payload, walk)
     return Ikev1Message(
         frame=datagram.frame, timestamp=datagram.timestamp, ip_version=datagram.ip_version,
         src=datagram.src, dst=datagram.dst, sport=datagram.sport, dport=datagram.dport,
         transport=datagram.transport, udp_payload_length=datagram.udp_payload_length,
-        spi_i=bytes(h.init_cookie).hex(), spi_r=bytes(h.resp_cookie).hex(),
-        exchange=int(h.exch_type), flags=int(h.flags), message_id=int(h.id), length=declared,
+        spi_i=spi_i.hex(), spi_r=spi_r.hex(),
+        exchange=exchange, flags=flags, message_id=message_id, length=declared,
         payload_types=tuple(walk.payload_types), proposals=tuple(walk.proposals),
         vendor_ids=tuple(walk.vendor_ids), ke_length=walk.ke_length,
         notify_types=tuple(walk.notify_types), anomalies=tuple(walk.anomalies),
