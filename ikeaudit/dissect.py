@@ -10,6 +10,10 @@ Given a key table, the SK payload is opened (`ikeaudit.decrypt`) and its plainte
 dissected by the very code that reads clear payloads. SKF fragments are opened one by
 one here; `InnerReassembly` joins their plaintexts once every fragment has come and
 dissects the whole (RFC 7383 section 2.6).
+
+Scapy is imported when a message first needs it: a payload layout not met before (the
+layouts of earlier runs are handed in by the pipeline, `learn_layouts`), a message the
+hot path does not take, or scapy=True.
 """
 
 from __future__ import annotations
@@ -21,6 +25,25 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ikeaudit import decrypt, fastdissect, iana
+from ikeaudit.records import (
+    Anomaly,
+    Authentication,
+    Certificate,
+    CertificateRequest,
+    Decryption,
+    Identification,
+    IkeDatagram,
+    Ikev1Message,
+    Ikev1Proposal,
+    Ikev1Transform,
+    IkeMessage,
+    InnerPayloads,
+    KeyExchange,
+    Malformed,
+    Notify,
+    Proposal,
+    Transform,
+)
 
 if TYPE_CHECKING:
     from scapy.packet import Packet
@@ -50,26 +73,6 @@ def _load_scapy() -> None:
     IKEv2_Transform, IKEv2_VendorID = layers.IKEv2_Transform, layers.IKEv2_VendorID
     IKEv2 = layers.IKEv2  # last: it says the others are set
 
-
-from ikeaudit.records import (
-    Anomaly,
-    Authentication,
-    Certificate,
-    CertificateRequest,
-    Decryption,
-    Identification,
-    IkeDatagram,
-    Ikev1Message,
-    Ikev1Proposal,
-    Ikev1Transform,
-    IkeMessage,
-    InnerPayloads,
-    KeyExchange,
-    Malformed,
-    Notify,
-    Proposal,
-    Transform,
-)
 
 IKE_HEADER_LENGTH = iana.IKE_HEADER_LENGTH
 # A legitimate message has a few dozen payloads at most; a longer chain is hostile
