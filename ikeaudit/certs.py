@@ -16,12 +16,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import timezone
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 from ikeaudit import iana
 from ikeaudit.records import Authentication, Certificate, Negotiation
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 # NIST CSOR "sigAlgs" arc (2.16.840.1.101.3.4.3): FIPS 204 ML-DSA and FIPS 205 SLH-DSA,
 # pure and pre-hash, as RFC 9881 (ML-DSA in X.509) and RFC 9909 (SLH-DSA) use them.
@@ -142,6 +144,8 @@ def signature_algorithm(oid: str) -> SignatureAlgorithm:
         return SignatureAlgorithm(oid, name, post_quantum=True, nist_category=category)
     if _is_composite(oid):
         return SignatureAlgorithm(oid, f"composite ML-DSA ({oid})", post_quantum=True, composite=True)
+    from cryptography import x509  # here: a scan that reads no certificate never loads cryptography
+
     name = x509.ObjectIdentifier(oid)._name  # cryptography's names: "ecdsa-with-SHA256", ...
     return SignatureAlgorithm(oid, oid if name == "Unknown OID" else name)
 
@@ -159,6 +163,8 @@ def read_certificate(from_initiator: bool, cert: Certificate) -> CertificateInfo
                 fingerprint_sha256=hashlib.sha256(cert.data).hexdigest(), size=len(cert.data))
     if cert.encoding != iana.CERT_X509_SIGNATURE:
         return CertificateInfo(**base, error=f"{iana.cert_encoding_name(cert.encoding)}: not read")
+    from cryptography import x509
+
     try:
         c = x509.load_der_x509_certificate(cert.data)
         key_oid = c.public_key_algorithm_oid.dotted_string
@@ -173,6 +179,8 @@ def read_certificate(from_initiator: bool, cert: Certificate) -> CertificateInfo
 
 
 def _key(c: x509.Certificate, oid: str) -> dict:
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
     if oid in PQ_SIGNATURES or _is_composite(oid):
         return {"key_algorithm": signature_algorithm(oid).name}
     try:

@@ -10,6 +10,7 @@ exit code as above. A folder without any capture in it is a warning too.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -22,8 +23,6 @@ from ikeaudit.cli_common import (
     output_options, parse_private_ke, rekey_window_option, rotated_option, run_audit, vxlan_option, max_state_option,
     cluster_option, jobs_option, sensor_options,
 )
-from ikeaudit.cli_live import live
-from ikeaudit.cli_report import report
 from ikeaudit.mtu import DEFAULT_MTUS, what_if
 from ikeaudit.report import machine, mtu_text, text, views
 
@@ -38,14 +37,30 @@ RENDERERS = {
 _audit = run_audit  # the name tests and benches have used
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; the commands of other modules are imported when named (or
+    listed by --help): `scan` never loads what `report`, `live` and `show` need (Scapy's
+    tree printer, Prometheus, the policy engine)."""
+
+    LAZY = {"live": "ikeaudit.cli_live", "report": "ikeaudit.cli_report", "show": "ikeaudit.show",
+            "tunnels": "ikeaudit.monitor.cli"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY and name not in self.commands:
+            self.add_command(getattr(importlib.import_module(self.LAZY[name]), name), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ikeaudit")
 def main() -> None:
     """Audit IKEv2 handshakes in packet captures: did each tunnel really negotiate ML-KEM?"""
 
 
-from ikeaudit.monitor.cli import monitor_options, scan_monitored, scan_monitoring, tunnels  # noqa: E402
-main.add_command(tunnels)  # continuous monitoring: ikeaudit/monitor/
+from ikeaudit.monitor.cli import monitor_options, scan_monitored, scan_monitoring  # noqa: E402
 
 
 @main.command()
@@ -169,8 +184,3 @@ def mtu(captures: tuple[str, ...], mtus: tuple[int, ...], fragment_size: int | N
     click.echo(renderers[fmt](document), nl=fmt == "table")
     sys.exit(exit_code(document, fail_on))
 
-
-main.add_command(live)
-main.add_command(report)
-from ikeaudit.show import show  # noqa: E402
-main.add_command(show)

@@ -19,10 +19,6 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from ikeaudit import iana
 
@@ -198,6 +194,8 @@ def _open_with(message: bytes, start: int, end: int, header_bytes: int, first_pa
     key, salt = sk_e[:cipher.key_bytes], sk_e[cipher.key_bytes:]
     checked = True
     if _is_aead(cipher):
+        from cryptography.exceptions import InvalidTag  # here: a scan without keys never loads cryptography
+
         aad = message[:body_start]
         try:
             padded = _open_aead(cipher.transform_id, key, salt + iv, aad, ciphertext, icv)
@@ -230,6 +228,9 @@ def _open_with(message: bytes, start: int, end: int, header_bytes: int, first_pa
 def _open_aead(transform_id: int, key: bytes, nonce: bytes, aad: bytes, ciphertext: bytes,
                tag: bytes) -> bytes:
     """RFC 5282: nonce = salt | IV; AAD = IKE header through the SK/SKF payload header."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
     if transform_id in iana.ENCR_AES_CCM:
         return AESCCM(key, tag_length=len(tag)).decrypt(nonce, ciphertext + tag, aad)
     # The low-level GCM mode, because AESGCM accepts only 16-byte tags.
@@ -241,6 +242,9 @@ def _open_aead(transform_id: int, key: bytes, nonce: bytes, aad: bytes, cipherte
 def _decrypt(transform_id: int, key: bytes, salt: bytes, iv: bytes, ciphertext: bytes) -> bytes:
     if transform_id == iana.ENCR_NULL:
         return ciphertext
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     if transform_id == iana.ENCR_AES_CTR:
         # RFC 5930 (as RFC 3686): counter block = nonce | IV | 32-bit block counter from 1.
         mode = modes.CTR(salt + iv + (1).to_bytes(4, "big"))

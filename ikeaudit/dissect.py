@@ -10,6 +10,10 @@ Given a key table, the SK payload is opened (`ikeaudit.decrypt`) and its plainte
 dissected by the very code that reads clear payloads. SKF fragments are opened one by
 one here; `InnerReassembly` joins their plaintexts once every fragment has come and
 dissects the whole (RFC 7383 section 2.6).
+
+Scapy is imported when a message first needs it: a payload layout not met before (the
+layouts of earlier runs are handed in by the pipeline, `learn_layouts`), a message the
+hot path does not take, or scapy=True.
 """
 
 from __future__ import annotations
@@ -18,28 +22,9 @@ import functools
 import hashlib
 import sys
 from dataclasses import replace
-
-from scapy.packet import Packet
+from typing import TYPE_CHECKING
 
 from ikeaudit import decrypt, fastdissect, iana
-from ikeaudit.layers import (  # first of Scapy's layers: see layers.py on routing tables
-    ISAKMP,
-    IKEv2,
-    IKEv2_AUTH,
-    IKEv2_CERT,
-    IKEv2_CERTREQ,
-    IKEv2_Encrypted,
-    IKEv2_Encrypted_Fragment,
-    IKEv2_IDi,
-    IKEv2_IDr,
-    IKEv2_KE,
-    IKEv2_Notify,
-    IKEv2_Payload,
-    IKEv2_Proposal,
-    IKEv2_SA,
-    IKEv2_Transform,
-    IKEv2_VendorID,
-)
 from ikeaudit.records import (
     Anomaly,
     Authentication,
@@ -59,6 +44,35 @@ from ikeaudit.records import (
     Proposal,
     Transform,
 )
+
+if TYPE_CHECKING:
+    from scapy.packet import Packet
+
+# Scapy's layers (ikeaudit.layers), imported by _load_scapy() when a message needs them:
+# the hot path needs them only for a payload layout it has not met (see learn_layouts).
+ISAKMP = IKEv2 = IKEv2_AUTH = IKEv2_CERT = IKEv2_CERTREQ = IKEv2_Encrypted = IKEv2_Encrypted_Fragment = None
+IKEv2_IDi = IKEv2_IDr = IKEv2_KE = IKEv2_Notify = IKEv2_Payload = IKEv2_Proposal = IKEv2_SA = None
+IKEv2_Transform = IKEv2_VendorID = None
+
+
+def _load_scapy() -> None:
+    """Scapy's layers into this module's names, once (half a second and 25 MB of Scapy)."""
+    global ISAKMP, IKEv2, IKEv2_AUTH, IKEv2_CERT, IKEv2_CERTREQ, IKEv2_Encrypted, IKEv2_Encrypted_Fragment
+    global IKEv2_IDi, IKEv2_IDr, IKEv2_KE, IKEv2_Notify, IKEv2_Payload, IKEv2_Proposal, IKEv2_SA
+    global IKEv2_Transform, IKEv2_VendorID
+    if IKEv2 is not None:
+        return
+    from ikeaudit import layers  # first of Scapy's layers: see layers.py on routing tables
+
+    ISAKMP, IKEv2_AUTH, IKEv2_CERT, IKEv2_CERTREQ = layers.ISAKMP, layers.IKEv2_AUTH, layers.IKEv2_CERT, \
+        layers.IKEv2_CERTREQ
+    IKEv2_Encrypted, IKEv2_Encrypted_Fragment = layers.IKEv2_Encrypted, layers.IKEv2_Encrypted_Fragment
+    IKEv2_IDi, IKEv2_IDr, IKEv2_KE, IKEv2_Notify = layers.IKEv2_IDi, layers.IKEv2_IDr, layers.IKEv2_KE, \
+        layers.IKEv2_Notify
+    IKEv2_Payload, IKEv2_Proposal, IKEv2_SA = layers.IKEv2_Payload, layers.IKEv2_Proposal, layers.IKEv2_SA
+    IKEv2_Transform, IKEv2_VendorID = layers.IKEv2_Transform, layers.IKEv2_VendorID
+    IKEv2 = layers.IKEv2  # last: it says the others are set
+
 
 IKE_HEADER_LENGTH = iana.IKE_HEADER_LENGTH
 # A legitimate message has a few dozen payloads at most; a longer chain is hostile
@@ -102,13 +116,14 @@ def dissect(datagram: IkeDatagram, keys: decrypt.KeyTable | None = None, *,
     data = datagram.payload
     if len(data) < IKE_HEADER_LENGTH:
         return _malformed(datagram, f"{len(data)} bytes is shorter than an IKE header")
-    if datagram.ike_version == 1:
-        return _ikev1(datagram)
     scapy = SCAPY_ONLY if scapy is None else scapy
+    if datagram.ike_version == 1:
+        return _ikev1(datagram, scapy)
     if not scapy:
         walk = _fast(data, datagram.frame)
         if walk is not None:
             return _message(datagram, walk, keys, scapy)
+    _load_scapy()
     try:
         packet = IKEv2(data)
     except Exception as exc:  # Scapy raises whatever its fields raise on hostile bytes
@@ -129,22 +144,29 @@ def _malformed(datagram: IkeDatagram, detail: str) -> Malformed:
                      Anomaly("malformed", detail, datagram.frame))
 
 
-def _ikev1(datagram: IkeDatagram) -> Ikev1Message:
-    h = ISAKMP(datagram.payload[:IKE_HEADER_LENGTH])
+def _ikev1(datagram: IkeDatagram, scapy: bool) -> Ikev1Message:
+    if scapy:
+        _load_scapy()
+        h = ISAKMP(datagram.payload[:IKE_HEADER_LENGTH])
+        spi_i, spi_r, next_payload, exchange = bytes(h.init_cookie), bytes(h.resp_cookie), int(h.next_payload), \
+            int(h.exch_type)
+        flags, message_id, declared = int(h.flags), int(h.id), int(h.length)
+    else:  # the same 28 bytes with struct (tests/test_differential.py holds them to Scapy's)
+        spi_i, spi_r, next_payload, _, exchange, flags, message_id, declared = fastdissect.ike_header(datagram.payload)
     walk = _Ikev1Walk(datagram.frame)
-    declared, present = int(h.length), len(datagram.payload)
+    present = len(datagram.payload)
     if declared != present:
         kind = "incomplete" if declared > present else "malformed"
         walk.anomaly(kind, f"ISAKMP header length {declared} but {present} bytes present")
-    if not int(h.flags) & 0x01:  # with the E bit set every payload is ciphertext
+    if not flags & 0x01:  # with the E bit set every payload is ciphertext
         end = min(declared, present) if declared >= IKE_HEADER_LENGTH else present
-        _ikev1_payloads(datagram.payload[:end], int(h.next_payload), walk)
+        _ikev1_payloads(datagram.payload[:end], next_payload, walk)
     return Ikev1Message(
         frame=datagram.frame, timestamp=datagram.timestamp, ip_version=datagram.ip_version,
         src=datagram.src, dst=datagram.dst, sport=datagram.sport, dport=datagram.dport,
         transport=datagram.transport, udp_payload_length=datagram.udp_payload_length,
-        spi_i=bytes(h.init_cookie).hex(), spi_r=bytes(h.resp_cookie).hex(),
-        exchange=int(h.exch_type), flags=int(h.flags), message_id=int(h.id), length=declared,
+        spi_i=spi_i.hex(), spi_r=spi_r.hex(),
+        exchange=exchange, flags=flags, message_id=message_id, length=declared,
         payload_types=tuple(walk.payload_types), proposals=tuple(walk.proposals),
         vendor_ids=tuple(walk.vendor_ids), ke_length=walk.ke_length,
         notify_types=tuple(walk.notify_types), anomalies=tuple(walk.anomalies),
@@ -366,6 +388,7 @@ def _layout_of(payload_type: int, prefix: bytes, length: int) -> tuple | None:
     dissection must stop at the payload's end: then the layout depends on the prefix
     alone, and Scapy's layers within a message read the same fields. The data itself is
     taken from the message bytes by `_record`."""
+    _load_scapy()
     cls = _payload_class(payload_type)
     fill = length - len(prefix)
     fields = None
@@ -384,17 +407,111 @@ def _layout_of(payload_type: int, prefix: bytes, length: int) -> tuple | None:
     return fields
 
 
+# Layouts Scapy gave in an earlier run (learn_layouts), and those it gave in this one
+# (take_learned_layouts), each keyed (payload type, layout bytes, length): both bounded as the
+# caches below, so hostile input cannot make them grow past a few MB.
+_MAX_LAYOUTS = LAYOUT_CACHE + SA_LAYOUT_CACHE
+_KNOWN: dict[tuple[int, bytes, int], tuple | None] = {}
+_LEARNED: dict[tuple[int, bytes, int], tuple | None] = {}
+_UNKNOWN = object()
+
+
+def _remembered(payload_type: int, prefix: bytes, length: int) -> tuple | None:
+    """_layout_of's answer, from an earlier run's Scapy when it gave one."""
+    key = (payload_type, prefix, length)
+    fields = _KNOWN.get(key, _UNKNOWN)
+    if fields is _UNKNOWN:
+        fields = _layout_of(payload_type, prefix, length)
+        if len(_LEARNED) < _MAX_LAYOUTS:
+            _LEARNED[key] = fields
+    return fields
+
+
 # Layouts are few: fixed parts (a few bytes) by the thousand, SA payloads (their proposals
 # as records, tens of KB for a hostile one) by the hundred.
-_layout = functools.lru_cache(maxsize=LAYOUT_CACHE)(_layout_of)
-_sa_layout = functools.lru_cache(maxsize=SA_LAYOUT_CACHE)(_layout_of)
+_layout = functools.lru_cache(maxsize=LAYOUT_CACHE)(_remembered)
+_sa_layout = functools.lru_cache(maxsize=SA_LAYOUT_CACHE)(_remembered)
 
 
 def clear_caches() -> None:
-    """Forget every layout and shared notify (tests start cold with it)."""
+    """Forget every layout, learned or handed in, and shared notify (tests start cold with it)."""
     _layout.cache_clear()
     _sa_layout.cache_clear()
+    _KNOWN.clear()
+    _LEARNED.clear()
     _SHARED_NOTIFIES.clear()
+
+
+def take_learned_layouts() -> list[list] | None:
+    """The layouts Scapy gave in this process, newest first, then those handed in, as
+    plain values (JSON) for learn_layouts in a later process; None when Scapy gave none
+    since the last call (then there is nothing new to keep)."""
+    if not _LEARNED:
+        return None
+    rows = [*_LEARNED.items(), *((k, f) for k, f in _KNOWN.items() if k not in _LEARNED)][:_MAX_LAYOUTS]
+    _KNOWN.update(_LEARNED)
+    _LEARNED.clear()
+    return [[key[0], key[1].hex(), key[2], _plain(fields)] for key, fields in rows]
+
+
+def learn_layouts(rows: object) -> int:
+    """Layouts from take_learned_layouts() of an earlier process running this very code on
+    this very Scapy (the caller's to ensure: pipeline keys them by the sources of both).
+    A message whose every payload layout is known is read without importing Scapy. A
+    row that is not exactly what take_learned_layouts writes is left out. Returns how many
+    were taken."""
+    if not isinstance(rows, list):
+        return 0
+    for row in rows:
+        if len(_KNOWN) >= _MAX_LAYOUTS:
+            break
+        try:
+            payload_type, prefix, length, fields = row
+            key = (_int(payload_type), bytes.fromhex(prefix), _int(length))
+            _KNOWN[key] = _fields_of(fields)
+        except (TypeError, ValueError):
+            continue
+    return len(_KNOWN)
+
+
+def _int(value: object) -> int:
+    if type(value) is not int:
+        raise TypeError(value)
+    return value
+
+
+def _plain(fields: tuple | None) -> list | None:
+    if fields is None or fields[0] != _SA:
+        return None if fields is None else list(fields)
+    proposals = [[p.number, p.protocol, p.spi, [[t.type, t.id, t.key_length] for t in p.transforms]]
+                 for p in fields[1]]
+    return [_SA, proposals, list(fields[2])]
+
+
+def _fields_of(plain: object) -> tuple | None:
+    """_plain's inverse, checking every value's type and the tuple's size per kind."""
+    if plain is None:
+        return None
+    if not isinstance(plain, list) or not plain:
+        raise ValueError(plain)
+    kind = _int(plain[0])
+    if kind == _SA:
+        _, proposals, details = plain
+        if not all(isinstance(d, str) for d in details):
+            raise TypeError(details)
+        return _SA, tuple(_proposal_of(p) for p in proposals), tuple(details)
+    if kind not in _FIELD_COUNTS or len(plain) != _FIELD_COUNTS[kind]:
+        raise ValueError(plain)
+    return tuple(_int(v) for v in plain)
+
+
+def _proposal_of(plain: list) -> Proposal:
+    number, protocol, spi, transforms = plain
+    if not isinstance(spi, str):
+        raise TypeError(spi)
+    bytes.fromhex(spi)
+    return Proposal(_int(number), _int(protocol), spi,
+                    tuple(Transform(_int(t), _int(i), None if k is None else _int(k)) for t, i, k in transforms))
 
 
 @functools.lru_cache(maxsize=None)
@@ -455,6 +572,7 @@ def plaintext(datagram: IkeDatagram, keys: decrypt.KeyTable) -> tuple[int, bytes
     data = datagram.payload
     walk = _fast(data, datagram.frame) if datagram.ike_version == 2 else None
     if walk is None and datagram.ike_version == 2 and len(data) >= IKE_HEADER_LENGTH:
+        _load_scapy()
         try:
             packet = IKEv2(data)
             if isinstance(packet, IKEv2):
@@ -484,6 +602,7 @@ def dissect_inner(message: IkeMessage, first_payload: int, plaintext: bytes, *,
     data = header + plaintext
     walk = None if (SCAPY_ONLY if scapy is None else scapy) else _fast(data, message.frame)
     if walk is None:
+        _load_scapy()
         walk = _Walk(message.frame)
         try:
             packet = IKEv2(data)
@@ -592,8 +711,10 @@ def _walk_payloads(packet: Packet, first_type: int, available: int, present: int
         walk.anomaly("malformed", f"{remaining} bytes after the last payload")
 
 
-# What _fields reads from a layer, by kind: the first item of its tuple.
+# What _fields reads from a layer, by kind: the first item of its tuple (of this many items).
 _SA, _KE, _NOTIFY, _VENDOR_ID, _ID, _AUTH, _SKF, _SK, _OTHER, _CERT, _CERTREQ = range(11)
+_FIELD_COUNTS = {_KE: 2, _NOTIFY: 4, _VENDOR_ID: 1, _ID: 2, _AUTH: 2, _SKF: 4, _SK: 2, _OTHER: 1, _CERT: 2,
+                 _CERTREQ: 2}
 
 
 def _fields(layer: Packet) -> tuple:

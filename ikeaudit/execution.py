@@ -21,11 +21,12 @@ are read (a shared counter), a cluster counts each file's bytes when its task en
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import multiprocessing.context
 
 INSTALL_HINT = "pip install 'ikeaudit[cluster]'"
 
@@ -69,6 +70,8 @@ class LocalProcesses(Execution):
 
     def map(self, fn: Callable[..., Any], calls: Sequence[tuple], progress: Progress | None = None,
             done_bytes: Callable[[Any], int] | None = None) -> Iterator[Any]:  # fmt: skip
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait  # here: --jobs 1 needs no pool
+
         context = process_context()
         counter = context.Value("q", 0, lock=True) if progress is not None else None
         with ProcessPoolExecutor(max_workers=max(1, min(self.workers, len(calls))), mp_context=context,
@@ -90,6 +93,8 @@ class LocalProcesses(Execution):
 def process_context() -> multiprocessing.context.BaseContext:
     # fork on Linux: workers start at once, with everything imported (elsewhere fork is
     # not safe with the system's libraries, and the platform's default is used).
+    import multiprocessing  # here: one process needs none of it
+
     return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
 
 

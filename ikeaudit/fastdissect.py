@@ -37,6 +37,13 @@ def header(data: bytes) -> tuple[bytes, bytes, int, int, int, int, int] | None:
     return spi_i, spi_r, next_payload, exchange, flags, message_id, length
 
 
+def ike_header(data: bytes) -> tuple[bytes, bytes, int, int, int, int, int, int]:
+    """(SPIi, SPIr, Next Payload, Version, Exchange, Flags, Message ID, Length) of the
+    first 28 bytes, whatever they say: the header of RFC 7296 is ISAKMP's (RFC 2408 3.1),
+    and IKEv1 messages are read from it."""
+    return _HEADER.unpack_from(data)
+
+
 def chain(data: bytes, first: int, limit: int) -> list[tuple[int, int, int]] | None:
     """(payload type, offset, length) of each payload from `first` on, or None unless
     every payload header fits, every payload lies within the message, there are at most

@@ -28,7 +28,11 @@ SKF fragments are joined after decryption within each file.
 from __future__ import annotations
 
 import gc
+import importlib.util
+import json
 import math
+import os
+import sys
 from collections import Counter
 from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,7 +50,8 @@ from ikeaudit.mtu import FragmentationProfile, profile
 from ikeaudit.peer import Implementation, identify
 from ikeaudit.records import (Anomaly, EspFlow, Frame, IkeDatagram, Ikev1Message, IkeMessage, Malformed,
                               Negotiation)
-from ikeaudit.sources import Capture, CaptureError, TimeOrder, iter_capture, open_capture, rotations
+from ikeaudit.sources import (Capture, CaptureError, TimeOrder, files_digest, iter_capture, open_capture,
+                              read_cached, rotations, write_cached)
 from ikeaudit.track import DEFAULT_MAX_STATE_MB, REKEY_WINDOW_S, Tracker
 
 # Anomaly and Malformed records listed per kind and capture; past that a flood of bad
@@ -194,6 +199,7 @@ def audit_captures(paths: Sequence[str], catalog: KeCatalog | None = None, *, jo
             on_negotiation = _labelled(on_negotiation, sensors, found)
         audits = _audit_captures(list(paths), catalog, jobs, prefilter, esp, progress, keys, rotated, rekey_window,
                                  tuple(vxlan_ports), max_state_mb, execution, sensors, found, on_negotiation)
+    _keep_layouts()
     for audit, sensor in zip(audits, sensors):
         if sensor is not None:
             audit.sensor = sensor
@@ -389,6 +395,59 @@ def _extraction_done(extractor: Extractor, order: TimeOrder, parsed: _Parsed) ->
     parsed.esp_flows = extractor.esp_flows()
 
 
+# The payload layouts Scapy gave (dissect.take_learned_layouts), kept between runs in the
+# cache (sources.read_cached): a scan whose every layout an earlier run met never imports
+# Scapy. Keyed by the sources of the code whose answer they are, ours and Scapy's.
+_LAYOUT_SOURCES = ("ikeaudit.dissect", "ikeaudit.fastdissect", "ikeaudit.layers", "ikeaudit.iana",
+                   "ikeaudit.records")
+_SCAPY_SOURCES = ("__init__.py", "packet.py", "fields.py", "contrib/ikev2.py", "layers/isakmp.py",
+                  "layers/x509.py", "asn1fields.py")
+_layouts_key: str | None | bool = False  # False: not computed yet; None: cannot be
+
+
+def _layout_cache_key() -> str | None:
+    global _layouts_key
+    if _layouts_key is False:
+        try:  # find_spec of a top-level package imports nothing of it
+            ours = [importlib.util.find_spec(name).origin for name in _LAYOUT_SOURCES]
+            scapy = os.path.dirname(importlib.util.find_spec("scapy").origin)
+        except (ImportError, AttributeError, TypeError, ValueError):
+            _layouts_key = None
+        else:
+            digest = files_digest([*ours, *(os.path.join(scapy, name) for name in _SCAPY_SOURCES)])
+            _layouts_key = None if digest is None else f"layouts {sys.version_info[:2]} {digest}"
+    return _layouts_key
+
+
+_layouts_read = False
+
+
+def _know_layouts() -> None:
+    """Hand dissect the layouts an earlier run of this code learned, once per process."""
+    global _layouts_read
+    if _layouts_read:
+        return
+    _layouts_read = True
+    key = _layout_cache_key()
+    stored = read_cached("layouts", key) if key else None
+    if stored:
+        from ikeaudit import dissect
+
+        try:
+            dissect.learn_layouts(json.loads(stored))
+        except ValueError:  # not JSON: as if there were no file
+            pass
+
+
+def _keep_layouts() -> None:
+    """Store what dissect learned in this process, if it learned anything."""
+    dissect = sys.modules.get("ikeaudit.dissect")
+    key = _layout_cache_key() if dissect is not None else None
+    rows = dissect.take_learned_layouts() if key else None
+    if rows:
+        write_cached("layouts", key, json.dumps(rows, separators=(",", ":")).encode())
+
+
 class _Dissector:
     """The dissection stage over one capture: datagrams in, records out to a sink, with
     the SKF reassembly after decryption that spans the datagrams of a file."""
@@ -398,6 +457,7 @@ class _Dissector:
         # process that reads alongside (see _read_alongside) spends reading instead.
         from ikeaudit.dissect import InnerReassembly, dissect
 
+        _know_layouts()
         self._dissect = dissect
         self._keys = keys
         self._reassembly = InnerReassembly() if keys is not None else None

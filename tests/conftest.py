@@ -55,17 +55,20 @@ def lab_path(record_id: str) -> str:
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_data_home(tmp_path_factory):
-    """`ikeaudit live` keeps tunnel history under $XDG_DATA_HOME by default: the tests'
-    runs (and the processes they start) write to a temporary one, never the user's."""
+    """`ikeaudit live` keeps tunnel history under $XDG_DATA_HOME by default, the compiled
+    prefilters under $XDG_CACHE_HOME: the tests' runs (and the processes they start)
+    write to temporary ones, never the user's."""
     import os
 
-    previous = os.environ.get("XDG_DATA_HOME")
+    previous = {name: os.environ.get(name) for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME")}
     os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))  # compiled prefilters
     yield
-    if previous is None:
-        os.environ.pop("XDG_DATA_HOME", None)
-    else:
-        os.environ["XDG_DATA_HOME"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def netns_problem(*tools: str) -> str | None:

@@ -140,11 +140,13 @@ def test_vendor_id_table_is_a_pure_lookup_that_knows_no_stage():
 
 def test_importing_the_dissector_reads_no_routing_table():
     """Scapy reads the kernel's routing tables when scapy.route loads, unless told not to
-    (ikeaudit.layers does): an auditor of files never sends. Run in a fresh interpreter."""
+    (ikeaudit.layers does): an auditor of files never sends. Run in a fresh interpreter;
+    the dissector loads Scapy when a message first needs it."""
     import subprocess
     import sys
 
     code = ("import ikeaudit.pipeline, ikeaudit.dissect\n"
+            "ikeaudit.dissect._load_scapy()\n"
             "from scapy.config import conf\n"
             "print(len(conf.route.routes), len(conf.route6.routes))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -158,6 +160,28 @@ def test_the_pipeline_imports_no_scapy_until_it_dissects():
     code = "import sys, ikeaudit.pipeline\nprint(any(m.startswith('scapy') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_scan_of_layouts_an_earlier_scan_met_imports_no_scapy(tmp_path):
+    """Scapy's answer for each payload layout is kept between runs (the cache, keyed by
+    the code that gave it): a second scan of lab captures, every message clean, reads
+    them without Scapy, and gives the same document. No scan loads pandas, matplotlib,
+    Prometheus or a process pool; cryptography comes only with Scapy (its IPsec layer)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ikeaudit.cli import main\n"
+            "try:\n    main(['scan', sys.argv[1], '--format', 'json'])\nexcept SystemExit:\n    pass\n"
+            "heavy = ('scapy', 'cryptography', 'pandas', 'matplotlib', 'prometheus_client', 'concurrent')\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in heavy}), file=sys.stderr)")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    env.pop("IKEAUDIT_CACHE_DIR", None)
+    runs = [subprocess.run([sys.executable, "-c", code, str(PACKAGE.parent / "pcaps")], capture_output=True,
+                           text=True, env=env, check=True) for _ in range(2)]
+    assert runs[0].stderr.strip() == "['cryptography', 'scapy']"
+    assert runs[1].stderr.strip() == "[]"
+    assert runs[1].stdout == runs[0].stdout and '"negotiations"' in runs[0].stdout
 
 
 def test_execution_knows_no_stage():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import random
 import struct
@@ -104,6 +105,60 @@ def test_the_hot_path_reads_every_lab_message_itself(path):
     and none of them may fall back to Scapy."""
     items = [d for d in datagrams(iter_capture(str(path))) if d.ike_version == 2]
     assert assert_same(items, _keys_beside(path)) == len(items)
+
+
+def _relearned() -> list:
+    """What this process learned, through the JSON of the layout cache, handed to a
+    process that starts cold (as pipeline does between runs)."""
+    rows = json.loads(json.dumps(dissect_module.take_learned_layouts()))
+    dissect_module.clear_caches()
+    dissect_module.learn_layouts(rows)
+    return rows
+
+
+@pytest.mark.parametrize("path", _captures(), ids=lambda p: p.name)
+def test_layouts_an_earlier_run_learned_dissect_the_same(path):
+    """The hot path with every layout handed in from an earlier run (no Scapy for them)
+    against Scapy alone; and it needed nothing more from Scapy."""
+    try:
+        items = datagrams(iter_capture(str(path)))
+    except CaptureError:
+        pytest.skip("not a capture the reader opens")
+    keys = _keys_beside(path)
+    joined = InnerReassembly(scapy=False)
+    for datagram in items:
+        joined.feed(dissect(datagram, keys, scapy=False))
+    if dissect_module.take_learned_layouts() is None:
+        pytest.skip("no message of the capture went through the hot path")
+    dissect_module.clear_caches()
+    for datagram in items:  # learned again: take_learned_layouts gave the first ones up
+        joined.feed(dissect(datagram, keys, scapy=False))
+    _relearned()
+    assert_same(items, keys)
+    assert dissect_module.take_learned_layouts() is None
+
+
+def test_stored_layouts_that_are_not_what_was_written_are_left_out():
+    for datagram in datagrams(iter_capture(str(PCAPS / "h01_hybrid_x25519_mlkem768.pcap"))):
+        dissect(datagram)
+    rows = _relearned()
+    sa = next(r for r in rows if r[3] is not None and r[3][0] == 0)
+    ke = next(r for r in rows if r[3] is not None and len(r[3]) == 2)
+    damaged = [
+        [ke[0], ke[1], ke[2]],  # a value short
+        [str(ke[0]), ke[1], ke[2], ke[3]],  # a payload type as text
+        [ke[0], "zz" + ke[1], ke[2], ke[3]],  # not hex
+        [ke[0], ke[1], ke[2], [*ke[3], 1]],  # a field too many for its kind
+        [ke[0], ke[1], ke[2], [ke[3][0], True]],  # a bool is no int here
+        [sa[0], sa[1], sa[2], [0, [[1, 1, "", [[1, "12", None]]]], []]],  # a transform id as text
+        [sa[0], sa[1], sa[2], [0, [[1, 1, 5, []]], []]],  # an SPI that is no hex text
+        [sa[0], sa[1], sa[2], [0, "proposals", []]],
+        "not a row",
+    ]
+    dissect_module.clear_caches()
+    assert dissect_module.learn_layouts(damaged) == 0
+    assert dissect_module.learn_layouts({"rows": rows}) == 0
+    assert dissect_module.learn_layouts(rows) == len(rows)
 
 
 def test_decrypted_payloads_go_through_the_hot_path_too(monkeypatch):

@@ -10,7 +10,9 @@ pcapng and rotated (split) captures. No test times anything.
 from __future__ import annotations
 
 import copy
+import ctypes
 import gzip
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -59,12 +61,15 @@ def scan(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
-@pytest.fixture(params=["in-buffer", "per-record"])
+@pytest.fixture(params=["in-buffer", "in-buffer-python-walk", "per-record"])
 def bpf_mode(request, monkeypatch):
-    """Both ways the prefilter runs: libpcap reading our buffer (one call a chunk), or
+    """Every way the prefilter runs: libpcap reading our buffer (one call a chunk), the
+    records between passing ones counted in C (the record walker) or in Python, or
     pcap_offline_filter() on each record (where fmemopen is missing)."""
     if request.param == "per-record":
         monkeypatch.setattr(sources._libpcap(), "memory", None)
+    if request.param == "in-buffer-python-walk":
+        monkeypatch.setattr(sources._libpcap(), "walker", lambda endian: None)
     return request.param
 
 
@@ -218,13 +223,91 @@ def test_a_libpcap_that_disagrees_with_the_walk_loses_no_frame(span, monkeypatch
     the rest itself."""
     honest = sources._MemoryPcap.passing
 
-    def shifted(self, address, length, program):
-        found = honest(self, address, length, program)
+    def shifted(self, address, length, program, caplens=None):
+        found = honest(self, address, length, program, caplens)
         return None if found is None else [end + 3 for end in found]
 
     expected = reference(span)
     monkeypatch.setattr(sources._MemoryPcap, "passing", shifted)
     assert list(open_capture(span, prefilter=scan_filter(esp=False))) == expected
+
+
+def _program_bytes(flt) -> bytes:
+    return ctypes.string_at(flt.program.bf_insns, flt.program.bf_len * 8)
+
+
+@pytest.fixture
+def program_cache(tmp_path, monkeypatch) -> Path:
+    """An empty cache of compiled prefilters, and a libpcap that has compiled nothing yet."""
+    monkeypatch.setenv("IKEAUDIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(sources, "_LIBPCAP", False)
+    return tmp_path / "bpf"
+
+
+def test_a_compiled_prefilter_is_read_back_from_the_cache_as_libpcap_compiled_it(program_cache):
+    expressions = scan_filter(esp=False)
+    compiled = sources._load_libpcap().compile(1, expressions)
+    assert len(list(program_cache.iterdir())) == 1
+    cached = sources._load_libpcap().compile(1, expressions)
+    assert cached._instructions  # from the file, not from pcap_compile()
+    assert _program_bytes(cached) == _program_bytes(compiled) and cached.expression == compiled.expression
+    path = lab_path("f01")
+    assert list(open_capture(path, prefilter=expressions)) == reference(path)
+
+
+@pytest.mark.parametrize("damage", ["one instruction changed", "cut short", "valid digest, invalid program"])
+def test_a_damaged_cached_prefilter_is_compiled_again(program_cache, damage):
+    expressions = scan_filter(esp=False)
+    expected = _program_bytes(sources._load_libpcap().compile(1, expressions))
+    (stored,) = program_cache.iterdir()
+    data = bytearray(stored.read_bytes())
+    head = len(sources._CACHE_MAGIC) + 32  # then the instructions
+    if damage == "one instruction changed":
+        data[head + 8 * 20 + 4] ^= 0x01
+    elif damage == "cut short":
+        del data[-8:]
+    else:  # a jump far past the end, which libpcap's validator refuses: rebuilt with a digest to match
+        program = struct.pack("=HBBI", 0x05, 0, 0, 1_000_000) + struct.pack("=HBBI", 0x06, 0, 0, 0)
+        data = bytearray(sources._CACHE_MAGIC + hashlib.sha256(program).digest() + program)
+    stored.write_bytes(bytes(data))
+    again = sources._load_libpcap().compile(1, expressions)
+    assert not again._instructions and _program_bytes(again) == expected
+    assert sources._load_libpcap().compile(1, expressions)._instructions == expected  # stored anew
+
+
+def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path, monkeypatch):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv("IKEAUDIT_CACHE_DIR", str(blocker))  # a folder cannot be made under it
+    monkeypatch.setattr(sources, "_LIBPCAP", False)
+    path = lab_path("h01")
+    assert list(open_capture(path, prefilter=scan_filter(esp=False))) == reference(path)
+
+
+def _records(*caplens: int, endian: str = "<") -> bytes:
+    return b"".join(struct.pack(endian + "IIII", 1, 2, n, n) + bytes([n % 251]) * n for n in caplens)
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_the_record_walker_counts_whole_records_as_the_python_walk(endian):
+    walker = sources._libpcap().walker(endian)
+    lengths = [60, 1514, 0, 9000, 42] * 100  # more records than one call of the program walks
+    data = _records(*lengths, endian=endian)
+    buffer = ctypes.create_string_buffer(data + bytes(16), len(data) + 16)
+    address = ctypes.addressof(buffer)
+    assert walker.count(address, len(data)) == (len(lengths), len(data))
+    first_three = 16 * 3 + 60 + 1514 + 0
+    assert walker.count(address, first_three) == (3, first_three)
+    assert walker.count(address, first_three + 16 + 9000 - 1) == (3, first_three)  # the 4th does not fit
+    assert walker.count(address, first_three + 15) == (3, first_three)  # nor its header
+    assert walker.count(address + first_three, len(data) - first_three) == (len(lengths) - 3, len(data) - first_three)
+
+
+def test_the_record_walker_stops_at_a_length_libpcap_would_refuse():
+    walker = sources._libpcap().walker("<")
+    data = _records(60, 60) + struct.pack("<IIII", 1, 2, 1 << 24, 60) + bytes(60) + _records(60)
+    buffer = ctypes.create_string_buffer(data + bytes(16), len(data) + 16)
+    assert walker.count(ctypes.addressof(buffer), len(data)) == (2, 2 * (16 + 60))
 
 
 def test_without_libpcap_the_source_is_iter_capture(no_libpcap):

@@ -15,16 +15,19 @@ import re
 import sqlite3
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from ikeaudit.cli_common import SENSOR_HELP, sensor_captures
 from ikeaudit.monitor.alerts import Rules
-from ikeaudit.monitor.service import Monitor, MonitorConfig, default_sensor
 from ikeaudit.monitor.sinks import FORMATS, SinkError, parse_sink
 from ikeaudit.monitor.state import StateError, StateStore, default_path
 from ikeaudit.monitor.syslog import DEFAULT_PEN, SyslogError, SyslogTarget
 from ikeaudit.report.views import iso_time
+
+if TYPE_CHECKING:
+    from ikeaudit.monitor.service import Monitor
 
 EXIT_USAGE = 2
 MEMORY = ":memory:"
@@ -149,6 +152,9 @@ class DeferredMonitor:
 def open_monitor(*, state: str, sinks: tuple[str, ...], syslog: str | None, pen: int, sensor: str | None,
                  retention_days: float, rules: Rules, metrics_port: int | None, metrics_address: str,
                  stdout_format: str | None) -> Monitor:  # fmt: skip
+    # Here: the service loads Prometheus' client and the sinks, which a plain scan never needs.
+    from ikeaudit.monitor.service import Monitor, MonitorConfig, default_sensor
+
     try:
         config = MonitorConfig(state_path=state, retention_days=retention_days, sensor=sensor or default_sensor(),
                                sinks=[parse_sink(s) for s in sinks],
