@@ -729,6 +729,8 @@ def read_cached(kind: str, key: str) -> bytes | None:
     The key names everything the data depends on: a changed key is a miss."""
     try:
         with open(_cache_path(kind, key), "rb") as file:
+            if not _trusted(os.fstat(file.fileno())):
+                return None
             stored = file.read(_CACHE_LIMIT)
     except OSError:
         return None
@@ -739,14 +741,20 @@ def read_cached(kind: str, key: str) -> bytes | None:
     return data
 
 
+def _trusted(status: os.stat_result) -> bool:
+    """A cached file decides what a scan reports without Scapy's say: only one that
+    this user owns and nobody else may write is read (as ssh treats its keys)."""
+    return status.st_uid == os.geteuid() and not status.st_mode & 0o022
+
+
 def write_cached(kind: str, key: str, data: bytes) -> None:
     """Keep data under kind and key (cache_dir()); a cache that cannot be written costs
     only the time of computing it again."""
     path = _cache_path(kind, key)
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(temporary, "wb") as file:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
             file.write(_CACHE_MAGIC + hashlib.sha256(data).digest() + data)
         os.replace(temporary, path)  # whole or not at all, for a concurrent reader
     except OSError:

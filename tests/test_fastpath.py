@@ -275,6 +275,15 @@ def test_a_damaged_cached_prefilter_is_compiled_again(program_cache, damage):
     assert sources._load_libpcap().compile(1, expressions)._instructions == expected  # stored anew
 
 
+def test_a_cached_prefilter_that_others_may_write_is_not_trusted(program_cache):
+    expressions = scan_filter(esp=False)
+    sources._load_libpcap().compile(1, expressions)
+    (stored,) = program_cache.iterdir()
+    assert stored.stat().st_mode & 0o777 == 0o600
+    stored.chmod(0o666)
+    assert not sources._load_libpcap().compile(1, expressions)._instructions  # compiled again
+
+
 def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path, monkeypatch):
     blocker = tmp_path / "a file"
     blocker.write_text("")
