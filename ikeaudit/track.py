@@ -23,9 +23,11 @@ import pickle
 import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from operator import attrgetter
+from types import MappingProxyType, SimpleNamespace
 
-from ikeaudit import iana
+from ikeaudit import iana, records
 from ikeaudit.mtu import plaintext_upper_bound, sk_overhead
 from ikeaudit.records import (
     AUTH_REQUESTED,
@@ -136,6 +138,22 @@ REKEY_WINDOW_S = 300.0
 MIN_IKE_REKEY_REQUEST = (4 + 8 + 8 + 3 * 8) + (4 + 16) + (8 + 32)
 
 
+_EMPTY: MappingProxyType = MappingProxyType({})
+# Notify type lists of IKE_SA_INIT messages, one object each: a gateway's clients send
+# the same few (bounded: hostile input may send a new one every time).
+_SHARED_NOTIFY_TYPES: dict[tuple[int, ...], tuple[int, ...]] = {}
+MAX_SHARED_NOTIFY_TYPES = 1024
+
+
+def _shared(types: tuple[int, ...]) -> tuple[int, ...]:
+    shared = _SHARED_NOTIFY_TYPES.get(types)
+    if shared is None:
+        if len(_SHARED_NOTIFY_TYPES) >= MAX_SHARED_NOTIFY_TYPES:
+            return types
+        shared = _SHARED_NOTIFY_TYPES[types] = types
+    return shared
+
+
 @dataclass(slots=True)
 class _MessageBuilder:
     first: IkeMessage
@@ -244,19 +262,20 @@ class _SaBuilder:
     order: int
     last_seen: float = 0.0
     sa_init_seen: bool = False
-    offered: list[Proposal] = field(default_factory=list)
-    offered_ke: list[int] = field(default_factory=list)
+    # The list fields hold the shared empty tuple until something is added (`grown`).
+    offered: list[Proposal] | tuple = ()
+    offered_ke: list[int] | tuple = ()
     chosen: Proposal | None = None
     responder_ke: int | None = None
     initiator_notifies: tuple[int, ...] = ()
     responder_notifies: tuple[int, ...] = ()
-    error_notifies: list[tuple[int, int]] = field(default_factory=list)
-    retries: list[SaInitRetry] = field(default_factory=list)
+    error_notifies: list[tuple[int, int]] | tuple = ()
+    retries: list[SaInitRetry] | tuple = ()
     # message key -> builders (`messages`); while the SA is frozen, with its first message,
     # pickled and compressed
     store: dict[tuple, list[_MessageBuilder]] | bytes = field(default_factory=dict)
-    vendor_ids: list[bytes] = field(default_factory=list)
-    anomalies: list[Anomaly] = field(default_factory=list)
+    vendor_ids: list[bytes] | tuple = ()
+    anomalies: list[Anomaly] | tuple = ()
     # Bit 1 << exchange for each exchange a message of it ever had, and whether one
     # carried decrypted payloads: rekey linking looks into a frozen SA only when they say
     # it may find something (a message given up since may have gone: it looks then).
@@ -266,40 +285,53 @@ class _SaBuilder:
     rekeyed_from: tuple[str, str] | None = None
     rekey_evidence: str | None = None
     rekey_linked_by: str | None = None
-    ikev1_exchanges: list[int] = field(default_factory=list)
+    ikev1_exchanges: list[int] | tuple = ()
     ikev1: _Ikev1Phase | None = None  # what an IKEv1 SA's clear messages showed
     reported: bool = False  # already handed out by Tracker.drain
     state_bytes: int = 0  # estimated, while open (Tracker.max_state_bytes)
-    dropped: dict[str, int] = field(default_factory=dict)  # what a bound kept out -> how much
-    # fragmented messages still missing fragments, oldest first: id(builder) -> (key, builder)
-    open_fragments: dict[int, tuple[tuple, _MessageBuilder]] = field(default_factory=dict)
+    # What a bound kept out -> how much, and the fragmented messages still missing
+    # fragments, oldest first: id(builder) -> (key, builder); the shared empty mapping
+    # until something is put in.
+    dropped: dict[str, int] | MappingProxyType = field(default_factory=lambda: _EMPTY)
+    open_fragments: dict[int, tuple[tuple, _MessageBuilder]] | MappingProxyType = field(default_factory=lambda: _EMPTY)
 
     @property
     def messages(self) -> dict[tuple, list[_MessageBuilder]]:
         """Its messages, thawed first if frozen."""
         store = self.store
         if type(store) is bytes:
-            self.first, store = pickle.loads(zlib.decompress(store))
+            self.first, store = _PACKER.unpack(store)
             self.store = store
         return store
 
     def freeze(self) -> None:
-        """Its messages and first message packed: an SA idle in flight holds a fifth of the
-        memory (bench/state_bytes.py). One with IKE fragments still missing stays as it is
-        (`open_fragments` points into its builders)."""
+        """Its messages and first message packed: an SA idle in flight holds a fraction of
+        the memory (bench/state_bytes.py). One with IKE fragments still missing stays as it
+        is (`open_fragments` points into its builders)."""
         if type(self.store) is bytes or self.open_fragments or not isinstance(self.first, IkeMessage):
             return
         first = self.first
-        self.store = zlib.compress(pickle.dumps((first, self.store), pickle.HIGHEST_PROTOCOL), 1)
+        self.store = _PACKER.pack((first, self.store))
         self.first = _FirstSeen(first.frame, first.timestamp)
+
+    def grown(self, name: str) -> list:
+        """The list field `name`, to append to: a field nothing was added to yet holds the
+        shared empty tuple (an IKE SA in flight has a dozen of them, mostly empty)."""
+        value = getattr(self, name)
+        if type(value) is not list:
+            value = list(value)
+            setattr(self, name, value)
+        return value
 
     def note(self, anomaly: Anomaly) -> None:
         if len(self.anomalies) < MAX_ANOMALIES:
-            self.anomalies.append(anomaly)
+            self.grown("anomalies").append(anomaly)
         else:
             self.drop(f"anomalies past the first {MAX_ANOMALIES}")
 
     def drop(self, what: str) -> None:
+        if type(self.dropped) is not dict:
+            self.dropped = {}
         self.dropped[what] = self.dropped.get(what, 0) + 1
 
     @property
@@ -307,6 +339,53 @@ class _SaBuilder:
         """A single datagram and nothing after it."""
         return (len(self.messages) == 1 and not self.retries and not self.ikev1_exchanges
                 and all(len(b) == 1 and len(b[0].pieces) == 1 for b in self.messages.values()))
+
+
+class _Packer:
+    """Packs a frozen SA's messages. Pickled by each class's own field tuple (dataclasses'
+    generic __getstate__/__setstate__ call fields() for every object: a third of a dense
+    gateway scan went there), then compressed by zstd with a dictionary, the first SA
+    packed: the class names, field layout and proposals that every other SA repeats
+    (a quarter of the bytes of an SA in flight, bench/state_bytes.py). The dictionary is
+    the process's for good, so every packed SA unpacks with it; zlib alone when
+    zstandard is missing."""
+
+    def __init__(self) -> None:
+        classes = [c for c in vars(records).values() if isinstance(c, type) and is_dataclass(c)]
+        table = {}
+        for cls in [*classes, _MessageBuilder]:
+            names = [f.name for f in fields(cls)]
+            values = attrgetter(*names) if len(names) > 1 else (lambda o, name=names[0]: (getattr(o, name),))
+            table[cls] = lambda o, cls=cls, values=values: (cls, values(o))
+        self._pickler = type("_Pickler", (pickle.Pickler,), {"dispatch_table": table})
+        self._compress = self._decompress = None
+
+    def pack(self, value: object) -> bytes:
+        chunks: list[bytes] = []
+        self._pickler(SimpleNamespace(write=chunks.append), pickle.HIGHEST_PROTOCOL).dump(value)
+        raw = b"".join(chunks)
+        if self._compress is None:
+            self._start(raw)
+        return self._compress(raw)
+
+    def unpack(self, packed: bytes) -> object:
+        return pickle.loads(self._decompress(packed))
+
+    def _start(self, sample: bytes) -> None:
+        try:
+            import zstandard
+        except ImportError:
+            self._compress, self._decompress = (lambda data: zlib.compress(data, 1)), zlib.decompress
+            return
+        dictionary = zstandard.ZstdCompressionDict(sample, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        compress = zstandard.ZstdCompressor(level=1, dict_data=dictionary, write_checksum=False,
+                                            write_dict_id=False).compress
+        # Copied: zstandard's result keeps the buffer of the worst case, twice the bytes.
+        self._compress = lambda data: bytes(memoryview(compress(data)))
+        self._decompress = zstandard.ZstdDecompressor(dict_data=dictionary).decompress
+
+
+_PACKER = _Packer()
 
 
 class Tracker:
@@ -368,7 +447,9 @@ class Tracker:
         # Streaming (`hand_out`): the SAs still held (open, or closed and not handed out)
         # by (initiator, responder), opened first first; the open ones met mid-stream; and
         # what SAs handed out leave behind for the rekeys that may follow them.
-        self._held_by_peers: dict[tuple[str, str], dict[int, _SaBuilder]] = {}
+        # (the SA itself while it is the only one: most peers hold one, and a dict each
+        # was a tenth of an SA's memory)
+        self._held_by_peers: dict[tuple[str, str], _SaBuilder | dict[int, _SaBuilder]] = {}
         self._midstream_open: dict[int, _SaBuilder] = {}
         self._past = _HandedOut()
         self.horizon = -math.inf  # handed-out parents before this time can no longer be linked to
@@ -510,7 +591,13 @@ class Tracker:
             self._by_spi_i[sa.spi_i] = sa
         else:
             self._midstream_open[id(sa)] = sa
-        self._held_by_peers.setdefault((initiator, responder), {})[id(sa)] = sa
+        held = self._held_by_peers.get((initiator, responder))
+        if held is None:
+            self._held_by_peers[(initiator, responder)] = sa
+        elif type(held) is dict:
+            held[id(sa)] = sa
+        else:
+            self._held_by_peers[(initiator, responder)] = {id(held): held, id(sa): sa}
         return sa
 
     def _make_room(self, needed: int) -> None:
@@ -633,19 +720,23 @@ class Tracker:
                                             message.frame))
                 return
             sa.sa_init_seen = True
-            sa.offered.extend(p for p in message.proposals if p.protocol == 1)
+            offered = [p for p in message.proposals if p.protocol == 1]
+            if offered:
+                sa.grown("offered").extend(offered)
             if message.key_exchange is not None:
-                sa.offered_ke.append(message.key_exchange.method)
-            sa.initiator_notifies = message.notify_types()
-            sa.vendor_ids.extend(message.vendor_ids)
+                sa.grown("offered_ke").append(message.key_exchange.method)
+            sa.initiator_notifies = _shared(message.notify_types())
+            if message.vendor_ids:
+                sa.grown("vendor_ids").extend(message.vendor_ids)
             sa.state = nxt
             return
         if sa.state not in (SA_INIT_REQUESTED, SA_INIT_RETRY, SA_INIT_FAILED, SA_INIT_DONE, MIDSTREAM):
             sa.note(Anomaly("malformed", f"IKE_SA_INIT response in state {sa.state}",
                                         message.frame))
             return
-        sa.responder_notifies = message.notify_types()
-        sa.vendor_ids.extend(message.vendor_ids)
+        sa.responder_notifies = _shared(message.notify_types())
+        if message.vendor_ids:
+            sa.grown("vendor_ids").extend(message.vendor_ids)
         sa.state = self._sa_init_response_state(sa, message)
         if sa.state == SA_INIT_RETRY:
             self._retrying.setdefault((sa.initiator, sa.responder), {})[id(sa)] = sa
@@ -658,14 +749,14 @@ class Tracker:
         if invalid_ke is not None or (cookie is not None and not message.proposals):
             requested = int.from_bytes(invalid_ke.data[:2], "big") if invalid_ke and len(invalid_ke.data) >= 2 else None
             reason = "INVALID_KE_PAYLOAD" if invalid_ke is not None else "COOKIE"
-            sa.retries.append(SaInitRetry(reason, message.frame, message.timestamp, offered_ke, requested))
+            sa.grown("retries").append(SaInitRetry(reason, message.frame, message.timestamp, offered_ke, requested))
             if invalid_ke is not None:
-                sa.error_notifies.append((iana.IKE_SA_INIT, iana.INVALID_KE_PAYLOAD))
+                sa.grown("error_notifies").append((iana.IKE_SA_INIT, iana.INVALID_KE_PAYLOAD))
             return SA_INIT_RETRY
         # A redirect ends this attempt as surely as an error does (RFC 5685).
         errors += [n for n in message.notifies if n.type == iana.REDIRECT]
         for n in errors:
-            sa.error_notifies.append((iana.IKE_SA_INIT, n.type))
+            sa.grown("error_notifies").append((iana.IKE_SA_INIT, n.type))
         if errors or not message.proposals:
             if not errors:
                 sa.note(Anomaly("malformed", "IKE_SA_INIT response without SA payload "
@@ -711,8 +802,9 @@ class Tracker:
             self._inner_seen = sa.inner_seen = True
         notifies = message.notifies + (message.inner.notifies if message.inner else ())
         if notifies and message.exchange != iana.IKE_SA_INIT:
-            sa.error_notifies.extend((message.exchange, n.type) for n in notifies
-                                     if n.type < iana.ERROR_NOTIFY_LIMIT)
+            errors = [(message.exchange, n.type) for n in notifies if n.type < iana.ERROR_NOTIFY_LIMIT]
+            if errors:
+                sa.grown("error_notifies").extend(errors)
 
     @staticmethod
     def _open_fragment_group(sa: _SaBuilder, key: tuple, builder: _MessageBuilder) -> None:
@@ -724,6 +816,8 @@ class Tracker:
             if not sa.messages[old_key]:
                 del sa.messages[old_key]
             sa.drop(f"fragmented messages given up with fragments missing, past {MAX_OPEN_FRAGMENT_GROUPS} open")
+        if type(sa.open_fragments) is not dict:
+            sa.open_fragments = {}
         sa.open_fragments[id(builder)] = (key, builder)
 
     # -- IKEv1 -----------------------------------------------------------------------
@@ -747,13 +841,14 @@ class Tracker:
             sa.spi_r = message.spi_r
         self._ikev1[(sa.spi_i, sa.spi_r)] = sa
         self._ikev1[(message.spi_i, message.spi_r)] = sa
-        sa.ikev1_exchanges.append(message.exchange)
+        sa.grown("ikev1_exchanges").append(message.exchange)
         sa.last_seen = max(sa.last_seen, message.timestamp)
         from_initiator = message.src == sa.initiator
         sa.ikev1.feed(message, from_initiator)
         if from_initiator and message.proposals and not sa.sa_init_seen:
             sa.sa_init_seen = sa.ikev1.offered != ()
-        sa.vendor_ids.extend(message.vendor_ids)
+        if message.vendor_ids:
+            sa.grown("vendor_ids").extend(message.vendor_ids)
         for anomaly in message.anomalies:
             sa.note(anomaly)
         if iana.NAT_T_PORT in (message.sport, message.dport):
@@ -892,7 +987,7 @@ class Tracker:
             parents[id(sa)] = sa
             if sa.state == MIDSTREAM:
                 for peers in ((sa.initiator, sa.responder), (sa.responder, sa.initiator)):
-                    parents.update(self._held_by_peers.get(peers, {}))
+                    parents.update((id(held), held) for held in self._held(peers))
         frozen = [sa for sa in parents.values() if type(sa.store) is bytes]
         _link_rekeys(sorted(parents.values(), key=lambda s: s.order), self.rekey_window, orphans=ready,
                      past=self._past)
@@ -907,7 +1002,13 @@ class Tracker:
                 return True
         key = (sa.first.timestamp, sa.order)
         return any((other.first.timestamp, other.order) < key
-                   for other in self._held_by_peers.get((sa.initiator, sa.responder), {}).values())
+                   for other in self._held((sa.initiator, sa.responder)))
+
+    def _held(self, peers: tuple[str, str]) -> Iterator[_SaBuilder]:
+        held = self._held_by_peers.get(peers)
+        if held is None:
+            return iter(())
+        return iter(held.values()) if type(held) is dict else iter((held,))
 
     def holds(self, initiator: str, responder: str) -> bool:
         """Whether an IKEv2 SA between these peers is still held (streaming)."""
@@ -917,7 +1018,7 @@ class Tracker:
         """An SA let go for good: out of the streaming indexes."""
         peers = (sa.initiator, sa.responder)
         held = self._held_by_peers.get(peers)
-        if held is not None and held.pop(id(sa), None) is not None and not held:
+        if held is sa or (type(held) is dict and held.pop(id(sa), None) is not None and not held):
             del self._held_by_peers[peers]
         retrying = self._retrying.get(peers)
         if retrying is not None and retrying.pop(id(sa), None) is not None and not retrying:
