@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lab_ids, lab_path
+from conftest import THIRDPARTY, lab_ids, lab_path
 from ikeaudit import pipeline
 from ikeaudit.classify import KeCatalog
 from ikeaudit.decrypt import parse_key_table
@@ -39,6 +39,19 @@ def test_an_sa_frozen_after_every_message_reports_as_one_never_frozen(record_id,
     keys = parse_key_table(keys_file.read_text(), str(keys_file)) if keys_file.is_file() else None
     monkeypatch.setattr(pipeline, "FREEZE_AFTER_S", 0.0)
     assert streamed(path, keys=keys) == whole(path, keys=keys)
+
+
+@pytest.mark.parametrize("name", ["more/ndpi__ipsec_isakmp_esp.pcap", "more/openswan__lp91-h2hR2rekey.pcap",
+                                  "more/arkime__ike-cert_synthetic.pcap"])
+def test_sas_frozen_and_handed_out_during_the_scan_report_as_never_frozen(name, monkeypatch):
+    """Captures whose SAs go idle long before their end: rekey linking reads frozen
+    parents (without thawing them) at each hand-out."""
+    path = THIRDPARTY / name
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    monkeypatch.setattr(pipeline, "FREEZE_AFTER_S", 0.0)
+    for rekey_window in (0.0, 300.0):
+        assert streamed(str(path), rekey_window=rekey_window) == whole(str(path), rekey_window=rekey_window)
 
 
 def test_a_frozen_sa_holds_its_messages_packed_and_gives_them_back():
