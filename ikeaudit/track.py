@@ -161,8 +161,10 @@ class _MessageBuilder:
     first: IkeMessage
     frames: list[int] = field(default_factory=list)
     last_timestamp: float = 0.0
-    # SKF fragment number (0 when unfragmented) -> digest and datagram of first transmission
-    pieces: dict[int, IkeMessage] = field(default_factory=dict)
+    # SKF fragment number (0 when unfragmented) -> datagram of its first transmission; None
+    # while that is `first` alone, as for most messages (a dict each was a tenth of an SA
+    # in flight). Empty until `add` takes the first datagram, `first`.
+    pieces: dict[int, IkeMessage] | None = field(default_factory=dict)
     copies: dict[int, int] | None = None  # fragment number -> retransmitted copies, once one came
     # Decrypted content: on the SKF fragment that completed the set, which may be a
     # retransmitted copy when the first transmission lost a fragment.
@@ -179,29 +181,53 @@ class _MessageBuilder:
         self.last_timestamp = max(self.last_timestamp, message.timestamp)
         if self.inner is None and message.inner is not None:
             self.inner = message.inner
-        if number in self.pieces:
+        pieces = self.pieces
+        if pieces is not None and not pieces:  # `first` itself
+            self.pieces = None
+            return dropped
+        if pieces is None:
+            first = self.first
+            if number == (first.fragment[0] if first.fragment else 0):
+                pieces = {number: first}  # a copy of it: counted below, nothing to keep
+            else:
+                pieces = self.pieces = {first.fragment[0] if first.fragment else 0: first}
+        if number in pieces:
             if self.copies is None:
                 self.copies = {}
             self.copies[number] = self.copies.get(number, 0) + 1
-        elif len(self.pieces) >= MAX_IKE_FRAGMENTS:
+        elif len(pieces) >= MAX_IKE_FRAGMENTS:
             dropped = f"IKE fragments of a message past the first {MAX_IKE_FRAGMENTS}"
         else:
-            self.pieces[number] = message
+            pieces[number] = message
         return dropped
+
+    @property
+    def kept(self) -> int:
+        """Datagrams of the first transmission kept."""
+        return 1 if self.pieces is None else len(self.pieces)
+
+    def ordered(self) -> list[IkeMessage]:
+        """The datagrams of the first transmission, by fragment number."""
+        pieces = self.pieces
+        return [self.first] if pieces is None else [pieces[n] for n in sorted(pieces)]
 
     @property
     def incomplete(self) -> bool:
         total = self.first.fragment[1] if self.first.fragment else 0
-        return 0 < total and len(self.pieces) < total
+        return 0 < total and self.kept < total
 
     def same_message(self, message: IkeMessage) -> bool:
         """A new message reusing the id (an IKE_SA_INIT retry) differs in its bytes."""
         number = message.fragment[0] if message.fragment else 0
-        seen = self.pieces.get(number)
+        if self.pieces is None:
+            first = self.first
+            seen = first if number == (first.fragment[0] if first.fragment else 0) else None
+        else:
+            seen = self.pieces.get(number)
         return seen is None or seen.digest == message.digest
 
     def build(self) -> TrackedMessage:
-        ordered = [self.pieces[n] for n in sorted(self.pieces)]
+        ordered = self.ordered()
         first = self.first
         total = max((m.fragment[1] for m in ordered if m.fragment), default=0)
         return TrackedMessage(
@@ -347,7 +373,7 @@ class _SaBuilder:
     def bare(self) -> bool:
         """A single datagram and nothing after it."""
         return (len(self.messages) == 1 and not self.retries and not self.ikev1_exchanges
-                and all(len(b) == 1 and len(b[0].pieces) == 1 for b in self.messages.values()))
+                and all(len(b) == 1 and b[0].kept == 1 for b in self.messages.values()))
 
 
 class _Packer:
@@ -796,9 +822,9 @@ class Tracker:
             if message.fragment:
                 self._open_fragment_group(sa, key, builders[-1])
         builder = builders[-1]
-        kept = len(builder.pieces)
+        kept = builder.kept
         dropped = builder.add(message)
-        if len(builder.pieces) > kept:
+        if builder.kept > kept:
             sa.state_bytes += DATAGRAM_STATE_BYTES
             if id(sa) in self._idle:
                 self.state_bytes += DATAGRAM_STATE_BYTES
