@@ -141,18 +141,20 @@ MIN_IKE_REKEY_REQUEST = (4 + 8 + 8 + 3 * 8) + (4 + 16) + (8 + 32)
 _EMPTY: MappingProxyType = MappingProxyType({})
 # One int object each for the IKE ports an SA keeps (an int above 256 is an object per packet).
 _PORTS = {port: port for port in iana.IKE_PORTS}
-# Notify type lists of IKE_SA_INIT messages, one object each: a gateway's clients send
-# the same few (bounded: hostile input may send a new one every time).
-_SHARED_NOTIFY_TYPES: dict[tuple[int, ...], tuple[int, ...]] = {}
-MAX_SHARED_NOTIFY_TYPES = 1024
+# Tuples of ints that thousands of SAs hold alike, one object each: the notify types of
+# IKE_SA_INIT messages (a gateway's clients send the same few), the highest message ids
+# of frozen SAs (bounded: hostile input may send new ones every time).
+_SHARED_TUPLES: dict[tuple[int, ...], tuple[int, ...]] = {}
+MAX_SHARED_TUPLES = 4096
+MAX_LATER = 8  # packs of messages met while frozen, beside the first, before a thaw joins them
 
 
-def _shared(types: tuple[int, ...]) -> tuple[int, ...]:
-    shared = _SHARED_NOTIFY_TYPES.get(types)
+def _shared(values: tuple[int, ...]) -> tuple[int, ...]:
+    shared = _SHARED_TUPLES.get(values)
     if shared is None:
-        if len(_SHARED_NOTIFY_TYPES) >= MAX_SHARED_NOTIFY_TYPES:
-            return types
-        shared = _SHARED_NOTIFY_TYPES[types] = types
+        if len(_SHARED_TUPLES) >= MAX_SHARED_TUPLES:
+            return values
+        shared = _SHARED_TUPLES[values] = values
     return shared
 
 
@@ -271,10 +273,17 @@ class _MessageBuilder:
 
 @dataclass(frozen=True, slots=True)
 class _FirstSeen:
-    """What a frozen SA keeps of its first message; the rest comes back with `messages`."""
+    """What a frozen SA keeps of its first message (the rest comes back with `messages`),
+    and of its messages' keys: how many, and the highest message id of each kind
+    (index 2 * response + from initiator; -1 for none). A message whose id is higher
+    than any of its kind is a new one, kept beside the packed ones without thawing them
+    (`_SaBuilder.messages_for`): on a gateway, the INFORMATIONAL exchanges that come
+    every second or so to an established SA."""
 
     frame: int
     timestamp: float
+    count: int = 0
+    highest: tuple[int, int, int, int] = (-1, -1, -1, -1)
 
 
 @dataclass(slots=True)
@@ -300,8 +309,11 @@ class _SaBuilder:
     error_notifies: list[tuple[int, int]] | tuple = ()
     retries: list[SaInitRetry] | tuple = ()
     # message key -> builders (`messages`); while the SA is frozen, with its first message,
-    # pickled and compressed
+    # pickled and compressed, and beside it the messages met since: packed at each later
+    # freeze, the fresh ones not yet
     store: dict[tuple, list[_MessageBuilder]] | bytes = field(default_factory=dict)
+    later: tuple[bytes, ...] = ()
+    fresh: dict[tuple, list[_MessageBuilder]] | None = None
     vendor_ids: list[bytes] | tuple = ()
     anomalies: list[Anomaly] | tuple = ()
     # Bit 1 << exchange for each exchange a message of it ever had, and whether one
@@ -329,7 +341,8 @@ class _SaBuilder:
         store = self.store
         if type(store) is bytes:
             self.first, store = _PACKER.unpack(store)
-            self.store = store
+            self._join(store)
+            self.store, self.later, self.fresh = store, (), None
         return store
 
     def peek(self) -> dict[tuple, list[_MessageBuilder]]:
@@ -337,17 +350,61 @@ class _SaBuilder:
         packed (rekey linking reads thousands of SAs at the end of the input: thawed
         together, they were a tenth of the scan's peak memory)."""
         store = self.store
-        return _PACKER.unpack(store)[1] if type(store) is bytes else store
+        if type(store) is not bytes:
+            return store
+        store = _PACKER.unpack(store)[1]
+        self._join(store)
+        return store
+
+    def _join(self, store: dict[tuple, list[_MessageBuilder]]) -> None:
+        """The messages met while frozen after the packed ones, as they came (their keys are new)."""
+        for packed in self.later:
+            store.update(_PACKER.unpack(packed))
+        if self.fresh:
+            store.update(self.fresh)
+
+    def messages_for(self, key: tuple) -> dict[tuple, list[_MessageBuilder]]:
+        """Where the builders of a message of this key are, or go: beside a frozen SA's
+        packed messages when the key is new to it (`_FirstSeen`), else among all of them,
+        thawed."""
+        first = self.first
+        if type(first) is _FirstSeen and type(self.store) is bytes:
+            fresh = self.fresh
+            if fresh is not None and key in fresh:
+                return fresh
+            message_id, response, from_initiator = key
+            kind = 2 * response + from_initiator
+            if message_id > first.highest[kind] and first.count < MAX_MESSAGES and len(self.later) < MAX_LATER:
+                highest = list(first.highest)
+                highest[kind] = message_id
+                self.first = _FirstSeen(first.frame, first.timestamp, first.count + 1, _shared(tuple(highest)))
+                if fresh is None:
+                    fresh = self.fresh = {}
+                return fresh
+        return self.messages
 
     def freeze(self) -> None:
         """Its messages and first message packed: an SA idle in flight holds a fraction of
-        the memory (bench/state_bytes.py). One with IKE fragments still missing stays as it
-        is (`open_fragments` points into its builders)."""
-        if type(self.store) is bytes or self.open_fragments or not isinstance(self.first, IkeMessage):
+        the memory (bench/state_bytes.py); those met while frozen are packed on their own.
+        One with IKE fragments still missing stays as it is (`open_fragments` points into
+        its builders)."""
+        if self.open_fragments:
+            return
+        if type(self.store) is bytes:
+            if self.fresh:
+                self.later += (_PACKER.pack(self.fresh),)
+                self.fresh = None
             return
         first = self.first
+        if not isinstance(first, IkeMessage):
+            return
+        highest = [-1, -1, -1, -1]
+        for message_id, response, from_initiator in self.store:
+            kind = 2 * response + from_initiator
+            highest[kind] = max(highest[kind], message_id)
+        count = len(self.store)
         self.store = _PACKER.pack((first, self.store))
-        self.first = _FirstSeen(first.frame, first.timestamp)
+        self.first = _FirstSeen(first.frame, first.timestamp, count, _shared(tuple(highest)))
 
     def grown(self, name: str) -> list:
         """The list field `name`, to append to: a field nothing was added to yet holds the
@@ -811,12 +868,13 @@ class Tracker:
 
     def _record_message(self, sa: _SaBuilder, message: IkeMessage) -> None:
         key = _message_key(message)
-        builders = sa.messages.get(key)
+        messages = sa.messages_for(key)
+        builders = messages.get(key)
         if builders is None:
-            if len(sa.messages) >= MAX_MESSAGES:
+            if len(messages) >= MAX_MESSAGES:
                 sa.drop(f"messages past the first {MAX_MESSAGES} of the IKE SA")
                 return
-            builders = sa.messages[key] = []
+            builders = messages[key] = []
         if not builders or not builders[-1].same_message(message):
             builders.append(_MessageBuilder(first=message, last_timestamp=message.timestamp))
             if message.fragment:

@@ -16,18 +16,15 @@ from ikeaudit.report import machine, views
 from ikeaudit.track import Tracker
 
 
-def streamed(path: str, **options) -> str:
+def streamed(path: str, monkeypatch, freeze_after: float | None, **options) -> str:
+    """The scan's JSON, its SAs frozen after `freeze_after` seconds idle (None: never)."""
+    monkeypatch.setattr(pipeline, "FREEZE_AFTER_S", freeze_after)
     catalog = KeCatalog()
     got = []
     audits = audit_captures([path], catalog, on_negotiation=lambda *item: got.append(item), **options)
     for index, _, item in sorted(got, key=lambda g: g[:2]):
         audits[index].negotiations.append(item)
     return machine.render_json(views.scan_document(audits, catalog))
-
-
-def whole(path: str, **options) -> str:
-    catalog = KeCatalog()
-    return machine.render_json(views.scan_document(audit_captures([path], catalog, **options), catalog))
 
 
 @pytest.mark.parametrize("record_id", lab_ids())
@@ -37,8 +34,7 @@ def test_an_sa_frozen_after_every_message_reports_as_one_never_frozen(record_id,
     path = lab_path(record_id)
     keys_file = Path(path).with_suffix(".keys")
     keys = parse_key_table(keys_file.read_text(), str(keys_file)) if keys_file.is_file() else None
-    monkeypatch.setattr(pipeline, "FREEZE_AFTER_S", 0.0)
-    assert streamed(path, keys=keys) == whole(path, keys=keys)
+    assert streamed(path, monkeypatch, 0.0, keys=keys) == streamed(path, monkeypatch, None, keys=keys)
 
 
 @pytest.mark.parametrize("name", ["more/ndpi__ipsec_isakmp_esp.pcap", "more/openswan__lp91-h2hR2rekey.pcap",
@@ -49,9 +45,9 @@ def test_sas_frozen_and_handed_out_during_the_scan_report_as_never_frozen(name, 
     path = THIRDPARTY / name
     if not path.is_file():
         pytest.skip(f"{path} not present")
-    monkeypatch.setattr(pipeline, "FREEZE_AFTER_S", 0.0)
     for rekey_window in (0.0, 300.0):
-        assert streamed(str(path), rekey_window=rekey_window) == whole(str(path), rekey_window=rekey_window)
+        assert (streamed(str(path), monkeypatch, 0.0, rekey_window=rekey_window)
+                == streamed(str(path), monkeypatch, None, rekey_window=rekey_window))
 
 
 def test_a_frozen_sa_holds_its_messages_packed_and_gives_them_back():
