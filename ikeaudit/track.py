@@ -141,15 +141,18 @@ MIN_IKE_REKEY_REQUEST = (4 + 8 + 8 + 3 * 8) + (4 + 16) + (8 + 32)
 _EMPTY: MappingProxyType = MappingProxyType({})
 # One int object each for the IKE ports an SA keeps (an int above 256 is an object per packet).
 _PORTS = {port: port for port in iana.IKE_PORTS}
-# Tuples of ints that thousands of SAs hold alike, one object each: the notify types of
-# IKE_SA_INIT messages (a gateway's clients send the same few), the highest message ids
-# of frozen SAs (bounded: hostile input may send new ones every time).
-_SHARED_TUPLES: dict[tuple[int, ...], tuple[int, ...]] = {}
+# Tuples that thousands of SAs hold alike, one object each: the notify types of
+# IKE_SA_INIT messages and the proposals offered (a gateway's clients send the same few),
+# the highest message ids of frozen SAs (bounded: hostile input may send new ones every time).
+_SHARED_TUPLES: dict[tuple, tuple] = {}
 MAX_SHARED_TUPLES = 4096
+# The list fields of an SA (`_SaBuilder.grown`)
+_GROWN = ("offered", "offered_ke", "error_notifies", "retries", "vendor_ids", "anomalies", "ikev1_exchanges")
+_OFFERS = ("offered", "offered_ke")
 MAX_LATER = 8  # packs of messages met while frozen, beside the first, before a thaw joins them
 
 
-def _shared(values: tuple[int, ...]) -> tuple[int, ...]:
+def _shared(values: tuple) -> tuple:
     shared = _SHARED_TUPLES.get(values)
     if shared is None:
         if len(_SHARED_TUPLES) >= MAX_SHARED_TUPLES:
@@ -398,6 +401,10 @@ class _SaBuilder:
         first = self.first
         if not isinstance(first, IkeMessage):
             return
+        for name in _GROWN:  # lists that rarely grow once idle: as tuples, the offers shared
+            value = getattr(self, name)
+            if type(value) is list:
+                setattr(self, name, _shared(tuple(value)) if name in _OFFERS else tuple(value))
         highest = [-1, -1, -1, -1]
         for message_id, response, from_initiator in self.store:
             kind = 2 * response + from_initiator
@@ -653,7 +660,7 @@ class Tracker:
                 del candidates[key]
                 del self._pending[sa.spi_i]
                 last = sa.retries[-1]
-                sa.retries[-1] = SaInitRetry(last.reason, last.frame, last.timestamp,
+                sa.grown("retries")[-1] = SaInitRetry(last.reason, last.frame, last.timestamp,
                                              last.offered_ke, last.requested_ke, message.spi_i)
                 sa.spi_i = message.spi_i
                 self._pending[sa.spi_i] = sa
