@@ -232,8 +232,24 @@ class _MessageBuilder:
         return seen is None or seen.digest == message.digest
 
     def build(self) -> TrackedMessage:
-        ordered = self.ordered()
         first = self.first
+        if self.pieces is None:  # one datagram, as most messages: what the general case gives
+            fragment = first.fragment
+            return TrackedMessage(
+                exchange=first.exchange, message_id=first.message_id, response=first.is_response,
+                from_initiator=first.from_original_initiator, src=first.src, dst=first.dst,
+                sport=first.sport, dport=first.dport, first_frame=first.frame,
+                frames=tuple(self.frames), first_timestamp=first.first_timestamp,
+                last_timestamp=self.last_timestamp, udp_payload_bytes=(first.udp_payload_length,),
+                ip_lengths=(first.ip_length,), ike_lengths=(first.length,), ike_bytes=first.length,
+                encrypted_bytes=first.encrypted_length, ike_fragments=fragment[1] if fragment else 0,
+                fragments_seen=(fragment[0],) if fragment else (), ip_fragment_lengths=(first.ip_fragment_lengths,),
+                retransmissions=max(self.copies.values()) if self.copies else 0,
+                assembly_seconds=first.timestamp - first.first_timestamp,
+                payload_types=first.payload_types, notifies=first.notify_types(),
+                key_exchange=first.key_exchange, decryption=first.decryption, inner=self.inner,
+            )
+        ordered = self.ordered()
         total = max((m.fragment[1] for m in ordered if m.fragment), default=0)
         return TrackedMessage(
             exchange=first.exchange, message_id=first.message_id, response=first.is_response,
