@@ -6,7 +6,8 @@ The capture is dissected and fed to a Tracker record by record. Printed: the byt
 IKE SA in flight holds (everything traced at the end of the input, the records the SAs
 keep included, divided by the open SAs), and the bytes each handed-out SA leaves behind
 in the tracker (_HandedOut) and the stream classifier (parents, last attempts) once
-every SA was handed out with nothing yet pruned.
+every SA was handed out with nothing yet pruned. Between them, the packed bytes of the
+frozen SAs (their messages, track._SaBuilder.freeze).
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ def main(path: str) -> None:
     print(f"{sas} IKE SAs in flight at the end of the input: {in_flight / sas:,.0f} bytes an SA, the dissected "
           f"records they hold included ({in_flight / 2**20:.0f} MB measured; the --max-state-mb estimate "
           f"{tracker.state_bytes / 2**20:.0f} MB)")
+    frozen = [sa for sa in tracker._idle.values() if type(sa.store) is bytes]
+    if frozen:
+        packed = sum(len(sa.store) + sum(map(len, sa.later)) for sa in frozen)
+        print(f"{len(frozen)} of them frozen (idle {FREEZE_AFTER_S:g} s): {packed / len(frozen):,.0f} bytes an SA "
+              f"packed, in {sum(1 + len(sa.later) for sa in frozen) / len(frozen):.1f} packs (track._Packer)")
+    del frozen  # the SAs handed out below must go
     classify = StreamClassifier()
     handed = 0
     for _, negotiation in tracker.hand_out(last + 10 ** 6, 1.0):  # all idle: handed out, summaries kept

@@ -9,7 +9,10 @@ test, a capture file or a live interface alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
+
+_NOTIFY_TYPE = attrgetter("type")  # notify_types: called for every message a negotiation is built of
 
 # States of an IKE SA as the capture shows it (Negotiation.state).
 NEW = "new"
@@ -188,7 +191,7 @@ class InnerPayloads:
     vendor_ids: tuple[bytes, ...] = ()
 
     def notify_types(self) -> tuple[int, ...]:
-        return tuple(n.type for n in self.notifies)
+        return tuple(map(_NOTIFY_TYPE, self.notifies))
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +256,7 @@ class IkeMessage:
         return bool(self.flags & 0x08)
 
     def notify_types(self) -> tuple[int, ...]:
-        return tuple(n.type for n in self.notifies)
+        return tuple(map(_NOTIFY_TYPE, self.notifies))
 
 
 @dataclass(frozen=True, slots=True)

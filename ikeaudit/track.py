@@ -23,9 +23,11 @@ import pickle
 import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from operator import attrgetter
+from types import MappingProxyType, SimpleNamespace
 
-from ikeaudit import iana
+from ikeaudit import iana, records
 from ikeaudit.mtu import plaintext_upper_bound, sk_overhead
 from ikeaudit.records import (
     AUTH_REQUESTED,
@@ -136,13 +138,38 @@ REKEY_WINDOW_S = 300.0
 MIN_IKE_REKEY_REQUEST = (4 + 8 + 8 + 3 * 8) + (4 + 16) + (8 + 32)
 
 
+_EMPTY: MappingProxyType = MappingProxyType({})
+# One int object each for the IKE ports an SA keeps (an int above 256 is an object per packet).
+_PORTS = {port: port for port in iana.IKE_PORTS}
+# Tuples that thousands of SAs hold alike, one object each: the notify types of
+# IKE_SA_INIT messages and the proposals offered (a gateway's clients send the same few),
+# the highest message ids of frozen SAs (bounded: hostile input may send new ones every time).
+_SHARED_TUPLES: dict[tuple, tuple] = {}
+MAX_SHARED_TUPLES = 4096
+# The list fields of an SA (`_SaBuilder.grown`)
+_GROWN = ("offered", "offered_ke", "error_notifies", "retries", "vendor_ids", "anomalies", "ikev1_exchanges")
+_OFFERS = ("offered", "offered_ke")
+MAX_LATER = 8  # packs of messages met while frozen, beside the first, before a thaw joins them
+
+
+def _shared(values: tuple) -> tuple:
+    shared = _SHARED_TUPLES.get(values)
+    if shared is None:
+        if len(_SHARED_TUPLES) >= MAX_SHARED_TUPLES:
+            return values
+        shared = _SHARED_TUPLES[values] = values
+    return shared
+
+
 @dataclass(slots=True)
 class _MessageBuilder:
     first: IkeMessage
     frames: list[int] = field(default_factory=list)
     last_timestamp: float = 0.0
-    # SKF fragment number (0 when unfragmented) -> digest and datagram of first transmission
-    pieces: dict[int, IkeMessage] = field(default_factory=dict)
+    # SKF fragment number (0 when unfragmented) -> datagram of its first transmission; None
+    # while that is `first` alone, as for most messages (a dict each was a tenth of an SA
+    # in flight). Empty until `add` takes the first datagram, `first`.
+    pieces: dict[int, IkeMessage] | None = field(default_factory=dict)
     copies: dict[int, int] | None = None  # fragment number -> retransmitted copies, once one came
     # Decrypted content: on the SKF fragment that completed the set, which may be a
     # retransmitted copy when the first transmission lost a fragment.
@@ -159,30 +186,70 @@ class _MessageBuilder:
         self.last_timestamp = max(self.last_timestamp, message.timestamp)
         if self.inner is None and message.inner is not None:
             self.inner = message.inner
-        if number in self.pieces:
+        pieces = self.pieces
+        if pieces is not None and not pieces:  # `first` itself
+            self.pieces = None
+            return dropped
+        if pieces is None:
+            first = self.first
+            if number == (first.fragment[0] if first.fragment else 0):
+                pieces = {number: first}  # a copy of it: counted below, nothing to keep
+            else:
+                pieces = self.pieces = {first.fragment[0] if first.fragment else 0: first}
+        if number in pieces:
             if self.copies is None:
                 self.copies = {}
             self.copies[number] = self.copies.get(number, 0) + 1
-        elif len(self.pieces) >= MAX_IKE_FRAGMENTS:
+        elif len(pieces) >= MAX_IKE_FRAGMENTS:
             dropped = f"IKE fragments of a message past the first {MAX_IKE_FRAGMENTS}"
         else:
-            self.pieces[number] = message
+            pieces[number] = message
         return dropped
+
+    @property
+    def kept(self) -> int:
+        """Datagrams of the first transmission kept."""
+        return 1 if self.pieces is None else len(self.pieces)
+
+    def ordered(self) -> list[IkeMessage]:
+        """The datagrams of the first transmission, by fragment number."""
+        pieces = self.pieces
+        return [self.first] if pieces is None else [pieces[n] for n in sorted(pieces)]
 
     @property
     def incomplete(self) -> bool:
         total = self.first.fragment[1] if self.first.fragment else 0
-        return 0 < total and len(self.pieces) < total
+        return 0 < total and self.kept < total
 
     def same_message(self, message: IkeMessage) -> bool:
         """A new message reusing the id (an IKE_SA_INIT retry) differs in its bytes."""
         number = message.fragment[0] if message.fragment else 0
-        seen = self.pieces.get(number)
+        if self.pieces is None:
+            first = self.first
+            seen = first if number == (first.fragment[0] if first.fragment else 0) else None
+        else:
+            seen = self.pieces.get(number)
         return seen is None or seen.digest == message.digest
 
     def build(self) -> TrackedMessage:
-        ordered = [self.pieces[n] for n in sorted(self.pieces)]
         first = self.first
+        if self.pieces is None:  # one datagram, as most messages: what the general case gives
+            fragment = first.fragment
+            return TrackedMessage(
+                exchange=first.exchange, message_id=first.message_id, response=first.is_response,
+                from_initiator=first.from_original_initiator, src=first.src, dst=first.dst,
+                sport=first.sport, dport=first.dport, first_frame=first.frame,
+                frames=tuple(self.frames), first_timestamp=first.first_timestamp,
+                last_timestamp=self.last_timestamp, udp_payload_bytes=(first.udp_payload_length,),
+                ip_lengths=(first.ip_length,), ike_lengths=(first.length,), ike_bytes=first.length,
+                encrypted_bytes=first.encrypted_length, ike_fragments=fragment[1] if fragment else 0,
+                fragments_seen=(fragment[0],) if fragment else (), ip_fragment_lengths=(first.ip_fragment_lengths,),
+                retransmissions=max(self.copies.values()) if self.copies else 0,
+                assembly_seconds=first.timestamp - first.first_timestamp,
+                payload_types=first.payload_types, notifies=first.notify_types(),
+                key_exchange=first.key_exchange, decryption=first.decryption, inner=self.inner,
+            )
+        ordered = self.ordered()
         total = max((m.fragment[1] for m in ordered if m.fragment), default=0)
         return TrackedMessage(
             exchange=first.exchange, message_id=first.message_id, response=first.is_response,
@@ -225,10 +292,17 @@ class _MessageBuilder:
 
 @dataclass(frozen=True, slots=True)
 class _FirstSeen:
-    """What a frozen SA keeps of its first message; the rest comes back with `messages`."""
+    """What a frozen SA keeps of its first message (the rest comes back with `messages`),
+    and of its messages' keys: how many, and the highest message id of each kind
+    (index 2 * response + from initiator; -1 for none). A message whose id is higher
+    than any of its kind is a new one, kept beside the packed ones without thawing them
+    (`_SaBuilder.messages_for`): on a gateway, the INFORMATIONAL exchanges that come
+    every second or so to an established SA."""
 
     frame: int
     timestamp: float
+    count: int = 0
+    highest: tuple[int, int, int, int] = (-1, -1, -1, -1)
 
 
 @dataclass(slots=True)
@@ -244,19 +318,23 @@ class _SaBuilder:
     order: int
     last_seen: float = 0.0
     sa_init_seen: bool = False
-    offered: list[Proposal] = field(default_factory=list)
-    offered_ke: list[int] = field(default_factory=list)
+    # The list fields hold the shared empty tuple until something is added (`grown`).
+    offered: list[Proposal] | tuple = ()
+    offered_ke: list[int] | tuple = ()
     chosen: Proposal | None = None
     responder_ke: int | None = None
     initiator_notifies: tuple[int, ...] = ()
     responder_notifies: tuple[int, ...] = ()
-    error_notifies: list[tuple[int, int]] = field(default_factory=list)
-    retries: list[SaInitRetry] = field(default_factory=list)
+    error_notifies: list[tuple[int, int]] | tuple = ()
+    retries: list[SaInitRetry] | tuple = ()
     # message key -> builders (`messages`); while the SA is frozen, with its first message,
-    # pickled and compressed
+    # pickled and compressed, and beside it the messages met since: packed at each later
+    # freeze, the fresh ones not yet
     store: dict[tuple, list[_MessageBuilder]] | bytes = field(default_factory=dict)
-    vendor_ids: list[bytes] = field(default_factory=list)
-    anomalies: list[Anomaly] = field(default_factory=list)
+    later: tuple[bytes, ...] = ()
+    fresh: dict[tuple, list[_MessageBuilder]] | None = None
+    vendor_ids: list[bytes] | tuple = ()
+    anomalies: list[Anomaly] | tuple = ()
     # Bit 1 << exchange for each exchange a message of it ever had, and whether one
     # carried decrypted payloads: rekey linking looks into a frozen SA only when they say
     # it may find something (a message given up since may have gone: it looks then).
@@ -266,47 +344,163 @@ class _SaBuilder:
     rekeyed_from: tuple[str, str] | None = None
     rekey_evidence: str | None = None
     rekey_linked_by: str | None = None
-    ikev1_exchanges: list[int] = field(default_factory=list)
+    ikev1_exchanges: list[int] | tuple = ()
     ikev1: _Ikev1Phase | None = None  # what an IKEv1 SA's clear messages showed
     reported: bool = False  # already handed out by Tracker.drain
     state_bytes: int = 0  # estimated, while open (Tracker.max_state_bytes)
-    dropped: dict[str, int] = field(default_factory=dict)  # what a bound kept out -> how much
-    # fragmented messages still missing fragments, oldest first: id(builder) -> (key, builder)
-    open_fragments: dict[int, tuple[tuple, _MessageBuilder]] = field(default_factory=dict)
+    # What a bound kept out -> how much, and the fragmented messages still missing
+    # fragments, oldest first: id(builder) -> (key, builder); the shared empty mapping
+    # until something is put in.
+    dropped: dict[str, int] | MappingProxyType = field(default_factory=lambda: _EMPTY)
+    open_fragments: dict[int, tuple[tuple, _MessageBuilder]] | MappingProxyType = field(default_factory=lambda: _EMPTY)
 
     @property
     def messages(self) -> dict[tuple, list[_MessageBuilder]]:
         """Its messages, thawed first if frozen."""
         store = self.store
         if type(store) is bytes:
-            self.first, store = pickle.loads(zlib.decompress(store))
-            self.store = store
+            self.first, store = _PACKER.unpack(store)
+            self._join(store)
+            self.store, self.later, self.fresh = store, (), None
         return store
 
+    def peek(self) -> dict[tuple, list[_MessageBuilder]]:
+        """Its messages to read: a frozen SA's unpacked for the caller alone, the SA stays
+        packed (rekey linking reads thousands of SAs at the end of the input: thawed
+        together, they were a tenth of the scan's peak memory)."""
+        store = self.store
+        if type(store) is not bytes:
+            return store
+        store = _PACKER.unpack(store)[1]
+        self._join(store)
+        return store
+
+    def _join(self, store: dict[tuple, list[_MessageBuilder]]) -> None:
+        """The messages met while frozen after the packed ones, as they came (their keys are new)."""
+        for packed in self.later:
+            store.update(_PACKER.unpack(packed))
+        if self.fresh:
+            store.update(self.fresh)
+
+    def messages_for(self, key: tuple) -> dict[tuple, list[_MessageBuilder]]:
+        """Where the builders of a message of this key are, or go: beside a frozen SA's
+        packed messages when the key is new to it (`_FirstSeen`), else among all of them,
+        thawed."""
+        first = self.first
+        if type(first) is _FirstSeen and type(self.store) is bytes:
+            fresh = self.fresh
+            if fresh is not None and key in fresh:
+                return fresh
+            message_id, response, from_initiator = key
+            kind = 2 * response + from_initiator
+            if message_id > first.highest[kind] and first.count < MAX_MESSAGES and len(self.later) < MAX_LATER:
+                highest = list(first.highest)
+                highest[kind] = message_id
+                self.first = _FirstSeen(first.frame, first.timestamp, first.count + 1, _shared(tuple(highest)))
+                if fresh is None:
+                    fresh = self.fresh = {}
+                return fresh
+        return self.messages
+
     def freeze(self) -> None:
-        """Its messages and first message packed: an SA idle in flight holds a fifth of the
-        memory (bench/state_bytes.py). One with IKE fragments still missing stays as it is
-        (`open_fragments` points into its builders)."""
-        if type(self.store) is bytes or self.open_fragments or not isinstance(self.first, IkeMessage):
+        """Its messages and first message packed: an SA idle in flight holds a fraction of
+        the memory (bench/state_bytes.py); those met while frozen are packed on their own.
+        One with IKE fragments still missing stays as it is (`open_fragments` points into
+        its builders)."""
+        if self.open_fragments:
+            return
+        if type(self.store) is bytes:
+            if self.fresh:
+                self.later += (_PACKER.pack(self.fresh),)
+                self.fresh = None
             return
         first = self.first
-        self.store = zlib.compress(pickle.dumps((first, self.store), pickle.HIGHEST_PROTOCOL), 1)
-        self.first = _FirstSeen(first.frame, first.timestamp)
+        if not isinstance(first, IkeMessage):
+            return
+        for name in _GROWN:  # lists that rarely grow once idle: as tuples, the offers shared
+            value = getattr(self, name)
+            if type(value) is list:
+                setattr(self, name, _shared(tuple(value)) if name in _OFFERS else tuple(value))
+        highest = [-1, -1, -1, -1]
+        for message_id, response, from_initiator in self.store:
+            kind = 2 * response + from_initiator
+            highest[kind] = max(highest[kind], message_id)
+        count = len(self.store)
+        self.store = _PACKER.pack((first, self.store))
+        self.first = _FirstSeen(first.frame, first.timestamp, count, _shared(tuple(highest)))
+
+    def grown(self, name: str) -> list:
+        """The list field `name`, to append to: a field nothing was added to yet holds the
+        shared empty tuple (an IKE SA in flight has a dozen of them, mostly empty)."""
+        value = getattr(self, name)
+        if type(value) is not list:
+            value = list(value)
+            setattr(self, name, value)
+        return value
 
     def note(self, anomaly: Anomaly) -> None:
         if len(self.anomalies) < MAX_ANOMALIES:
-            self.anomalies.append(anomaly)
+            self.grown("anomalies").append(anomaly)
         else:
             self.drop(f"anomalies past the first {MAX_ANOMALIES}")
 
     def drop(self, what: str) -> None:
+        if type(self.dropped) is not dict:
+            self.dropped = {}
         self.dropped[what] = self.dropped.get(what, 0) + 1
 
     @property
     def bare(self) -> bool:
         """A single datagram and nothing after it."""
         return (len(self.messages) == 1 and not self.retries and not self.ikev1_exchanges
-                and all(len(b) == 1 and len(b[0].pieces) == 1 for b in self.messages.values()))
+                and all(len(b) == 1 and b[0].kept == 1 for b in self.messages.values()))
+
+
+class _Packer:
+    """Packs a frozen SA's messages. Pickled by each class's own field tuple (dataclasses'
+    generic __getstate__/__setstate__ call fields() for every object: a third of a dense
+    gateway scan went there), then compressed by zstd with a dictionary, the first SA
+    packed: the class names, field layout and proposals that every other SA repeats
+    (a quarter of the bytes of an SA in flight, bench/state_bytes.py). The dictionary is
+    the process's for good, so every packed SA unpacks with it; zlib alone when
+    zstandard is missing."""
+
+    def __init__(self) -> None:
+        classes = [c for c in vars(records).values() if isinstance(c, type) and is_dataclass(c)]
+        table = {}
+        for cls in [*classes, _MessageBuilder]:
+            names = [f.name for f in fields(cls)]
+            values = attrgetter(*names) if len(names) > 1 else (lambda o, name=names[0]: (getattr(o, name),))
+            table[cls] = lambda o, cls=cls, values=values: (cls, values(o))
+        self._pickler = type("_Pickler", (pickle.Pickler,), {"dispatch_table": table})
+        self._compress = self._decompress = None
+
+    def pack(self, value: object) -> bytes:
+        chunks: list[bytes] = []
+        self._pickler(SimpleNamespace(write=chunks.append), pickle.HIGHEST_PROTOCOL).dump(value)
+        raw = b"".join(chunks)
+        if self._compress is None:
+            self._start(raw)
+        return self._compress(raw)
+
+    def unpack(self, packed: bytes) -> object:
+        return pickle.loads(self._decompress(packed))
+
+    def _start(self, sample: bytes) -> None:
+        try:
+            import zstandard
+        except ImportError:
+            self._compress, self._decompress = (lambda data: zlib.compress(data, 1)), zlib.decompress
+            return
+        dictionary = zstandard.ZstdCompressionDict(sample, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        compress = zstandard.ZstdCompressor(level=1, dict_data=dictionary, write_checksum=False,
+                                            write_dict_id=False).compress
+        # Copied: zstandard's result keeps the buffer of the worst case, twice the bytes.
+        self._compress = lambda data: bytes(memoryview(compress(data)))
+        self._decompress = zstandard.ZstdDecompressor(dict_data=dictionary).decompress
+
+
+_PACKER = _Packer()
 
 
 class Tracker:
@@ -368,7 +562,9 @@ class Tracker:
         # Streaming (`hand_out`): the SAs still held (open, or closed and not handed out)
         # by (initiator, responder), opened first first; the open ones met mid-stream; and
         # what SAs handed out leave behind for the rekeys that may follow them.
-        self._held_by_peers: dict[tuple[str, str], dict[int, _SaBuilder]] = {}
+        # (the SA itself while it is the only one: most peers hold one, and a dict each
+        # was a tenth of an SA's memory)
+        self._held_by_peers: dict[tuple[str, str], _SaBuilder | dict[int, _SaBuilder]] = {}
         self._midstream_open: dict[int, _SaBuilder] = {}
         self._past = _HandedOut()
         self.horizon = -math.inf  # handed-out parents before this time can no longer be linked to
@@ -480,7 +676,7 @@ class Tracker:
                 del candidates[key]
                 del self._pending[sa.spi_i]
                 last = sa.retries[-1]
-                sa.retries[-1] = SaInitRetry(last.reason, last.frame, last.timestamp,
+                sa.grown("retries")[-1] = SaInitRetry(last.reason, last.frame, last.timestamp,
                                              last.offered_ke, last.requested_ke, message.spi_i)
                 sa.spi_i = message.spi_i
                 self._pending[sa.spi_i] = sa
@@ -496,8 +692,8 @@ class Tracker:
         starts = message.exchange == iana.IKE_SA_INIT and not message.is_response
         self._order += 1
         sa = _SaBuilder(first=message, spi_i=message.spi_i, spi_r=message.spi_r,
-                        initiator=initiator, responder=responder, initiator_port=i_port,
-                        responder_port=r_port, state=NEW if starts else MIDSTREAM,
+                        initiator=initiator, responder=responder, initiator_port=_PORTS.get(i_port, i_port),
+                        responder_port=_PORTS.get(r_port, r_port), state=NEW if starts else MIDSTREAM,
                         order=self._order, last_seen=message.timestamp, state_bytes=SA_STATE_BYTES)
         self.state_bytes += SA_STATE_BYTES
         if self.live:
@@ -510,7 +706,13 @@ class Tracker:
             self._by_spi_i[sa.spi_i] = sa
         else:
             self._midstream_open[id(sa)] = sa
-        self._held_by_peers.setdefault((initiator, responder), {})[id(sa)] = sa
+        held = self._held_by_peers.get((initiator, responder))
+        if held is None:
+            self._held_by_peers[(initiator, responder)] = sa
+        elif type(held) is dict:
+            held[id(sa)] = sa
+        else:
+            self._held_by_peers[(initiator, responder)] = {id(held): held, id(sa): sa}
         return sa
 
     def _make_room(self, needed: int) -> None:
@@ -633,19 +835,23 @@ class Tracker:
                                             message.frame))
                 return
             sa.sa_init_seen = True
-            sa.offered.extend(p for p in message.proposals if p.protocol == 1)
+            offered = [p for p in message.proposals if p.protocol == 1]
+            if offered:
+                sa.grown("offered").extend(offered)
             if message.key_exchange is not None:
-                sa.offered_ke.append(message.key_exchange.method)
-            sa.initiator_notifies = message.notify_types()
-            sa.vendor_ids.extend(message.vendor_ids)
+                sa.grown("offered_ke").append(message.key_exchange.method)
+            sa.initiator_notifies = _shared(message.notify_types())
+            if message.vendor_ids:
+                sa.grown("vendor_ids").extend(message.vendor_ids)
             sa.state = nxt
             return
         if sa.state not in (SA_INIT_REQUESTED, SA_INIT_RETRY, SA_INIT_FAILED, SA_INIT_DONE, MIDSTREAM):
             sa.note(Anomaly("malformed", f"IKE_SA_INIT response in state {sa.state}",
                                         message.frame))
             return
-        sa.responder_notifies = message.notify_types()
-        sa.vendor_ids.extend(message.vendor_ids)
+        sa.responder_notifies = _shared(message.notify_types())
+        if message.vendor_ids:
+            sa.grown("vendor_ids").extend(message.vendor_ids)
         sa.state = self._sa_init_response_state(sa, message)
         if sa.state == SA_INIT_RETRY:
             self._retrying.setdefault((sa.initiator, sa.responder), {})[id(sa)] = sa
@@ -658,14 +864,14 @@ class Tracker:
         if invalid_ke is not None or (cookie is not None and not message.proposals):
             requested = int.from_bytes(invalid_ke.data[:2], "big") if invalid_ke and len(invalid_ke.data) >= 2 else None
             reason = "INVALID_KE_PAYLOAD" if invalid_ke is not None else "COOKIE"
-            sa.retries.append(SaInitRetry(reason, message.frame, message.timestamp, offered_ke, requested))
+            sa.grown("retries").append(SaInitRetry(reason, message.frame, message.timestamp, offered_ke, requested))
             if invalid_ke is not None:
-                sa.error_notifies.append((iana.IKE_SA_INIT, iana.INVALID_KE_PAYLOAD))
+                sa.grown("error_notifies").append((iana.IKE_SA_INIT, iana.INVALID_KE_PAYLOAD))
             return SA_INIT_RETRY
         # A redirect ends this attempt as surely as an error does (RFC 5685).
         errors += [n for n in message.notifies if n.type == iana.REDIRECT]
         for n in errors:
-            sa.error_notifies.append((iana.IKE_SA_INIT, n.type))
+            sa.grown("error_notifies").append((iana.IKE_SA_INIT, n.type))
         if errors or not message.proposals:
             if not errors:
                 sa.note(Anomaly("malformed", "IKE_SA_INIT response without SA payload "
@@ -685,20 +891,21 @@ class Tracker:
 
     def _record_message(self, sa: _SaBuilder, message: IkeMessage) -> None:
         key = _message_key(message)
-        builders = sa.messages.get(key)
+        messages = sa.messages_for(key)
+        builders = messages.get(key)
         if builders is None:
-            if len(sa.messages) >= MAX_MESSAGES:
+            if len(messages) >= MAX_MESSAGES:
                 sa.drop(f"messages past the first {MAX_MESSAGES} of the IKE SA")
                 return
-            builders = sa.messages[key] = []
+            builders = messages[key] = []
         if not builders or not builders[-1].same_message(message):
             builders.append(_MessageBuilder(first=message, last_timestamp=message.timestamp))
             if message.fragment:
                 self._open_fragment_group(sa, key, builders[-1])
         builder = builders[-1]
-        kept = len(builder.pieces)
+        kept = builder.kept
         dropped = builder.add(message)
-        if len(builder.pieces) > kept:
+        if builder.kept > kept:
             sa.state_bytes += DATAGRAM_STATE_BYTES
             if id(sa) in self._idle:
                 self.state_bytes += DATAGRAM_STATE_BYTES
@@ -711,8 +918,9 @@ class Tracker:
             self._inner_seen = sa.inner_seen = True
         notifies = message.notifies + (message.inner.notifies if message.inner else ())
         if notifies and message.exchange != iana.IKE_SA_INIT:
-            sa.error_notifies.extend((message.exchange, n.type) for n in notifies
-                                     if n.type < iana.ERROR_NOTIFY_LIMIT)
+            errors = [(message.exchange, n.type) for n in notifies if n.type < iana.ERROR_NOTIFY_LIMIT]
+            if errors:
+                sa.grown("error_notifies").extend(errors)
 
     @staticmethod
     def _open_fragment_group(sa: _SaBuilder, key: tuple, builder: _MessageBuilder) -> None:
@@ -724,6 +932,8 @@ class Tracker:
             if not sa.messages[old_key]:
                 del sa.messages[old_key]
             sa.drop(f"fragmented messages given up with fragments missing, past {MAX_OPEN_FRAGMENT_GROUPS} open")
+        if type(sa.open_fragments) is not dict:
+            sa.open_fragments = {}
         sa.open_fragments[id(builder)] = (key, builder)
 
     # -- IKEv1 -----------------------------------------------------------------------
@@ -747,13 +957,14 @@ class Tracker:
             sa.spi_r = message.spi_r
         self._ikev1[(sa.spi_i, sa.spi_r)] = sa
         self._ikev1[(message.spi_i, message.spi_r)] = sa
-        sa.ikev1_exchanges.append(message.exchange)
+        sa.grown("ikev1_exchanges").append(message.exchange)
         sa.last_seen = max(sa.last_seen, message.timestamp)
         from_initiator = message.src == sa.initiator
         sa.ikev1.feed(message, from_initiator)
         if from_initiator and message.proposals and not sa.sa_init_seen:
             sa.sa_init_seen = sa.ikev1.offered != ()
-        sa.vendor_ids.extend(message.vendor_ids)
+        if message.vendor_ids:
+            sa.grown("vendor_ids").extend(message.vendor_ids)
         for anomaly in message.anomalies:
             sa.note(anomaly)
         if iana.NAT_T_PORT in (message.sport, message.dport):
@@ -892,12 +1103,9 @@ class Tracker:
             parents[id(sa)] = sa
             if sa.state == MIDSTREAM:
                 for peers in ((sa.initiator, sa.responder), (sa.responder, sa.initiator)):
-                    parents.update(self._held_by_peers.get(peers, {}))
-        frozen = [sa for sa in parents.values() if type(sa.store) is bytes]
+                    parents.update((id(held), held) for held in self._held(peers))
         _link_rekeys(sorted(parents.values(), key=lambda s: s.order), self.rekey_window, orphans=ready,
                      past=self._past)
-        for sa in frozen:  # thawed to look for their rekeys: packed again until needed
-            sa.freeze()
 
     def _waits(self, sa: _SaBuilder) -> bool:
         if sa.rekeyed_from is not None and sa.rekeyed_from != (sa.spi_i, sa.spi_r):
@@ -907,7 +1115,13 @@ class Tracker:
                 return True
         key = (sa.first.timestamp, sa.order)
         return any((other.first.timestamp, other.order) < key
-                   for other in self._held_by_peers.get((sa.initiator, sa.responder), {}).values())
+                   for other in self._held((sa.initiator, sa.responder)))
+
+    def _held(self, peers: tuple[str, str]) -> Iterator[_SaBuilder]:
+        held = self._held_by_peers.get(peers)
+        if held is None:
+            return iter(())
+        return iter(held.values()) if type(held) is dict else iter((held,))
 
     def holds(self, initiator: str, responder: str) -> bool:
         """Whether an IKEv2 SA between these peers is still held (streaming)."""
@@ -917,7 +1131,7 @@ class Tracker:
         """An SA let go for good: out of the streaming indexes."""
         peers = (sa.initiator, sa.responder)
         held = self._held_by_peers.get(peers)
-        if held is not None and held.pop(id(sa), None) is not None and not held:
+        if held is sa or (type(held) is dict and held.pop(id(sa), None) is not None and not held):
             del self._held_by_peers[peers]
         retrying = self._retrying.get(peers)
         if retrying is not None and retrying.pop(id(sa), None) is not None and not retrying:
@@ -1036,8 +1250,9 @@ def _missing(message: TrackedMessage) -> str:
     return f"[{shown}]"
 
 
-def _built_messages(sa: _SaBuilder) -> list[TrackedMessage]:
-    return sorted((b.build() for bs in sa.messages.values() for b in bs),
+def _built_messages(sa: _SaBuilder, messages: dict[tuple, list[_MessageBuilder]] | None = None) -> list[TrackedMessage]:
+    messages = sa.messages if messages is None else messages
+    return sorted((b.build() for bs in messages.values() for b in bs),
                   key=lambda m: (m.first_timestamp, m.first_frame))
 
 
@@ -1166,10 +1381,10 @@ def _message_key(message: IkeMessage) -> tuple:
     return (message.message_id, message.is_response, message.from_original_initiator)
 
 
-def _create_child_sa_requests(sa: _SaBuilder) -> list[TrackedMessage]:
-    """Each CREATE_CHILD_SA exchange of the SA by its request, or by its response when
-    the request was not captured (a one-direction capture), in time order."""
-    built = [b.build() for bs in sa.messages.values() for b in bs if b.first.exchange == iana.CREATE_CHILD_SA]
+def _create_child_sa_requests(messages: dict[tuple, list[_MessageBuilder]]) -> list[TrackedMessage]:
+    """Each CREATE_CHILD_SA exchange of an SA's messages by its request, or by its response
+    when the request was not captured (a one-direction capture), in time order."""
+    built = [b.build() for bs in messages.values() for b in bs if b.first.exchange == iana.CREATE_CHILD_SA]
     requests = {(m.message_id, m.from_initiator) for m in built if not m.response}
     return sorted((m for m in built if not m.response or (m.message_id, not m.from_initiator) not in requests),
                   key=lambda m: m.first_timestamp)
@@ -1216,7 +1431,7 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S, *,
                and sa.rekey_linked_by != "spis"
                and not (sa.exchanges & _HANDSHAKE and any(
                    b.first.exchange in (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
-                   for bs in sa.messages.values() for b in bs))]
+                   for bs in sa.peek().values() for b in bs))]
     pairs = {frozenset((sa.initiator, sa.responder)) for sa in orphans}
     if not pairs:
         return
@@ -1270,11 +1485,13 @@ def _rekey_entries(parent: _SaBuilder) -> list[tuple]:
     """The parent's CREATE_CHILD_SA messages large enough for a rekey, as `_link_rekeys`
     ranks them: (time, -order, index, parent's start, parent's last time, parent's SPIs,
     id(parent), response, message id, room)."""
-    if parent.ikev1_exchanges or not parent.exchanges >> iana.CREATE_CHILD_SA & 1 or not any(
-            b.first.exchange == iana.CREATE_CHILD_SA for bs in parent.messages.values() for b in bs):
+    if parent.ikev1_exchanges or not parent.exchanges >> iana.CREATE_CHILD_SA & 1:
+        return []
+    messages = parent.peek()
+    if not any(b.first.exchange == iana.CREATE_CHILD_SA for bs in messages.values() for b in bs):
         return []
     entries = []
-    for index, request in enumerate(_create_child_sa_requests(parent)):
+    for index, request in enumerate(_create_child_sa_requests(messages)):
         fits, room = _rekey_room(parent, request)
         if fits:
             entries.append((request.first_timestamp, -parent.order, index, parent.first.timestamp, parent.last_seen,
@@ -1298,10 +1515,12 @@ def _link_rekeys_by_spis(sas: list[_SaBuilder], children: list[_SaBuilder] | Non
             if link is not None:
                 _link_by_spis(child, *link)
     for parent in sas:
-        if parent.ikev1_exchanges or not parent.inner_seen or not any(
-                b.inner for bs in parent.messages.values() for b in bs):
+        if parent.ikev1_exchanges or not parent.inner_seen:
             continue
-        for exchange in child_exchanges(_built_messages(parent)):
+        messages = parent.peek()
+        if not any(b.inner for bs in messages.values() for b in bs):
+            continue
+        for exchange in child_exchanges(_built_messages(parent, messages)):
             child = by_pair.get(exchange.new_spis) if exchange.new_spis else None
             if child is None or child is parent:
                 continue
