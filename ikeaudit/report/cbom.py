@@ -100,12 +100,14 @@ def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None
                tool_version: str = __version__, tunnels: Iterable[dict] = ()) -> dict:
     """The CBOM as a JSON-ready dict. serial_number: "urn:uuid:..." (default: derived from
     the content, so equal input gives an equal BOM); timestamp: ISO 8601 (default: none);
-    tunnels: the report document's tunnels, whose status each service carries."""
-    negotiations = list(negotiations)
+    tunnels: the report document's tunnels, whose status each service carries.
+    negotiations are read once, one at a time (a streamed report's come from a spool)."""
     components: dict[str, dict] = {}
     depends: dict[str, set[str]] = {}
     services: dict[str, dict] = {}
+    captures = dict.fromkeys(captures)
     for n in negotiations:
+        captures.setdefault(n["capture"])
         protocol = _protocol(n, components, depends)
         service_ref = _service(n, services)
         if protocol is not None:
@@ -114,7 +116,7 @@ def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None
     _tunnel_status(services, tunnels)
     for ref in services:
         depends.setdefault(ref, set())
-    captures = list(dict.fromkeys([*captures, *(n["capture"] for n in negotiations)]))
+    captures = list(captures)
     bom: dict = {
         "$schema": SCHEMA_URL,
         "bomFormat": "CycloneDX",

@@ -52,6 +52,10 @@ def message_sizes(document: dict):
             c = c.replace(long, brief)
         ticks.append(c)
     seen_classes = set()
+    run = _Run(ax)
+    # Autoscaled once at the end, not at each of the many scatter calls (each rescan of
+    # every collection made a gateway's 20,000 negotiations take hours).
+    ax.set_autoscale_on(False)
     for i, n in enumerate(document["negotiations"]):
         colour = CLASS_COLOURS.get(n["classification"], "#636363")
         for m in n["messages"]:
@@ -64,9 +68,12 @@ def message_sizes(document: dict):
             if not sizes:
                 continue
             x = categories.index(label) + (i % 7 - 3) * 0.05
-            ax.scatter(x, sizes[0], color=colour, s=28, alpha=0.85,
-                       label=n["classification"] if n["classification"] not in seen_classes else None)
+            run.add(x, sizes[0], colour, n["classification"] if n["classification"] not in seen_classes else None)
             seen_classes.add(n["classification"])
+    run.flush()
+    ax.set_autoscale_on(True)
+    if run.drawn:
+        ax.autoscale_view()
     for k, mtu in enumerate(sorted(document["mtus"])):
         ax.axhline(mtu, color="#444444", linestyle="--", linewidth=0.8)
         # Alternate sides so that close MTUs (1500, 1492) keep readable labels.
@@ -80,6 +87,29 @@ def message_sizes(document: dict):
     if seen_classes:
         ax.legend(title="classification", fontsize=8)
     return fig
+
+
+class _Run:
+    """Consecutive points of one colour drawn as one collection: the same markers stamped
+    in the same order as a scatter call per point gives (a collection of one colour
+    draws its markers one by one), in far fewer artists. A labelled point (the first of
+    its class, for the legend) is a collection of its own."""
+
+    def __init__(self, ax) -> None:
+        self.ax, self.colour, self.label, self.xs, self.ys, self.drawn = ax, None, None, [], [], False
+
+    def add(self, x: float, y: int, colour: str, label: str | None) -> None:
+        if self.xs and (label is not None or self.label is not None or colour != self.colour):
+            self.flush()
+        self.colour, self.label = colour, label if not self.xs else self.label
+        self.xs.append(x)
+        self.ys.append(y)
+
+    def flush(self) -> None:
+        if self.xs:
+            self.ax.scatter(self.xs, self.ys, color=self.colour, s=28, alpha=0.85, label=self.label)
+            self.drawn = True
+        self.xs, self.ys, self.label = [], [], None
 
 
 def class_share(document: dict):
@@ -99,10 +129,12 @@ def class_share(document: dict):
 def timeline(document: dict):
     fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
     names = [c for c in CLASS_COLOURS if c in document["summary"]["by_classification"]]
+    times: dict[str, list[datetime]] = {name: [] for name in names}  # one pass over the negotiations
+    for n in document["negotiations"]:
+        if n["classification"] in times:
+            times[n["classification"]].append(datetime.fromisoformat(n["first_seen"].replace("Z", "+00:00")))
     for row, name in enumerate(names):
-        times = [datetime.fromisoformat(n["first_seen"].replace("Z", "+00:00"))
-                 for n in document["negotiations"] if n["classification"] == name]
-        ax.scatter(times, [row] * len(times), color=CLASS_COLOURS[name], s=30, alpha=0.8)
+        ax.scatter(times[name], [row] * len(times[name]), color=CLASS_COLOURS[name], s=30, alpha=0.8)
     ax.set_yticks(range(len(names)), names)
     ax.set_ylim(-0.6, len(names) - 0.4)
     ax.set_title("Negotiations over time (UTC)")

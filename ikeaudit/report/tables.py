@@ -1,6 +1,10 @@
-"""Tables per negotiation and per message, as pandas DataFrames for CSV and Parquet."""
+"""Tables per negotiation and per message, as pandas DataFrames for CSV and Parquet;
+`write_batched` writes the same tables a batch of rows at a time."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 
 import pandas as pd
 
@@ -8,12 +12,14 @@ from ikeaudit.report.machine import csv_row, csv_safe
 
 
 def negotiations_frame(document: dict) -> pd.DataFrame:
-    rows = []
-    for n in document["negotiations"]:
+    return pd.DataFrame(list(negotiation_rows(document["negotiations"])))
+
+
+def negotiation_rows(negotiations: Iterable[dict]) -> Iterator[dict]:
+    for n in negotiations:
         row = csv_row(n)
         row["policy_outcome"] = n.get("policy_outcome")
-        rows.append(row)
-    return pd.DataFrame(rows)
+        yield row
 
 
 TUNNEL_COLUMNS = [
@@ -39,10 +45,13 @@ def tunnels_frame(document: dict) -> pd.DataFrame:
 
 
 def messages_frame(document: dict) -> pd.DataFrame:
-    rows = []
-    for n in document["negotiations"]:
+    return pd.DataFrame(list(message_rows(document["negotiations"])))
+
+
+def message_rows(negotiations: Iterable[dict]) -> Iterator[dict]:
+    for n in negotiations:
         for m in n["messages"]:
-            rows.append({
+            yield {
                 "capture": n["capture"], "sensor": n.get("sensor"), "spi_i": n["spi_i"], "spi_r": n["spi_r"],
                 "classification": n["classification"], "exchange": m["exchange"],
                 "message_id": m["message_id"], "response": m["response"], "src": m["src"], "dst": m["dst"],
@@ -51,8 +60,7 @@ def messages_frame(document: dict) -> pd.DataFrame:
                 "udp_payload_total": sum(m["udp_payload_bytes"]), "ike_bytes": m["ike_bytes"],
                 "ike_fragments": m["ike_fragments"], "ip_fragmented": m["ip_fragmented"],
                 "retransmissions": m["retransmissions"],
-            })
-    return pd.DataFrame(rows)
+            }
 
 
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
@@ -100,4 +108,52 @@ def write_dataset(document: dict, folder: str) -> list[str]:
 def write(frame: pd.DataFrame, stem: str) -> list[str]:
     spreadsheet_safe(frame).to_csv(f"{stem}.csv", index=False)
     frame.to_parquet(f"{stem}.parquet", index=False)
+    return [f"{stem}.csv", f"{stem}.parquet"]
+
+
+BATCH_ROWS = 10_000
+
+
+def write_batched(rows: Callable[[], Iterable[dict]], stem: str) -> list[str]:
+    """What write(pd.DataFrame(list(rows())), stem) writes, a batch of rows at a time:
+    the same CSV text, and a Parquet file with the same columns, dtypes and rows (in
+    row groups). rows() is read twice: first for the columns in order of appearance and
+    the types of their values (pandas' dtype for the whole column, inferred from one
+    value of each type), then to write."""
+    columns: dict[str, dict] = {}
+    seen: dict[str, int] = {}
+    count = 0
+    for row in rows():
+        count += 1
+        for key, value in row.items():
+            seen[key] = seen.get(key, 0) + 1
+            kinds = columns.setdefault(key, {})
+            kind = type(value)
+            if kind is int:  # int64, uint64 or object, by range
+                low, high = kinds.get("low", value), kinds.get("high", value)
+                kinds["low"], kinds["high"] = min(low, value), max(high, value)
+            else:
+                kinds.setdefault(kind, value)
+    if not columns:
+        return write(pd.DataFrame([]), stem)
+    for key, kinds in columns.items():
+        if seen[key] < count:  # missing from a row: NaN there, as pandas fills it
+            kinds["missing"] = float("nan")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    depth = max(len(kinds) for kinds in columns.values())
+    sample = [{key: values[i % len(values)] for key, values in
+               ((key, list(kinds.values())) for key, kinds in columns.items())} for i in range(depth)]
+    dtypes = pd.DataFrame(sample, columns=list(columns)).dtypes
+    schema = pa.Schema.from_pandas(pd.DataFrame(sample, columns=list(columns)), preserve_index=False)
+    rows_iter = iter(rows())
+    with open(f"{stem}.csv", "w", encoding="utf-8", newline="") as text, \
+            pq.ParquetWriter(f"{stem}.parquet", schema) as parquet:
+        header = True
+        while batch := list(islice(rows_iter, BATCH_ROWS)):
+            frame = pd.DataFrame(batch, columns=list(columns)).astype(dtypes)
+            spreadsheet_safe(frame).to_csv(text, index=False, header=header)
+            parquet.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+            header = False
     return [f"{stem}.csv", f"{stem}.parquet"]
