@@ -102,3 +102,28 @@ def test_an_empty_capture_streamed_gives_the_whole_documents_report(tmp_path, mo
     empty.write_bytes(header)
     whole_and_streamed(tmp_path, monkeypatch, [str(empty)])
     assert_same_folders(tmp_path / "whole", tmp_path / "streamed")
+
+
+def test_message_sizes_past_its_runs_draws_every_point_once_with_the_same_legend(monkeypatch):
+    """Past MAX_RUNS collections the plot draws one collection per class: the same points
+    and legend, only overlaps of two classes drawn in class order."""
+    import json
+
+    result = CliRunner().invoke(main, ["scan", str(PCAPS), "--format", "json"])
+    document = json.loads(result.stdout)
+    for n in document["negotiations"]:  # what the report adds: the what-if rows
+        n["what_if"] = [{"exchange": m["exchange"], "message_id": m["message_id"], "response": m["response"],
+                         "ip_version": 4, "port": 4500, "ip_datagram_bytes": sum(m["ip_datagram_bytes"])}
+                        for m in n["messages"]]
+    document["mtus"] = [1280, 1500]
+
+    def drawn(fig):
+        ax = fig.axes[0]
+        points = sorted((round(x, 6), y) for c in ax.collections for x, y in c.get_offsets().tolist())
+        return points, [t.get_text() for t in ax.get_legend().get_texts()], len(ax.collections)
+
+    *exact, runs = drawn(plots.message_sizes(document))
+    monkeypatch.setattr(plots._Points, "MAX_RUNS", 1)
+    *by_class, collections = drawn(plots.message_sizes(document))
+    assert by_class == exact and len(exact[0]) > len(exact[1]) > 1
+    assert runs > collections == len(exact[1])  # a collection per class

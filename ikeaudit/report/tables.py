@@ -111,7 +111,7 @@ def write(frame: pd.DataFrame, stem: str) -> list[str]:
     return [f"{stem}.csv", f"{stem}.parquet"]
 
 
-BATCH_ROWS = 10_000
+BATCH_ROWS = 2_000
 
 
 def write_batched(rows: Callable[[], Iterable[dict]], stem: str) -> list[str]:
