@@ -113,7 +113,7 @@ def report(captures: tuple[str, ...], out_dir: str, policy_name: str, as_of: dat
             from ikeaudit.report import tables
 
             try:
-                dataset = tables.write_dataset(_reading(document, "messages"), dataset_dir)
+                dataset = tables.write_dataset_batched(_reading(document, "messages"), dataset_dir)
             except OSError as exc:
                 raise InputError(f"{dataset_dir}: cannot write the Parquet dataset: {exc.strerror or exc}") from None
     finally:

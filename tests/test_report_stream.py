@@ -55,6 +55,7 @@ def whole_and_streamed(tmp_path: Path, monkeypatch, args: list[str]):
     with monkeypatch.context() as whole:
         whole.setattr(cli_report, "scan_monitored", lambda: True)  # the whole-document path
         whole.setattr(cli_report, "_render", whole_document_render)
+        whole.setattr(tables, "write_dataset_batched", tables.write_dataset)  # one frame per table
         expected = report(tmp_path / "whole", args)
     with monkeypatch.context() as small:
         small.setattr(tables, "BATCH_ROWS", 3)  # several batches, even from the lab captures
