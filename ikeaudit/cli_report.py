@@ -211,7 +211,7 @@ def _render(out: Path, document: dict) -> list[str]:
     _write_pieces(out / "report.html", html.iter_render(document, [(p, c) for p, c, _ in figures]))
     _write_pieces(out / "report.md", markdown.iter_render(document, [(f, c) for _, c, f in figures]))
     _write_pieces(out / "report.json", iter_json(_reading(document, "messages", "what_if")))
-    (out / "cbom.json").write_text(cbom.render(document), encoding="utf-8")
+    _write_pieces(out / "cbom.json", cbom.iter_render(document))
     files += ["report.html", "report.md", "report.json", "cbom.json"]
     negotiations, with_messages = document["negotiations"], _reading(document, "messages")["negotiations"]
     files += [Path(p).name for p in tables.write_batched(lambda: tables.negotiation_rows(negotiations),

@@ -6,6 +6,7 @@ byte but for Parquet's row groups (the same columns, dtypes, rows and schema).""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -18,14 +19,13 @@ from conftest import PCAPS
 from ikeaudit import cli_report
 from ikeaudit.cli import main
 from ikeaudit.report import cbom, html, markdown, plots, tables
-from ikeaudit.report.machine import render_json
 
 KEYS = [arg for path in sorted(PCAPS.glob("*.keys")) for arg in ("--keys", str(path))]
 
 
 def whole_document_render(out: Path, document: dict) -> list[str]:
     """The report's files as `_write` rendered them before streaming: each file one string
-    from the whole document, each table one DataFrame."""
+    from the whole document (report.json as json.dumps writes it), each table one DataFrame."""
     files, figures = [], []
     for stem, builder, caption in cli_report.FIGURES:
         png = plots.png(getattr(plots, builder)(document))
@@ -34,7 +34,7 @@ def whole_document_render(out: Path, document: dict) -> list[str]:
         files.append(f"{stem}.png")
     (out / "report.html").write_text(html.render(document, [(p, c) for p, c, _ in figures]), encoding="utf-8")
     (out / "report.md").write_text(markdown.render(document, [(f, c) for _, c, f in figures]), encoding="utf-8")
-    (out / "report.json").write_text(render_json(document), encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "cbom.json").write_text(cbom.render(document), encoding="utf-8")
     files += ["report.html", "report.md", "report.json", "cbom.json"]
     for frame, stem in ((tables.negotiations_frame(document), "negotiations"),
@@ -108,8 +108,6 @@ def test_an_empty_capture_streamed_gives_the_whole_documents_report(tmp_path, mo
 def test_message_sizes_past_its_runs_draws_every_point_once_with_the_same_legend(monkeypatch):
     """Past MAX_RUNS collections the plot draws one collection per class: the same points
     and legend, only overlaps of two classes drawn in class order."""
-    import json
-
     result = CliRunner().invoke(main, ["scan", str(PCAPS), "--format", "json"])
     document = json.loads(result.stdout)
     for n in document["negotiations"]:  # what the report adds: the what-if rows

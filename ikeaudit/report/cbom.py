@@ -45,7 +45,7 @@ import ipaddress
 import json
 import uuid
 from collections import Counter
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from ikeaudit import __version__, iana
 
@@ -88,11 +88,17 @@ KE_FAMILY = {"MODP": "FFDH", "ECP": "ECDH", "ECX": "ECDH", "brainpool": "ECDH", 
 
 def render(document: dict, *, serial_number: str | None = None, timestamp: str | None = None) -> str:
     """The scan document as CBOM JSON text."""
+    return "".join(iter_render(document, serial_number=serial_number, timestamp=timestamp))
+
+
+def iter_render(document: dict, *, serial_number: str | None = None, timestamp: str | None = None) -> Iterator[str]:
+    """render's text in pieces, to be written as they come."""
     bom = build_cbom(document["negotiations"], serial_number=serial_number, timestamp=timestamp,
                      captures=[c["path"] for c in document.get("captures", [])],
                      tool_version=document.get("tool", {}).get("version", __version__),
                      tunnels=document.get("tunnels", ()))
-    return json.dumps(bom, indent=2, ensure_ascii=False) + "\n"
+    yield from json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(bom)
+    yield "\n"
 
 
 def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None,
@@ -139,7 +145,12 @@ def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None
 
 
 def _derived_serial(content: dict) -> str:
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    # json.dumps(content, sort_keys=True) hashed a piece at a time: a gateway's CBOM has
+    # a service per peer pair, tens of thousands.
+    digest = hashlib.sha256()
+    for piece in json.JSONEncoder(sort_keys=True).iterencode(content):
+        digest.update(piece.encode())
+    digest = digest.hexdigest()
     return uuid.uuid5(uuid.NAMESPACE_URL, f"urn:ikeaudit:cbom:{digest}").urn
 
 

@@ -51,14 +51,21 @@ def _iter_json(document: dict, negotiations: Callable[[], Iterable[str]], count:
     for i, key in enumerate(document):
         yield f"  {_dumps(key)}: "
         if key == "negotiations" and count:
-            yield "[\n"
-            for j, text in enumerate(negotiations()):
-                yield "    " + text + (",\n" if j < count - 1 else "\n")
-            yield "  ]"
+            yield from _list_pieces(negotiations(), count)
+        elif isinstance(document[key], list) and document[key]:  # a gateway's tunnels: an element at a time
+            yield from _list_pieces(map(_negotiation_text, document[key]), len(document[key]))
         else:
             yield _indented(_dumps(document[key] if key != "negotiations" else []), "  ")
         yield ",\n" if i < len(document) - 1 else "\n"
     yield "}\n"
+
+
+def _list_pieces(texts: Iterable[str], count: int) -> Iterator[str]:
+    """A list of the document, its elements' texts indented as json.dumps indents them."""
+    yield "[\n"
+    for j, text in enumerate(texts):
+        yield "    " + text + (",\n" if j < count - 1 else "\n")
+    yield "  ]"
 
 
 class Spool:
