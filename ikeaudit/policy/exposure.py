@@ -222,6 +222,10 @@ class ExposureItem:
 
 # What identify() says of peers whose Vendor IDs named nothing, kept once.
 _UNIDENTIFIED = (Implementation("initiator", None, None, None, ()), Implementation("responder", None, None, None, ()))
+# A gateway's clients run a few implementations: each pair identify() found is kept once
+# (up to _PEERS_KEPT of them; 1.4 KB each).
+_PEERS: dict[tuple, tuple] = {}
+_PEERS_KEPT = 4096
 # Most negotiations share their ClassFacts: those without inferences (which name SPIs)
 # are kept once. Bounded: a handful of names, confidences and observations.
 _CLASS_FACTS: dict[ClassFacts, ClassFacts] = {}
@@ -232,15 +236,19 @@ def exposure_item(item, peers: bool = False) -> ExposureItem:
     if isinstance(item, ExposureItem):
         return item
     n, c = item.negotiation, item.classification
+    sender = _sender(n)
+    sender = (n.initiator, n.responder) if sender == (n.initiator, n.responder) else sender  # its strings once
     facts = SaFacts(n.capture, n.ike_version, n.initiator, n.responder, n.spi_i, n.spi_r, n.first_seen,
                     n.last_seen, n.first_frame, n.established, n.established_basis, n.sa_init_seen,
-                    len(n.messages), _sender(n), tuple(r for r in n.retries if r.reason == "INVALID_KE_PAYLOAD"))
+                    len(n.messages), sender, tuple(r for r in n.retries if r.reason == "INVALID_KE_PAYLOAD"))
     kind = ClassFacts(c.name, c.ppk, c.confidence, c.observation, c.downgrade_prevention, tuple(c.inferences))
     if not kind.inferences:
         kind = _CLASS_FACTS.setdefault(kind, kind)
     found = None
     if peers:
         found = item.peers if any(p.name is not None for p in item.peers) else _UNIDENTIFIED
+        if len(_PEERS) < _PEERS_KEPT or found in _PEERS:
+            found = _PEERS.setdefault(found, found)
     return ExposureItem(facts, kind, item.sensor, found)
 
 
