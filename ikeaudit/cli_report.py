@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from itertools import chain
 from datetime import date, datetime, timezone
+from itertools import chain
 from pathlib import Path
 
 import click
@@ -31,8 +31,7 @@ from ikeaudit.policy import (
     worst,
 )
 from ikeaudit.policy.exposure import distinct_esp_flows, exposure_item, unanswered_traffic
-from ikeaudit.report import cbom, html, markdown, views
-from ikeaudit.report import machine
+from ikeaudit.report import cbom, html, machine, markdown, views
 from ikeaudit.report.machine import iter_json
 
 # (file stem, builder in report/plots.py, caption); matplotlib and pandas load only when
