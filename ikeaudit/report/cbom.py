@@ -133,8 +133,9 @@ def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None
             "properties": [_prop("capture", c) for c in captures],
         },
         "components": [components[ref] for ref in sorted(components)],
-        "services": [_finish_service(services[ref]) for ref in sorted(services)],
-        "dependencies": [{"ref": ref, "dependsOn": sorted(depends[ref])} for ref in sorted(depends)],
+        # Each working dict freed as it is finished: a gateway has a service per client.
+        "services": [_finish_service(services.pop(ref)) for ref in sorted(services)],
+        "dependencies": [{"ref": ref, "dependsOn": sorted(depends.pop(ref))} for ref in sorted(depends)],
     }
     if timestamp:
         bom["metadata"]["timestamp"] = timestamp
