@@ -3,6 +3,7 @@
     python bench/gateway.py                              # 20,000 negotiations
     python bench/gateway.py --negotiations 20000 200000  # and 200,000
     python bench/gateway.py --negotiations 2000 --no-tshark --keep
+    python bench/gateway.py --report                     # and `ikeaudit report` beside scan
 
 The capture (bench/out/gateway-N.pcap, git-ignored) holds N copies of the lab
 handshakes (pcaps/*.pcap, in turn), each with its own SPIs and initiator and responder
@@ -128,7 +129,7 @@ def summary_of(output: Path) -> tuple[dict, Counter]:
     return document.get("summary", {}), overflows
 
 
-def bench(negotiations: int, every: float, tshark: bool, keep: bool) -> bool:
+def bench(negotiations: int, every: float, tshark: bool, keep: bool, report: bool = False) -> bool:
     path, truth = build(negotiations, every)
     size = path.stat().st_size
     print(f"\n{path.name}: {negotiations} negotiations ({truth['negotiations']} IKE SAs in the truth), "
@@ -143,6 +144,12 @@ def bench(negotiations: int, every: float, tshark: bool, keep: bool) -> bool:
         summary, overflows = summary_of(output)
         exact = summary.get("by_classification") == truth["by_classification"]
         runs.append((result, exact, summary, overflows))
+    if report:  # the whole deliverable, streamed: its report.json's summary against the truth too
+        folder = OUT / f"gateway-{negotiations}-report"
+        result = run("ikeaudit report --jobs 1", [*ikeaudit_argv(), "report", str(path), "-o", str(folder),
+                                                  "--jobs", "1"], stdout_path=Path("/dev/null"))
+        summary, overflows = summary_of(folder / "report.json")
+        runs.append((result, summary.get("by_classification") == truth["by_classification"], summary, overflows))
     if tshark and shutil.which("tshark"):
         for name, argv in (("tshark -Y isakmp", ["tshark", "-n", "-r", str(path), "-Y", "isakmp"]),
                            ("tshark -2 -R isakmp", ["tshark", "-n", "-2", "-r", str(path), "-R", "isakmp"])):
@@ -178,6 +185,7 @@ def bench(negotiations: int, every: float, tshark: bool, keep: bool) -> bool:
         path.unlink()
         path.with_name(path.name + ".truth.json").unlink()
         output.unlink()
+        shutil.rmtree(OUT / f"gateway-{negotiations}-report", ignore_errors=True)
     return ok
 
 
@@ -187,13 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every-ms", type=float, default=0.5, help="a new negotiation every this many ms")
     parser.add_argument("--no-tshark", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the captures and outputs in bench/out/")
+    parser.add_argument("--report", action="store_true",
+                        help="also time `ikeaudit report --jobs 1` (every file of the report, streamed)")
     args = parser.parse_args(argv)
     fast, scapy, count = dissection_cost()
     print(f"dissection of the {count} lab IKE datagrams: hot path {fast:.1f} us a datagram, "
           f"Scapy alone {scapy:.1f} us ({scapy / fast:.1f}x)")
     ok = True
     for negotiations in args.negotiations:
-        ok &= bench(negotiations, args.every_ms / 1000, not args.no_tshark, args.keep)
+        ok &= bench(negotiations, args.every_ms / 1000, not args.no_tshark, args.keep, args.report)
     return 0 if ok else 1
 
 

@@ -7,6 +7,7 @@ renderers print what it counted and compute nothing."""
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -46,3 +47,29 @@ class ScanTally:
             "by_confidence": dict(sorted(self.confidences.items())),
             "by_observation": dict(sorted(self.observations.items())),
         }
+
+
+class ReportTally:
+    """What `ikeaudit report` keeps of its negotiations as they stream: the summary
+    (ScanTally), the severities of their findings, whether a policy verdict fails, and
+    per IKE SA only the facts exposure reads (policy.exposure.ExposureItem, with its
+    peers' implementations; opaque here): the tunnels, unanswered traffic and each
+    tunnel's peers come from those, not from the negotiations."""
+
+    def __init__(self) -> None:
+        self.scan = ScanTally()
+        self.verdicts_fail = False
+        self._files, self._ranks = array("q"), array("q")
+        self._items: list = []
+
+    def add(self, file: int, rank: int, facts, view: dict, verdicts_fail: bool) -> None:
+        self.scan.add(view)
+        self.verdicts_fail |= verdicts_fail
+        self._files.append(file)
+        self._ranks.append(rank)
+        self._items.append(facts)
+
+    def items(self) -> list:
+        """The negotiations' facts in (file, rank) order: the document's order."""
+        files, ranks = self._files, self._ranks
+        return [self._items[i] for i in sorted(range(len(files)), key=lambda i: (files[i], ranks[i]))]

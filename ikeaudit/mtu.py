@@ -152,17 +152,29 @@ def what_if(n: Negotiation, mtus: Iterable[int] = DEFAULT_MTUS, *, ip_versions=(
             ports=tuple(sorted(iana.IKE_PORTS)), fragment_size: int | None = None) -> list[WhatIf]:
     overhead = sk_overhead(n.chosen)
     both_support = fragmentation_supported(n) == (True, True)
+    mtus, ip_versions, ports = tuple(mtus), tuple(ip_versions), tuple(ports)
     rows: list[WhatIf] = []
     for m in n.messages:
         ike = unfragmented_ike_bytes(m, overhead)
         if ike is None:
             continue
-        for mtu in mtus:
-            for ip_version in ip_versions:
-                for port in ports:
-                    rows.append(_what_if_row(m, ike, mtu, ip_version, port, fragment_size or mtu,
-                                             overhead, both_support))
+        # A row depends on the message only through these: a gateway's clients send
+        # messages of the same sizes over and over (20 rows a message, 160 a negotiation).
+        key = (m.exchange, m.message_id, m.response, is_encrypted(m), ike, mtus, ip_versions, ports, fragment_size,
+               overhead, both_support)
+        found = _ROWS.get(key)
+        if found is None:
+            found = tuple(_what_if_row(m, ike, mtu, ip_version, port, fragment_size or mtu, overhead, both_support)
+                          for mtu in mtus for ip_version in ip_versions for port in ports)
+            if len(_ROWS) >= _ROWS_KEPT:
+                _ROWS.clear()
+            _ROWS[key] = found
+        rows.extend(found)
     return rows
+
+
+_ROWS: dict[tuple, tuple[WhatIf, ...]] = {}  # what_if's rows by what they depend on
+_ROWS_KEPT = 4096
 
 
 def _what_if_row(m: TrackedMessage, ike: int, mtu: int, ip_version: int, port: int,

@@ -43,6 +43,7 @@ from ikeaudit.classify import (
     CLASSICAL, CLASSICAL_PQ_OFFERED, FAILED, HYBRID_PQ, IKEV1, INCOMPLETE, NOT_OBSERVABLE, PASSABLE_CONFIDENCE,
     PQ_ONLY, UNKNOWN, Classification, KeCatalog,
 )
+from ikeaudit.peer import Implementation
 from ikeaudit.policy.rules import audited_negotiations
 from ikeaudit.records import EspFlow, Finding
 
@@ -173,6 +174,84 @@ def sa_status(c: Classification) -> tuple[str, str]:
     return UNASSESSED, f"the negotiation is {c.name}"
 
 
+@dataclass(frozen=True, slots=True)
+class SaFacts:
+    """What exposure reads of a Negotiation, and no more: a report that streams keeps
+    this per IKE SA (bench/gateway.py: about 0.9 KB each, ClassFacts and peers shared)
+    instead of the negotiation and its messages."""
+
+    capture: str
+    ike_version: int
+    initiator: str
+    responder: str
+    spi_i: str
+    spi_r: str
+    first_seen: float
+    last_seen: float
+    first_frame: int
+    established: bool
+    established_basis: str | None
+    sa_init_seen: bool
+    message_count: int
+    sender: tuple[str, str]  # who put it on the wire (_sender)
+    retries: tuple  # its INVALID_KE_PAYLOAD retries, the only ones a downgrade is counted from
+
+
+@dataclass(frozen=True, slots=True)
+class ClassFacts:
+    """What exposure reads of a Classification (sa_status, the tunnel's observation)."""
+
+    name: str
+    ppk: str
+    confidence: str | None
+    observation: str
+    downgrade_prevention: str | None
+    inferences: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureItem:
+    """An audited negotiation as exposure sees it. peers: the implementations that
+    identify() found (for the report's tunnel view), when asked for."""
+
+    negotiation: SaFacts
+    classification: ClassFacts
+    sensor: str | None = None
+    peers: tuple | None = None
+
+
+# What identify() says of peers whose Vendor IDs named nothing, kept once.
+_UNIDENTIFIED = (Implementation("initiator", None, None, None, ()), Implementation("responder", None, None, None, ()))
+# A gateway's clients run a few implementations: each pair identify() found is kept once
+# (up to _PEERS_KEPT of them; 1.4 KB each).
+_PEERS: dict[tuple, tuple] = {}
+_PEERS_KEPT = 4096
+# Most negotiations share their ClassFacts: those without inferences (which name SPIs)
+# are kept once. Bounded: a handful of names, confidences and observations.
+_CLASS_FACTS: dict[ClassFacts, ClassFacts] = {}
+
+
+def exposure_item(item, peers: bool = False) -> ExposureItem:
+    """The facts exposure reads of an AuditedNegotiation (an ExposureItem as it is)."""
+    if isinstance(item, ExposureItem):
+        return item
+    n, c = item.negotiation, item.classification
+    sender = _sender(n)
+    sender = (n.initiator, n.responder) if sender == (n.initiator, n.responder) else sender  # its strings once
+    facts = SaFacts(n.capture, n.ike_version, n.initiator, n.responder, n.spi_i, n.spi_r, n.first_seen,
+                    n.last_seen, n.first_frame, n.established, n.established_basis, n.sa_init_seen,
+                    len(n.messages), sender, tuple(r for r in n.retries if r.reason == "INVALID_KE_PAYLOAD"))
+    kind = ClassFacts(c.name, c.ppk, c.confidence, c.observation, c.downgrade_prevention, tuple(c.inferences))
+    if not kind.inferences:
+        kind = _CLASS_FACTS.setdefault(kind, kind)
+    found = None
+    if peers:
+        found = item.peers if any(p.name is not None for p in item.peers) else _UNIDENTIFIED
+        if len(_PEERS) < _PEERS_KEPT or found in _PEERS:
+            found = _PEERS.setdefault(found, found)
+    return ExposureItem(facts, kind, item.sensor, found)
+
+
 def _pair(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a <= b else (b, a)
 
@@ -187,8 +266,8 @@ def distinct_negotiations(items: Iterable) -> tuple[list, dict[tuple, tuple[str,
     chosen: dict[tuple, int] = {}  # key -> index in out
     seen_by: dict[tuple, set[str]] = {}
     out: list = []
-    for item in items:
-        if getattr(item, "sensor", None) is None:
+    for item in map(exposure_item, items):
+        if item.sensor is None:
             out.append(item)
             continue
         key = _sa_key(item.negotiation)
@@ -208,7 +287,7 @@ def _fuller(item, kept) -> bool:
     the class and the downgrade count rest on; a mid-stream view with more INFORMATIONALs
     must not replace it), then more messages (ties: the first name)."""
     def rank(i) -> tuple:
-        return i.negotiation.sa_init_seen, len(i.negotiation.messages)
+        return i.negotiation.sa_init_seen, i.negotiation.message_count
 
     return rank(item) > rank(kept) or (rank(item) == rank(kept) and item.sensor < kept.sensor)
 
@@ -288,10 +367,10 @@ def unanswered_traffic(audits: Iterable, esp: Iterable[EspFlow] | None = None) -
     groups, flows, _ = _grouped(audits, esp)
     items = [i for pair, group in groups.items() if not _is_tunnel(group, flows.get(pair, [])) for i in group]
     pairs = sum(1 for pair, group in groups.items() if not _is_tunnel(group, flows.get(pair, [])))
-    sources = Counter(_sender(i.negotiation)[0] for i in items)
-    destinations = Counter(_sender(i.negotiation)[1] for i in items)
+    sources = Counter(i.negotiation.sender[0] for i in items)
+    destinations = Counter(i.negotiation.sender[1] for i in items)
     by_class = Counter(i.classification.name for i in items)
-    messages = sum(len(i.negotiation.messages) for i in items)
+    messages = sum(i.negotiation.message_count for i in items)
     return UnansweredTraffic(
         pairs=pairs, negotiations=len(items), by_class=dict(sorted(by_class.items())), messages=messages,
         sources=tuple(sorted(sources.items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -323,7 +402,7 @@ def _unanswered_findings(items: list, sources: Counter, destinations: Counter, b
     senders: dict[str, set[str]] = {}
     targets: dict[str, set[str]] = {}
     for i in items:
-        source, destination = _sender(i.negotiation)
+        source, destination = i.negotiation.sender
         senders.setdefault(destination, set()).add(source)
         targets.setdefault(source, set()).add(destination)
     for address, count in destinations.most_common():

@@ -45,7 +45,7 @@ import ipaddress
 import json
 import uuid
 from collections import Counter
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from ikeaudit import __version__, iana
 
@@ -88,11 +88,17 @@ KE_FAMILY = {"MODP": "FFDH", "ECP": "ECDH", "ECX": "ECDH", "brainpool": "ECDH", 
 
 def render(document: dict, *, serial_number: str | None = None, timestamp: str | None = None) -> str:
     """The scan document as CBOM JSON text."""
+    return "".join(iter_render(document, serial_number=serial_number, timestamp=timestamp))
+
+
+def iter_render(document: dict, *, serial_number: str | None = None, timestamp: str | None = None) -> Iterator[str]:
+    """render's text in pieces, to be written as they come."""
     bom = build_cbom(document["negotiations"], serial_number=serial_number, timestamp=timestamp,
                      captures=[c["path"] for c in document.get("captures", [])],
                      tool_version=document.get("tool", {}).get("version", __version__),
                      tunnels=document.get("tunnels", ()))
-    return json.dumps(bom, indent=2, ensure_ascii=False) + "\n"
+    yield from json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(bom)
+    yield "\n"
 
 
 def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None,
@@ -100,12 +106,14 @@ def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None
                tool_version: str = __version__, tunnels: Iterable[dict] = ()) -> dict:
     """The CBOM as a JSON-ready dict. serial_number: "urn:uuid:..." (default: derived from
     the content, so equal input gives an equal BOM); timestamp: ISO 8601 (default: none);
-    tunnels: the report document's tunnels, whose status each service carries."""
-    negotiations = list(negotiations)
+    tunnels: the report document's tunnels, whose status each service carries.
+    negotiations are read once, one at a time (a streamed report's come from a spool)."""
     components: dict[str, dict] = {}
     depends: dict[str, set[str]] = {}
     services: dict[str, dict] = {}
+    captures = dict.fromkeys(captures)
     for n in negotiations:
+        captures.setdefault(n["capture"])
         protocol = _protocol(n, components, depends)
         service_ref = _service(n, services)
         if protocol is not None:
@@ -114,7 +122,7 @@ def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None
     _tunnel_status(services, tunnels)
     for ref in services:
         depends.setdefault(ref, set())
-    captures = list(dict.fromkeys([*captures, *(n["capture"] for n in negotiations)]))
+    captures = list(captures)
     bom: dict = {
         "$schema": SCHEMA_URL,
         "bomFormat": "CycloneDX",
@@ -125,8 +133,9 @@ def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None
             "properties": [_prop("capture", c) for c in captures],
         },
         "components": [components[ref] for ref in sorted(components)],
-        "services": [_finish_service(services[ref]) for ref in sorted(services)],
-        "dependencies": [{"ref": ref, "dependsOn": sorted(depends[ref])} for ref in sorted(depends)],
+        # Each working dict freed as it is finished: a gateway has a service per client.
+        "services": [_finish_service(services.pop(ref)) for ref in sorted(services)],
+        "dependencies": [{"ref": ref, "dependsOn": sorted(depends.pop(ref))} for ref in sorted(depends)],
     }
     if timestamp:
         bom["metadata"]["timestamp"] = timestamp
@@ -137,7 +146,12 @@ def build_cbom(negotiations: Iterable[dict], *, serial_number: str | None = None
 
 
 def _derived_serial(content: dict) -> str:
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    # json.dumps(content, sort_keys=True) hashed a piece at a time: a gateway's CBOM has
+    # a service per peer pair, tens of thousands.
+    digest = hashlib.sha256()
+    for piece in json.JSONEncoder(sort_keys=True).iterencode(content):
+        digest.update(piece.encode())
+    digest = digest.hexdigest()
     return uuid.uuid5(uuid.NAMESPACE_URL, f"urn:ikeaudit:cbom:{digest}").urn
 
 

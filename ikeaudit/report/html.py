@@ -4,7 +4,9 @@ on a phone. Every string that came from a packet or a file name is escaped here.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable, Iterator
 from html import escape
+from itertools import chain
 
 CSS = """
 :root { color-scheme: light; --fg:#1d1d1f; --muted:#5b5b61; --line:#d9d9de; --bad:#b2182b;
@@ -55,11 +57,18 @@ def _cls(name: str) -> str:
     return f'<span class="cls cls-{_e(name)}">{_e(name)}</span>'
 
 
-def _table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+def _table(headers: list[str], rows: Iterable[list[str]], numeric: set[int] = frozenset()) -> str:
+    return "".join(_table_pieces(headers, rows, numeric))
+
+
+def _table_pieces(headers: list[str], rows: Iterable[list[str]], numeric: set[int] = frozenset()) -> Iterator[str]:
+    """The table a row at a time: a streamed report's negotiations are read as it is written."""
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
-                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    yield f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>'
+    for row in rows:
+        yield "<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+                               for i, c in enumerate(row)) + "</tr>"
+    yield "</tbody></table></div>"
 
 
 def _figure(png: bytes, caption: str) -> str:
@@ -115,24 +124,25 @@ def _remediation(document: dict) -> str:
     return "".join(parts) or "<p>Every tunnel is protected: nothing to change.</p>"
 
 
-def _negotiations(document: dict) -> str:
-    rows = []
-    for n in document["negotiations"]:
-        ke = _e(n["ke"]["name"]) if n["ke"] else "-"
-        addke = ", ".join(f"{_e(a['slot'])}={_e(a['name'])}" for a in n["addke"]) or "-"
-        verdict = n.get("policy_outcome")
-        rows.append([_time(n["first_seen"]),
-                     f"<code>{_e(n['initiator'])}</code><br>→ <code>{_e(n['responder'])}</code>",
-                     f"<code>{_e(n['spi_i'])}</code>", _cls(n["classification"]), _e(n.get("confidence") or "-"),
-                     ke, addke,
-                     f'<span class="out-{_e(verdict)}">{_e(verdict)}</span>' if verdict else "-",
-                     _e(n["largest_message_bytes"]), _e(n["capture"])])
-    return _table(["time (UTC)", "initiator → responder", "SPIi", "class", "confidence", "KE", "ADDKEs",
-                   "policy", "largest message", "capture"], rows, numeric={8})
+def _negotiation_row(n: dict) -> list[str]:
+    ke = _e(n["ke"]["name"]) if n["ke"] else "-"
+    addke = ", ".join(f"{_e(a['slot'])}={_e(a['name'])}" for a in n["addke"]) or "-"
+    verdict = n.get("policy_outcome")
+    return [_time(n["first_seen"]),
+            f"<code>{_e(n['initiator'])}</code><br>→ <code>{_e(n['responder'])}</code>",
+            f"<code>{_e(n['spi_i'])}</code>", _cls(n["classification"]), _e(n.get("confidence") or "-"),
+            ke, addke,
+            f'<span class="out-{_e(verdict)}">{_e(verdict)}</span>' if verdict else "-",
+            _e(n["largest_message_bytes"]), _e(n["capture"])]
 
 
-def _details(document: dict) -> str:
-    parts = []
+def _negotiations(document: dict) -> Iterator[str]:
+    return _table_pieces(["time (UTC)", "initiator → responder", "SPIi", "class", "confidence", "KE", "ADDKEs",
+                          "policy", "largest message", "capture"],
+                         map(_negotiation_row, document["negotiations"]), numeric={8})
+
+
+def _details(document: dict) -> Iterator[str]:
     for n in document["negotiations"]:
         items = "".join(f"<li>{_e(e)}</li>" for e in n["evidence"])
         findings = "".join(f"<li><b>{_e(f['severity'])}</b> {_e(f['code'])}: {_e(f['detail'])}</li>"
@@ -143,7 +153,7 @@ def _details(document: dict) -> str:
         inferred = "".join(f"<li>{_e(i)}</li>" for i in n.get("inferences", []))
         vendor = ", ".join(f"<code>{_e(v)}</code>" + (f" ({_e(t)})" if t else "")
                            for v, t in zip(n["vendor_ids"], n["vendor_id_texts"]))
-        parts.append(
+        yield (
             f"<details><summary><code>{_e(n['spi_i'])}/{_e(n['spi_r'])}</code> {_cls(n['classification'])} "
             f"{_e(n['initiator'])} → {_e(n['responder'])}</summary>"
             f"<p>Chosen: {_e(n['chosen_proposal'] or '-')}</p>"
@@ -159,7 +169,6 @@ def _details(document: dict) -> str:
             + "<p>Authentication:</p><ul class=\"evidence\">"
             + "".join(f"<li>{_e(line)}</li>" for line in n.get("authentication", {}).get("summary", [])) + "</ul>"
             + "</details>")
-    return "".join(parts)
 
 
 def _label(n: dict, side: str) -> str:
@@ -170,14 +179,16 @@ ALERT_CODES = ("downgrade", "rekey-without-followup-ke", "evidence-mismatch", "d
                "fragmentation-black-hole", "chosen-not-offered", "addke-not-captured")
 
 
-def _alerts(document: dict) -> str:
-    rows = [[_time(n["first_seen"]), f"<code>{_e(n['initiator'])}</code><br>→ <code>{_e(n['responder'])}</code>",
-             f"<code>{_e(n['spi_i'])}</code>", _e(f["code"]), _e(f["detail"])]
-            for n in document["negotiations"] for f in n["findings"] if f["code"] in ALERT_CODES]
-    rows += [["-", "-", "-", _e(f["code"]), _e(f["detail"])] for f in document.get("findings", [])]
-    if not rows:
-        return "<p>No downgrade, evidence mismatch or fragmentation black hole.</p>"
-    return _table(["time (UTC)", "initiator → responder", "SPIi", "alert", "detail"], rows)
+def _alerts(document: dict) -> Iterator[str]:
+    rows = chain(([_time(n["first_seen"]), f"<code>{_e(n['initiator'])}</code><br>→ <code>{_e(n['responder'])}</code>",
+                   f"<code>{_e(n['spi_i'])}</code>", _e(f["code"]), _e(f["detail"])]
+                  for n in document["negotiations"] for f in n["findings"] if f["code"] in ALERT_CODES),
+                 (["-", "-", "-", _e(f["code"]), _e(f["detail"])] for f in document.get("findings", [])))
+    first = next(rows, None)
+    if first is None:
+        yield "<p>No downgrade, evidence mismatch or fragmentation black hole.</p>"
+        return
+    yield from _table_pieces(["time (UTC)", "initiator → responder", "SPIi", "alert", "detail"], chain([first], rows))
 
 
 def _anomalies(document: dict) -> str:
@@ -189,11 +200,17 @@ def _anomalies(document: dict) -> str:
 
 
 def render(document: dict, figures: list[tuple[bytes, str]]) -> str:
+    return "".join(iter_render(document, figures))
+
+
+def iter_render(document: dict, figures: list[tuple[bytes, str]]) -> Iterator[str]:
+    """The report in pieces, to be written as they come: document["negotiations"] may be
+    a sequence read back from a spool (each section iterates it once)."""
     exposure = document["exposure"]
     headline_class = "headline ok" if not exposure["exposed_tunnels"] and not exposure.get("unassessed_tunnels") \
         else "headline"
     policy = document["policy"]
-    return "".join([
+    for piece in ([
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         "<title>ikeaudit report</title>",
@@ -222,4 +239,8 @@ def render(document: dict, figures: list[tuple[bytes, str]]) -> str:
         "<h2>Input problems</h2>",
         _anomalies(document),
         "</body></html>\n",
-    ])
+    ]):
+        if isinstance(piece, str):
+            yield piece
+        else:
+            yield from piece

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import marshal
 import re
 import tempfile
 from array import array
@@ -50,45 +51,80 @@ def _iter_json(document: dict, negotiations: Callable[[], Iterable[str]], count:
     for i, key in enumerate(document):
         yield f"  {_dumps(key)}: "
         if key == "negotiations" and count:
-            yield "[\n"
-            for j, text in enumerate(negotiations()):
-                yield "    " + text + (",\n" if j < count - 1 else "\n")
-            yield "  ]"
+            yield from _list_pieces(negotiations(), count)
+        elif isinstance(document[key], list) and document[key]:  # a gateway's tunnels: an element at a time
+            yield from _list_pieces(map(_negotiation_text, document[key]), len(document[key]))
         else:
             yield _indented(_dumps(document[key] if key != "negotiations" else []), "  ")
         yield ",\n" if i < len(document) - 1 else "\n"
     yield "}\n"
 
 
+def _list_pieces(texts: Iterable[str], count: int) -> Iterator[str]:
+    """A list of the document, its elements' texts indented as json.dumps indents them."""
+    yield "[\n"
+    for j, text in enumerate(texts):
+        yield "    " + text + (",\n" if j < count - 1 else "\n")
+    yield "  ]"
+
+
 class Spool:
     """Negotiation views of a streamed scan, rendered as they come into a temporary file
     (fmt: json, jsonl or csv) and written back in (file, rank) order after the
     document's head: the text `iter_json` / `render_jsonl` / `render_csv` give for the
-    whole document, without every negotiation in memory (an index of 32 bytes each)."""
+    whole document, without every negotiation in memory (an index of 32 bytes each).
 
-    def __init__(self, fmt: str) -> None:
+    fmt "views" keeps the views themselves (marshal: the same dicts, lists, numbers and
+    strings back), read back as often as a report's renderers need them (`views`). The
+    keys named in `apart` are kept as records of their own, read only by the renderers
+    that ask for them: a report's what-if rows are four fifths of a view's bytes and two
+    renderers of a dozen read them."""
+
+    def __init__(self, fmt: str, apart: tuple[str, ...] = ()) -> None:
         self._fmt = fmt
-        self._render = {"json": _negotiation_text, "jsonl": _dumps_line, "csv": _csv_line}[fmt]
+        text = {"json": _negotiation_text, "jsonl": _dumps_line, "csv": _csv_line, "views": None}[fmt]
+        self._render = marshal.dumps if text is None else (lambda view: text(view).encode())
+        self.apart = apart
         self._file = tempfile.TemporaryFile()
-        self._files, self._ranks, self._offsets, self._sizes = array("q"), array("q"), array("q"), array("q")
+        self._files, self._ranks = array("q"), array("q")
+        # Per view, 1 + len(apart) records: the view (its apart keys None), then each key's value.
+        self._offsets, self._sizes = array("q"), array("q")
         self._offset = 0
+        self._order: array | None = None
+
+    def __len__(self) -> int:
+        return len(self._files)
 
     def add(self, file: int, rank: int, view: dict) -> None:
-        data = self._render(view).encode()
-        self._file.write(data)
+        records = [view]
+        if self.apart:
+            records = [{**view, **dict.fromkeys(self.apart)}, *(view[key] for key in self.apart)]
+        for record in records:
+            data = self._render(record)
+            self._file.write(data)
+            self._offsets.append(self._offset)
+            self._sizes.append(len(data))
+            self._offset += len(data)
         self._files.append(file)
         self._ranks.append(rank)
-        self._offsets.append(self._offset)
-        self._sizes.append(len(data))
-        self._offset += len(data)
+        self._order = None
 
-    def _texts(self) -> Iterator[str]:
+    def _records(self, parts: tuple[int, ...] = ()) -> Iterator[list[bytes]]:
+        """Per view in (file, rank) order: its first record, then those of parts (indexes in apart)."""
         files, ranks, offsets, sizes, spool = self._files, self._ranks, self._offsets, self._sizes, self._file
         spool.flush()
-        order = sorted(range(len(files)), key=lambda i: (files[i], ranks[i]))
-        for i in order:
-            spool.seek(offsets[i])
-            yield spool.read(sizes[i]).decode()
+        if self._order is None:
+            self._order = array("q", sorted(range(len(files)), key=lambda i: (files[i], ranks[i])))
+        stride = 1 + len(self.apart)
+        for i in self._order:
+            read = []
+            for part in (0, *(1 + p for p in parts)):
+                spool.seek(offsets[i * stride + part])
+                read.append(spool.read(sizes[i * stride + part]))
+            yield read
+
+    def _texts(self) -> Iterator[str]:
+        return (records[0].decode() for records in self._records())
 
     def pieces(self, head: dict) -> Iterator[str]:
         """The document: head (everything but the negotiations) and the negotiations."""
@@ -101,6 +137,38 @@ class Spool:
                 yield from _iter_json({**head, "negotiations": None}, self._texts, len(self._files))
         finally:
             self._file.close()
+
+    def views(self, *keys: str) -> SpooledViews:
+        """The views in (file, rank) order, as a sequence a renderer may iterate again;
+        of the keys kept apart, only those named are read back (the others are None)."""
+        return SpooledViews(self, keys)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class SpooledViews:
+    """A "views" Spool's negotiations: each iteration reads them back from the file in
+    (file, rank) order, one at a time, so a renderer written for a document's list of
+    negotiations renders a streamed report unchanged."""
+
+    def __init__(self, spool: Spool, keys: tuple[str, ...]) -> None:
+        self._spool, self._keys = spool, keys
+        self._parts = tuple(spool.apart.index(key) for key in keys)
+
+    def __len__(self) -> int:
+        return len(self._spool)
+
+    def including(self, *keys: str) -> SpooledViews:
+        """The same views with these keys kept apart read back too."""
+        return SpooledViews(self._spool, tuple(dict.fromkeys((*self._keys, *keys))))
+
+    def __iter__(self) -> Iterator[dict]:
+        for records in self._spool._records(self._parts):
+            view = marshal.loads(records[0])
+            for key, data in zip(self._keys, records[1:]):
+                view[key] = marshal.loads(data)
+            yield view
 
 
 # orjson writes floats below 1e-4 unlike repr (0.00001, 2.5e-7 for 1e-05, 2.5e-07), as

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
+from itertools import chain
 
 from ikeaudit.report.html import ALERT_CODES
 
@@ -33,10 +35,10 @@ def _cell(value) -> str:
     return md(value) if value else "-"
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
+def _table(headers: list[str], rows: Iterable[list[str]]) -> Iterator[str]:
+    yield "| " + " | ".join(headers) + " |"
+    yield "|" + "---|" * len(headers)
+    yield from ("| " + " | ".join(row) + " |" for row in rows)
 
 
 def _remediation(document: dict) -> list[str]:
@@ -58,59 +60,70 @@ def _remediation(document: dict) -> list[str]:
 
 
 def render(document: dict, figure_files: list[tuple[str, str]]) -> str:
+    return "".join(iter_render(document, figure_files))
+
+
+def iter_render(document: dict, figure_files: list[tuple[str, str]]) -> Iterator[str]:
+    """The report a line at a time, to be written as they come: document["negotiations"]
+    may be a sequence read back from a spool (each section iterates it once)."""
+    return (line + "\n" for line in _lines(document, figure_files))
+
+
+def _lines(document: dict, figure_files: list[tuple[str, str]]) -> Iterator[str]:
     policy = document["policy"]
-    lines = ["# IKEv2 post-quantum audit", "",
-             f"Generated {md(document['generated_at'])} by ikeaudit {md(document['tool']['version'])}; "
-             f"policy **{md(policy['name'])}** as of {md(policy['as_of'])}.", "",
-             f"**{md(document['exposure']['headline'])}**", "", "## Alerts", ""]
-    alerts = [f"- {md(n['first_seen'][:19])} {md(n['initiator'])} → {md(n['responder'])} `{n['spi_i']}` "
-              f"**{md(f['code'])}**: {md(f['detail'])}"
-              for n in document["negotiations"] for f in n["findings"] if f["code"] in ALERT_CODES]
-    alerts += [f"- **{md(f['code'])}** ({md(f['severity'])}): {md(f['detail'])}" for f in document.get("findings", [])]
-    lines += alerts or ["None: no downgrade, evidence mismatch or fragmentation black hole."]
-    lines += ["", "## Tunnels by exposure", "",
-             md(document["exposure"]["method"]), ""]
-    lines += _table(["rank", "peers", "status", "observation", "first seen", "last seen", "negotiations",
-                     "downgrades", "downgrade prevention", "ESP packets exposed", "ESP bytes exposed",
-                     "ESP packets unassessed"],
-                    [[md(t["rank"]), f"{md(t['peers'][0])} ↔ {md(t['peers'][1])}",
-                      md(t["status"]) + "".join(f" ({md(r)})" for r in t["reasons"]), md(t["observation"]),
-                      md(t["first_seen"]), md(t["last_seen"]),
-                      md(", ".join(f"{k} {v}" for k, v in t["by_class"].items())),
-                      md(t["downgrades"]), md(t["downgrade_prevention"] or "not seen"),
-                      md(t["esp_packets_exposed"]), md(t["esp_bytes_exposed"]), md(t["esp_packets_unassessed"])]
-                     for t in document["tunnels"]])
-    lines += ["", "## What to change, per tunnel", ""]
-    lines += _remediation(document) or ["Every tunnel is protected: nothing to change."]
-    lines += ["", "## Negotiations", ""]
-    lines += _table(["time (UTC)", "initiator → responder", "SPIi", "class", "confidence", "observation", "KE",
-                     "ADDKEs", "policy"],
-                    [[md(n["first_seen"][:19]), f"{md(n['initiator'])} → {md(n['responder'])}", md(n["spi_i"]),
-                      md(n["classification"]), _cell(n.get("confidence")), _cell(n.get("observation")),
-                      _cell(n["ke"]["name"] if n["ke"] else None),
-                      _cell(", ".join(f"{a['slot']}={a['name']}" for a in n["addke"])),
-                      _cell(n.get("policy_outcome"))] for n in document["negotiations"]])
-    lines += ["", "## Authentication and implementations", ""]
+    yield from ["# IKEv2 post-quantum audit", "",
+                f"Generated {md(document['generated_at'])} by ikeaudit {md(document['tool']['version'])}; "
+                f"policy **{md(policy['name'])}** as of {md(policy['as_of'])}.", "",
+                f"**{md(document['exposure']['headline'])}**", "", "## Alerts", ""]
+    alerts = chain((f"- {md(n['first_seen'][:19])} {md(n['initiator'])} → {md(n['responder'])} `{n['spi_i']}` "
+                    f"**{md(f['code'])}**: {md(f['detail'])}"
+                    for n in document["negotiations"] for f in n["findings"] if f["code"] in ALERT_CODES),
+                   (f"- **{md(f['code'])}** ({md(f['severity'])}): {md(f['detail'])}"
+                    for f in document.get("findings", [])))
+    first = next(alerts, None)
+    yield from chain([first], alerts) if first is not None else \
+        ["None: no downgrade, evidence mismatch or fragmentation black hole."]
+    yield from ["", "## Tunnels by exposure", "", md(document["exposure"]["method"]), ""]
+    yield from _table(["rank", "peers", "status", "observation", "first seen", "last seen", "negotiations",
+                       "downgrades", "downgrade prevention", "ESP packets exposed", "ESP bytes exposed",
+                       "ESP packets unassessed"],
+                      [[md(t["rank"]), f"{md(t['peers'][0])} ↔ {md(t['peers'][1])}",
+                        md(t["status"]) + "".join(f" ({md(r)})" for r in t["reasons"]), md(t["observation"]),
+                        md(t["first_seen"]), md(t["last_seen"]),
+                        md(", ".join(f"{k} {v}" for k, v in t["by_class"].items())),
+                        md(t["downgrades"]), md(t["downgrade_prevention"] or "not seen"),
+                        md(t["esp_packets_exposed"]), md(t["esp_bytes_exposed"]), md(t["esp_packets_unassessed"])]
+                       for t in document["tunnels"]])
+    yield from ["", "## What to change, per tunnel", ""]
+    yield from _remediation(document) or ["Every tunnel is protected: nothing to change."]
+    yield from ["", "## Negotiations", ""]
+    yield from _table(["time (UTC)", "initiator → responder", "SPIi", "class", "confidence", "observation", "KE",
+                       "ADDKEs", "policy"],
+                      ([md(n["first_seen"][:19]), f"{md(n['initiator'])} → {md(n['responder'])}", md(n["spi_i"]),
+                        md(n["classification"]), _cell(n.get("confidence")), _cell(n.get("observation")),
+                        _cell(n["ke"]["name"] if n["ke"] else None),
+                        _cell(", ".join(f"{a['slot']}={a['name']}" for a in n["addke"])),
+                        _cell(n.get("policy_outcome"))] for n in document["negotiations"]))
+    yield from ["", "## Authentication and implementations", ""]
     for n in document["negotiations"]:
         impl = n.get("implementation") or {}
-        lines.append(f"- `{n['spi_i']}` {md(n['initiator'])} ({md(impl.get('initiator', {}).get('label', '-'))}) → "
-                     f"{md(n['responder'])} ({md(impl.get('responder', {}).get('label', '-'))}): "
-                     + "; ".join(md(s) for s in n.get("authentication", {}).get("summary", [])))
+        yield (f"- `{n['spi_i']}` {md(n['initiator'])} ({md(impl.get('initiator', {}).get('label', '-'))}) → "
+               f"{md(n['responder'])} ({md(impl.get('responder', {}).get('label', '-'))}): "
+               + "; ".join(md(s) for s in n.get("authentication", {}).get("summary", [])))
     vendors = sorted({t for n in document["negotiations"] for t in n["vendor_id_texts"] if t})
     if vendors:
-        lines += ["", "## Vendor IDs in clear text", ""] + [f"- {md(v)}" for v in vendors]
-    lines += ["", "## Findings", ""]
+        yield from ["", "## Vendor IDs in clear text", ""] + [f"- {md(v)}" for v in vendors]
+    yield from ["", "## Findings", ""]
     for n in document["negotiations"]:
         for f in n["findings"]:
-            lines.append(f"- `{n['spi_i']}` **{md(f['severity'])}** {md(f['code'])}: {md(f['detail'])}")
+            yield f"- `{n['spi_i']}` **{md(f['severity'])}** {md(f['code'])}: {md(f['detail'])}"
         for v in n.get("verdicts", []):
             if v["outcome"] != "pass":
-                lines.append(f"- `{n['spi_i']}` policy **{md(v['outcome'])}** {md(v['rule'])}: {md(v['detail'])}")
+                yield f"- `{n['spi_i']}` policy **{md(v['outcome'])}** {md(v['rule'])}: {md(v['detail'])}"
     if figure_files:
-        lines += ["", "## Plots", ""]
-        lines += [f"![{md(caption)}]({path})" for path, caption in figure_files]
+        yield from ["", "## Plots", ""]
+        yield from [f"![{md(caption)}]({path})" for path, caption in figure_files]
     anomalies = [(c["path"], a) for c in document["captures"] for a in c["anomalies"]]
-    lines += ["", "## Input problems", ""]
-    lines += [f"- {md(path)}: {md(a['kind'])} (frame {md(a['frame'])}): {md(a['detail'])}" for path, a in anomalies] \
+    yield from ["", "## Input problems", ""]
+    yield from [f"- {md(path)}: {md(a['kind'])} (frame {md(a['frame'])}): {md(a['detail'])}" for path, a in anomalies] \
         or ["None."]
-    return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and in CI
 
 import io  # noqa: E402
+from array import array  # noqa: E402
 from collections import Counter  # noqa: E402
 from datetime import datetime  # noqa: E402
 
@@ -51,22 +52,18 @@ def message_sizes(document: dict):
         for long, brief in short.items():
             c = c.replace(long, brief)
         ticks.append(c)
-    seen_classes = set()
+    points = _Points()
     for i, n in enumerate(document["negotiations"]):
-        colour = CLASS_COLOURS.get(n["classification"], "#636363")
+        sizes: dict[tuple, int] = {}  # each message's first IPv4, UDP 4500 what-if row
+        for w in n["what_if"]:
+            if w["ip_version"] == 4 and w["port"] == 4500:
+                sizes.setdefault((w["exchange"], w["message_id"], w["response"]), w["ip_datagram_bytes"])
         for m in n["messages"]:
             label = f"{m['exchange']}\n{'response' if m['response'] else 'request'}"
-            if label not in categories:
-                continue
-            sizes = [w["ip_datagram_bytes"] for w in n["what_if"]
-                     if w["exchange"] == m["exchange"] and w["message_id"] == m["message_id"]
-                     and w["response"] == m["response"] and w["ip_version"] == 4 and w["port"] == 4500]
-            if not sizes:
-                continue
-            x = categories.index(label) + (i % 7 - 3) * 0.05
-            ax.scatter(x, sizes[0], color=colour, s=28, alpha=0.85,
-                       label=n["classification"] if n["classification"] not in seen_classes else None)
-            seen_classes.add(n["classification"])
+            size = sizes.get((m["exchange"], m["message_id"], m["response"]))
+            if label in categories and size is not None:
+                points.add(categories.index(label) + (i % 7 - 3) * 0.05, size, n["classification"])
+    points.draw(ax)
     for k, mtu in enumerate(sorted(document["mtus"])):
         ax.axhline(mtu, color="#444444", linestyle="--", linewidth=0.8)
         # Alternate sides so that close MTUs (1500, 1492) keep readable labels.
@@ -77,9 +74,69 @@ def message_sizes(document: dict):
     ax.set_xlim(-0.6, len(categories) - 0.4)
     ax.set_ylabel("IPv4 datagram bytes if sent unfragmented (UDP 4500)")
     ax.set_title("IKE message sizes against path MTUs")
-    if seen_classes:
+    if points.classes:
         ax.legend(title="classification", fontsize=8)
     return fig
+
+
+class _Points:
+    """message_sizes' points as compact arrays, and how they are drawn. Each is drawn as
+    a scatter call per point would draw it: markers stamped one by one in the order of
+    the negotiations, the first of each class labelled for the legend. Consecutive points
+    of one colour make one collection (the same stamps in the same order, far fewer
+    artists), up to MAX_RUNS collections; past that (a gateway's thousands of
+    negotiations), one collection per class in the order the classes came, the legend
+    the same: where points of two classes overlap, the later class is on top."""
+
+    MAX_RUNS = 2000
+
+    def __init__(self) -> None:
+        self.xs, self.ys, self.of, self.classes = array("d"), array("q"), array("H"), []
+        self._index: dict[str, int] = {}
+
+    def add(self, x: float, y: int, name: str) -> None:
+        if name not in self._index:
+            self._index[name] = len(self.classes)
+            self.classes.append(name)
+        self.xs.append(x)
+        self.ys.append(y)
+        self.of.append(self._index[name])
+
+    def _runs(self) -> list[tuple[int, int, str | None]]:
+        """(start, stop, label) of the consecutive points of one class; a labelled point alone."""
+        runs, labelled = [], set()
+        for i, c in enumerate(self.of):
+            first = c not in labelled
+            labelled.add(c)
+            if first or not runs or runs[-1][2] is not None or self.of[runs[-1][0]] != c:
+                runs.append([i, i + 1, self.classes[c] if first else None])
+            else:
+                runs[-1][1] = i + 1
+            if len(runs) > self.MAX_RUNS:
+                return []
+        return [tuple(r) for r in runs]
+
+    def draw(self, ax) -> None:
+        if not self.xs:
+            return
+        # Autoscaled once at the end, not at each scatter call: each rescans every
+        # collection (a gateway's 20,000 negotiations took hours).
+        ax.set_autoscale_on(False)
+        runs = self._runs()
+        if runs:
+            for start, stop, label in runs:
+                ax.scatter(self.xs[start:stop], self.ys[start:stop], color=self._colour(self.of[start]), s=28,
+                           alpha=0.85, label=label)
+        else:
+            for c, name in enumerate(self.classes):
+                mine = [i for i, of in enumerate(self.of) if of == c]
+                ax.scatter([self.xs[i] for i in mine], [self.ys[i] for i in mine], color=self._colour(c), s=28,
+                           alpha=0.85, label=name)
+        ax.set_autoscale_on(True)
+        ax.autoscale_view()
+
+    def _colour(self, c: int) -> str:
+        return CLASS_COLOURS.get(self.classes[c], "#636363")
 
 
 def class_share(document: dict):
@@ -99,10 +156,12 @@ def class_share(document: dict):
 def timeline(document: dict):
     fig, ax = plt.subplots(figsize=(10, 3.6), layout="constrained")
     names = [c for c in CLASS_COLOURS if c in document["summary"]["by_classification"]]
+    times: dict[str, list[datetime]] = {name: [] for name in names}  # one pass over the negotiations
+    for n in document["negotiations"]:
+        if n["classification"] in times:
+            times[n["classification"]].append(datetime.fromisoformat(n["first_seen"].replace("Z", "+00:00")))
     for row, name in enumerate(names):
-        times = [datetime.fromisoformat(n["first_seen"].replace("Z", "+00:00"))
-                 for n in document["negotiations"] if n["classification"] == name]
-        ax.scatter(times, [row] * len(times), color=CLASS_COLOURS[name], s=30, alpha=0.8)
+        ax.scatter(times[name], [row] * len(times[name]), color=CLASS_COLOURS[name], s=30, alpha=0.8)
     ax.set_yticks(range(len(names)), names)
     ax.set_ylim(-0.6, len(names) - 0.4)
     ax.set_title("Negotiations over time (UTC)")

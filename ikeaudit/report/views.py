@@ -492,11 +492,15 @@ def exposure_view(tunnels: list[dict], unanswered: dict | None = None) -> dict:
 
 
 def _tunnel_peers(audits: list[CaptureAudit]) -> dict[frozenset, list[AuditedNegotiation]]:
-    out: dict[frozenset, list[AuditedNegotiation]] = {}
-    for a in audits:
-        for item in a.negotiations:
-            n = item.negotiation
-            out.setdefault(frozenset((n.initiator, n.responder)), []).append(item)
+    return tunnel_peers_of(item for a in audits for item in a.negotiations)
+
+
+def tunnel_peers_of(items: Iterable) -> dict[frozenset, list]:
+    """Negotiations by peer pair, for tunnel_peers_view."""
+    out: dict[frozenset, list] = {}
+    for item in items:
+        n = item.negotiation
+        out.setdefault(frozenset((n.initiator, n.responder)), []).append(item)
     return out
 
 
@@ -536,15 +540,30 @@ def report_document(audits: list[CaptureAudit], catalog: KeCatalog,
     """Everything the report renderers show. verdicts (each negotiation's verdicts and
     its worst outcome) and what_ifs are keyed by id() of the AuditedNegotiation;
     unanswered is `UnansweredTraffic.as_dict()`, whose findings become the document's."""
-    negotiations = []
-    for a in audits:
-        for item in a.negotiations:
-            view = negotiation_view(item, catalog)
-            view["verdicts"], view["policy_outcome"] = verdicts.get(id(item), ([], None))
-            view["what_if"] = [what_if_view(row) for row in what_ifs.get(id(item), [])]
-            negotiations.append(view)
+    negotiations = [report_negotiation_view(item, catalog, *verdicts.get(id(item), ([], None)),
+                                            what_ifs.get(id(item), []))
+                    for a in audits for item in a.negotiations]
+    head = report_head(audits, ScanTally.of(negotiations).summary(), tunnels, _tunnel_peers(audits), policy,
+                       generated_at, mtus, unanswered)
+    return {**head, "negotiations": negotiations}
+
+
+def report_negotiation_view(item: AuditedNegotiation, catalog: KeCatalog, verdicts: list[dict],
+                            outcome: str | None, what_ifs: list[WhatIf]) -> dict:
+    """A negotiation as the report shows it: its view, its policy verdicts and worst
+    outcome, its what-if rows."""
+    view = negotiation_view(item, catalog)
+    view["verdicts"], view["policy_outcome"] = verdicts, outcome
+    view["what_if"] = [what_if_view(row) for row in what_ifs]
+    return view
+
+
+def report_head(audits: list[CaptureAudit], summary: dict, tunnels: list[dict], peers: dict[frozenset, list],
+                policy: dict, generated_at: str, mtus: list[int], unanswered: dict | None = None) -> dict:
+    """The report document without its negotiations (a streamed report counts them in
+    summary). peers: each peer pair's negotiations (AuditedNegotiation, or exposure's
+    ExposureItem with its peers), in the document's order."""
     ranked = [tunnel_view(i + 1, t) for i, t in enumerate(tunnels)]
-    peers = _tunnel_peers(audits)
     for t in ranked:
         t.update(tunnel_peers_view(t, peers.get(frozenset(t["peers"]), [])))
     return {
@@ -555,10 +574,8 @@ def report_document(audits: list[CaptureAudit], catalog: KeCatalog,
         "mtus": mtus,
         "fragment_size": None,
         "captures": [capture_view(a) for a in audits],
-        "summary": summary_view(negotiations),
+        "summary": summary,
         "exposure": exposure_view(ranked, unanswered),
         "findings": list((unanswered or {}).get("findings", [])),
         "tunnels": ranked,
-        "negotiations": negotiations,
     }
-
