@@ -19,7 +19,7 @@ import tracemalloc
 from ikeaudit.classify import StreamClassifier
 from ikeaudit.pipeline import FREEZE_AFTER_S, _datagrams, _Dissector, _Parsed
 from ikeaudit.sources import open_capture
-from ikeaudit.track import Tracker
+from ikeaudit.track import _PACKER, Tracker
 
 
 def feed(path: str, tracker: Tracker) -> float:
@@ -55,9 +55,10 @@ def main(path: str) -> None:
     print(f"{sas} IKE SAs in flight at the end of the input: {in_flight / sas:,.0f} bytes an SA, the dissected "
           f"records they hold included ({in_flight / 2**20:.0f} MB measured; the --max-state-mb estimate "
           f"{tracker.state_bytes / 2**20:.0f} MB)")
-    frozen = [sa for sa in tracker._idle.values() if type(sa.store) is bytes]
+    frozen = [sa for sa in tracker._idle.values() if type(sa.store) is not dict]
     if frozen:
-        packed = sum(len(sa.store) + sum(map(len, sa.later)) for sa in frozen)
+        size = _PACKER.packed_size
+        packed = sum(size(sa.store) + sum(map(size, sa.later)) for sa in frozen)
         print(f"{len(frozen)} of them frozen (idle {FREEZE_AFTER_S:g} s): {packed / len(frozen):,.0f} bytes an SA "
               f"packed, in {sum(1 + len(sa.later) for sa in frozen) / len(frozen):.1f} packs (track._Packer)")
     del frozen  # the SAs handed out below must go

@@ -19,7 +19,9 @@ anything it does not list is recorded as an anomaly instead of being guessed.
 from __future__ import annotations
 
 import math
+import os
 import pickle
+import tempfile
 import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
@@ -149,6 +151,8 @@ MAX_SHARED_TUPLES = 4096
 # The list fields of an SA (`_SaBuilder.grown`)
 _GROWN = ("offered", "offered_ke", "error_notifies", "retries", "vendor_ids", "anomalies", "ikev1_exchanges")
 _OFFERS = ("offered", "offered_ke")
+# Bytes of packed SAs held in memory before packs go to a temporary file (_Packer).
+SPILL_AFTER_BYTES = 64 << 20
 MAX_LATER = 8  # packs of messages met while frozen, beside the first, before a thaw joins them
 
 
@@ -358,9 +362,9 @@ class _SaBuilder:
     def messages(self) -> dict[tuple, list[_MessageBuilder]]:
         """Its messages, thawed first if frozen."""
         store = self.store
-        if type(store) is bytes:
-            self.first, store = _PACKER.unpack(store)
-            self._join(store)
+        if type(store) is not dict:
+            self.first, store = _PACKER.unpack(self.store, done=True)
+            self._join(store, done=True)
             self.store, self.later, self.fresh = store, (), None
         return store
 
@@ -369,16 +373,16 @@ class _SaBuilder:
         packed (rekey linking reads thousands of SAs at the end of the input: thawed
         together, they were a tenth of the scan's peak memory)."""
         store = self.store
-        if type(store) is not bytes:
+        if type(store) is dict:
             return store
         store = _PACKER.unpack(store)[1]
         self._join(store)
         return store
 
-    def _join(self, store: dict[tuple, list[_MessageBuilder]]) -> None:
+    def _join(self, store: dict[tuple, list[_MessageBuilder]], done: bool = False) -> None:
         """The messages met while frozen after the packed ones, as they came (their keys are new)."""
         for packed in self.later:
-            store.update(_PACKER.unpack(packed))
+            store.update(_PACKER.unpack(packed, done=done))
         if self.fresh:
             store.update(self.fresh)
 
@@ -387,7 +391,7 @@ class _SaBuilder:
         packed messages when the key is new to it (`_FirstSeen`), else among all of them,
         thawed."""
         first = self.first
-        if type(first) is _FirstSeen and type(self.store) is bytes:
+        if type(first) is _FirstSeen and type(self.store) is not dict:
             fresh = self.fresh
             if fresh is not None and key in fresh:
                 return fresh
@@ -409,7 +413,7 @@ class _SaBuilder:
         its builders)."""
         if self.open_fragments:
             return
-        if type(self.store) is bytes:
+        if type(self.store) is not dict:
             if self.fresh:
                 self.later += (_PACKER.pack(self.fresh),)
                 self.fresh = None
@@ -463,7 +467,13 @@ class _Packer:
     packed: the class names, field layout and proposals that every other SA repeats
     (a quarter of the bytes of an SA in flight, bench/state_bytes.py). The dictionary is
     the process's for good, so every packed SA unpacks with it; zlib alone when
-    zstandard is missing."""
+    zstandard is missing.
+
+    Once SPILL_AFTER_BYTES of packs are held, later ones go to an unlinked temporary
+    file and the SA keeps only where (an int): a gateway's hundreds of thousands of SAs
+    in flight then cost memory for what tracking reads, not for what it packed. Packs
+    in the file are counted; when the last is taken back (every SA handed out, as at the
+    end of each capture) the file is emptied."""
 
     def __init__(self) -> None:
         classes = [c for c in vars(records).values() if isinstance(c, type) and is_dataclass(c)]
@@ -474,17 +484,51 @@ class _Packer:
             table[cls] = lambda o, cls=cls, values=values: (cls, values(o))
         self._pickler = type("_Pickler", (pickle.Pickler,), {"dispatch_table": table})
         self._compress = self._decompress = None
+        self.spill_after = SPILL_AFTER_BYTES
+        self.held = 0  # bytes of packs made in memory (not taken back: an upper bound)
+        self._spill = None  # the temporary file, once needed
+        self._spill_pid = 0
+        self._spill_end = 0
+        self.spilled = 0  # packs in the file not taken back yet
 
-    def pack(self, value: object) -> bytes:
+    def pack(self, value: object) -> bytes | int:
         chunks: list[bytes] = []
         self._pickler(SimpleNamespace(write=chunks.append), pickle.HIGHEST_PROTOCOL).dump(value)
         raw = b"".join(chunks)
         if self._compress is None:
             self._start(raw)
-        return self._compress(raw)
+        packed = self._compress(raw)
+        if self.held + len(packed) <= self.spill_after:
+            self.held += len(packed)
+            return packed
+        return self._to_file(packed)
 
-    def unpack(self, packed: bytes) -> object:
+    def _to_file(self, packed: bytes) -> int:
+        if self._spill is None or self._spill_pid != os.getpid():  # a forked child files its own
+            self._spill, self._spill_pid, self._spill_end, self.spilled = \
+                tempfile.TemporaryFile(prefix="ikeaudit-state-"), os.getpid(), 0, 0
+        at = self._spill_end
+        os.pwrite(self._spill.fileno(), packed, at)
+        self._spill_end += len(packed)
+        self.spilled += 1
+        return at << 32 | len(packed)
+
+    def unpack(self, packed: bytes | int, done: bool = False) -> object:
+        """What pack() packed; done: the caller drops its pack (a filed one is counted off)."""
+        if type(packed) is int:
+            data = os.pread(self._spill.fileno(), packed & 0xFFFFFFFF, packed >> 32)
+            if done:
+                self.spilled -= 1
+                if not self.spilled:  # nothing in the file is needed any more
+                    self._spill.truncate(0)
+                    self._spill_end = 0
+            packed = data
+        elif done:
+            self.held -= len(packed)
         return pickle.loads(self._decompress(packed))
+
+    def packed_size(self, packed: bytes | int) -> int:
+        return packed & 0xFFFFFFFF if type(packed) is int else len(packed)
 
     def _start(self, sample: bytes) -> None:
         try:

@@ -3,6 +3,7 @@ again: what a scan reports must not depend on when, or how often, that happens."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,35 @@ def test_a_frozen_sa_holds_its_messages_packed_and_gives_them_back():
     assert type(sa.store) is bytes and sa.first.frame == 3 and sa.first.timestamp == 2.5
     assert {key: [b.build() for b in builders] for key, builders in sa.messages.items()} == before
     assert sa.first == message
+
+
+@pytest.fixture
+def every_pack_filed(monkeypatch):
+    """Packs go to the temporary file from the first one on (as past SPILL_AFTER_BYTES)."""
+    from ikeaudit import track
+
+    packer = track._Packer()
+    monkeypatch.setattr(packer, "spill_after", 0)
+    monkeypatch.setattr(track, "_PACKER", packer)
+    return packer
+
+
+@pytest.mark.parametrize("record_id", ["h01", "f01", "r01", "d01"])
+def test_sas_whose_packs_went_to_the_file_report_as_never_frozen(record_id, monkeypatch, every_pack_filed):
+    path = lab_path(next(i for i in lab_ids() if i.startswith(record_id)))
+    keys_file = Path(path).with_suffix(".keys")
+    keys = parse_key_table(keys_file.read_text(), str(keys_file)) if keys_file.is_file() else None
+    filed = streamed(path, monkeypatch, 0.0, keys=keys)
+    assert every_pack_filed._spill is not None  # the file was used
+    assert every_pack_filed.spilled == 0 and os.fstat(every_pack_filed._spill.fileno()).st_size == 0  # emptied
+    assert filed == streamed(path, monkeypatch, None, keys=keys)
+
+
+def test_a_filed_pack_keeps_only_where_it_is(every_pack_filed):
+    from ikeaudit.track import _PACKER
+
+    handle = _PACKER.pack(("a frozen SA", list(range(100))))
+    assert type(handle) is int and _PACKER.packed_size(handle) > 0
+    assert _PACKER.unpack(handle) == ("a frozen SA", list(range(100)))  # read, kept filed
+    assert _PACKER.unpack(handle, done=True) == ("a frozen SA", list(range(100)))
+    assert _PACKER.spilled == 0
