@@ -152,7 +152,7 @@ MAX_SHARED_TUPLES = 4096
 _GROWN = ("offered", "offered_ke", "error_notifies", "retries", "vendor_ids", "anomalies", "ikev1_exchanges")
 _OFFERS = ("offered", "offered_ke")
 # Bytes of packed SAs held in memory before packs go to a temporary file (_Packer).
-SPILL_AFTER_BYTES = 64 << 20
+SPILL_AFTER_BYTES = 16 << 20
 MAX_LATER = 8  # packs of messages met while frozen, beside the first, before a thaw joins them
 
 
@@ -503,12 +503,19 @@ class _Packer:
             return packed
         return self._to_file(packed)
 
-    def _to_file(self, packed: bytes) -> int:
-        if self._spill is None or self._spill_pid != os.getpid():  # a forked child files its own
-            self._spill, self._spill_pid, self._spill_end, self.spilled = \
-                tempfile.TemporaryFile(prefix="ikeaudit-state-"), os.getpid(), 0, 0
+    def _to_file(self, packed: bytes) -> bytes | int:
+        """Where the pack went in the file; the pack itself when no file can be written
+        (no writable $TMPDIR, a full disk): memory then, as before the file."""
         at = self._spill_end
-        os.pwrite(self._spill.fileno(), packed, at)
+        try:
+            if self._spill is None or self._spill_pid != os.getpid():  # a forked child files its own
+                self._spill, self._spill_pid, self._spill_end, self.spilled, at = \
+                    tempfile.TemporaryFile(prefix="ikeaudit-state-"), os.getpid(), 0, 0, 0
+            if os.pwrite(self._spill.fileno(), packed, at) != len(packed):
+                raise OSError("short write")
+        except OSError:
+            self.held += len(packed)
+            return packed
         self._spill_end += len(packed)
         self.spilled += 1
         return at << 32 | len(packed)

@@ -100,3 +100,16 @@ def test_a_filed_pack_keeps_only_where_it_is(every_pack_filed):
     assert _PACKER.unpack(handle) == ("a frozen SA", list(range(100)))  # read, kept filed
     assert _PACKER.unpack(handle, done=True) == ("a frozen SA", list(range(100)))
     assert _PACKER.spilled == 0
+
+
+def test_packs_stay_in_memory_when_no_temporary_file_can_be_made(monkeypatch, tmp_path, every_pack_filed):
+    from ikeaudit import track
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(track.tempfile, "TemporaryFile", refused)
+    path = lab_path("h01")
+    assert streamed(path, monkeypatch, 0.0) == streamed(path, monkeypatch, None)
+    assert every_pack_filed._spill is None
+    assert type(every_pack_filed.pack(("a frozen SA",))) is bytes  # kept in memory
