@@ -19,9 +19,7 @@ anything it does not list is recorded as an anomaly instead of being guessed.
 from __future__ import annotations
 
 import math
-import os
 import pickle
-import tempfile
 import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ from operator import attrgetter
 from types import MappingProxyType, SimpleNamespace
 
 from ikeaudit import iana, records
+from ikeaudit.spill import SpillFile
 from ikeaudit.mtu import plaintext_upper_bound, sk_overhead
 from ikeaudit.records import (
     AUTH_REQUESTED,
@@ -486,10 +485,7 @@ class _Packer:
         self._compress = self._decompress = None
         self.spill_after = SPILL_AFTER_BYTES
         self.held = 0  # bytes of packs made in memory (not taken back: an upper bound)
-        self._spill = None  # the temporary file, once needed
-        self._spill_pid = 0
-        self._spill_end = 0
-        self.spilled = 0  # packs in the file not taken back yet
+        self.spill = SpillFile()
 
     def pack(self, value: object) -> bytes | int:
         chunks: list[bytes] = []
@@ -504,38 +500,22 @@ class _Packer:
         return self._to_file(packed)
 
     def _to_file(self, packed: bytes) -> bytes | int:
-        """Where the pack went in the file; the pack itself when no file can be written
-        (no writable $TMPDIR, a full disk): memory then, as before the file."""
-        at = self._spill_end
-        try:
-            if self._spill is None or self._spill_pid != os.getpid():  # a forked child files its own
-                self._spill, self._spill_pid, self._spill_end, self.spilled, at = \
-                    tempfile.TemporaryFile(prefix="ikeaudit-state-"), os.getpid(), 0, 0, 0
-            if os.pwrite(self._spill.fileno(), packed, at) != len(packed):
-                raise OSError("short write")
-        except OSError:
+        where = self.spill.put(packed)
+        if where is None:  # no file: memory, as before the file
             self.held += len(packed)
             return packed
-        self._spill_end += len(packed)
-        self.spilled += 1
-        return at << 32 | len(packed)
+        return where
 
     def unpack(self, packed: bytes | int, done: bool = False) -> object:
-        """What pack() packed; done: the caller drops its pack (a filed one is counted off)."""
+        """What pack() packed; done: the caller drops its pack."""
         if type(packed) is int:
-            data = os.pread(self._spill.fileno(), packed & 0xFFFFFFFF, packed >> 32)
-            if done:
-                self.spilled -= 1
-                if not self.spilled:  # nothing in the file is needed any more
-                    self._spill.truncate(0)
-                    self._spill_end = 0
-            packed = data
+            packed = self.spill.get(packed, done)
         elif done:
             self.held -= len(packed)
         return pickle.loads(self._decompress(packed))
 
     def packed_size(self, packed: bytes | int) -> int:
-        return packed & 0xFFFFFFFF if type(packed) is int else len(packed)
+        return SpillFile.length(packed) if type(packed) is int else len(packed)
 
     def _start(self, sample: bytes) -> None:
         try:

@@ -87,8 +87,8 @@ def test_sas_whose_packs_went_to_the_file_report_as_never_frozen(record_id, monk
     keys_file = Path(path).with_suffix(".keys")
     keys = parse_key_table(keys_file.read_text(), str(keys_file)) if keys_file.is_file() else None
     filed = streamed(path, monkeypatch, 0.0, keys=keys)
-    assert every_pack_filed._spill is not None  # the file was used
-    assert every_pack_filed.spilled == 0 and os.fstat(every_pack_filed._spill.fileno()).st_size == 0  # emptied
+    assert every_pack_filed.spill._file is not None  # the file was used
+    assert every_pack_filed.spill.count == 0 and os.fstat(every_pack_filed.spill._file.fileno()).st_size == 0  # emptied
     assert filed == streamed(path, monkeypatch, None, keys=keys)
 
 
@@ -99,17 +99,17 @@ def test_a_filed_pack_keeps_only_where_it_is(every_pack_filed):
     assert type(handle) is int and _PACKER.packed_size(handle) > 0
     assert _PACKER.unpack(handle) == ("a frozen SA", list(range(100)))  # read, kept filed
     assert _PACKER.unpack(handle, done=True) == ("a frozen SA", list(range(100)))
-    assert _PACKER.spilled == 0
+    assert _PACKER.spill.count == 0
 
 
 def test_packs_stay_in_memory_when_no_temporary_file_can_be_made(monkeypatch, tmp_path, every_pack_filed):
-    from ikeaudit import track
+    from ikeaudit import spill
 
     def refused(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path))
 
-    monkeypatch.setattr(track.tempfile, "TemporaryFile", refused)
+    monkeypatch.setattr(spill.tempfile, "TemporaryFile", refused)
     path = lab_path("h01")
     assert streamed(path, monkeypatch, 0.0) == streamed(path, monkeypatch, None)
-    assert every_pack_filed._spill is None
+    assert every_pack_filed.spill._file is None
     assert type(every_pack_filed.pack(("a frozen SA",))) is bytes  # kept in memory
