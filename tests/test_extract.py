@@ -46,7 +46,6 @@ from ikeaudit.extract import Extractor
 from ikeaudit.records import Anomaly, Frame, IkeDatagram
 
 ROOT = Path(__file__).resolve().parents[1]
-THIRDPARTY = ROOT.parent / "shared" / "pcaps" / "thirdparty"
 
 A4, B4 = "192.0.2.1", "192.0.2.2"
 A6, B6 = "2001:db8::1", "2001:db8::2"
