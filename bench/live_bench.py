@@ -77,6 +77,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_span import checksum  # noqa: E402  (the same IP/UDP checksum as the span generator)
 
 
+def rss_mib(pid: int, field: str = "VmRSS") -> float | None:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    match = re.search(rf"{field}:\s+(\d+) kB", text)
+    return int(match.group(1)) / 1024 if match else None
+
+
 def ipv4(src: bytes, dst: bytes, proto: int, payload: bytes, ident: int) -> bytes:
     header = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident & 0xFFFF,
                                    0x4000, 64, proto, 0, src, dst))  # fmt: skip

@@ -37,21 +37,12 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from gateway import build  # noqa: E402
-from live_bench import (IKEAUDIT, listening, netns_exec, parse_replay, remove_namespaces, stop,  # noqa: E402
+from live_bench import (IKEAUDIT, listening, netns_exec, parse_replay, remove_namespaces, rss_mib, stop,  # noqa: E402
                         veth_namespaces)
 
 from ikeaudit.pipeline import audit_capture  # noqa: E402
 
 DATAGRAMS = re.compile(r"(\d+) IKE datagram\(s\)")
-
-
-def peak_rss_mib(pid: int) -> float | None:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    match = re.search(r"VmHWM:\s+(\d+) kB", text)
-    return int(match.group(1)) / 1024 if match else None
 
 
 def wait_until_still(stderr: Path, live: subprocess.Popen, quiet: float, timeout: float) -> tuple[float, float]:
@@ -61,7 +52,7 @@ def wait_until_still(stderr: Path, live: subprocess.Popen, quiet: float, timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and live.poll() is None:
         time.sleep(0.5)
-        peak = max(peak, peak_rss_mib(live.pid) or 0.0)
+        peak = max(peak, rss_mib(live.pid, "VmHWM") or 0.0)
         counts = DATAGRAMS.findall(stderr.read_text())
         if counts and int(counts[-1]) != last:
             last, moved = int(counts[-1]), time.monotonic()
@@ -114,7 +105,7 @@ def main() -> int:
         moved, peak = wait_until_still(err, live, quiet=4.0, timeout=900)
         live.send_signal(signal.SIGTERM)
         while live.poll() is None:
-            peak = max(peak, peak_rss_mib(live.pid) or 0.0)
+            peak = max(peak, rss_mib(live.pid, "VmHWM") or 0.0)
             time.sleep(0.2)
         report = json.loads((out / "live-report.json").read_text())
         stats = report["captures"][0]["stats"]

@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from live_bench import IKEAUDIT, listening, netns_exec, remove_namespaces, stop, veth_namespaces  # noqa: E402
+from live_bench import IKEAUDIT, listening, netns_exec, remove_namespaces, rss_mib, stop, veth_namespaces  # noqa: E402
 from make_span import Instance, _instance_addresses, _lab_templates, _materialize  # noqa: E402
 
 DATAGRAMS = re.compile(r"(\d+) IKE datagram\(s\)")
@@ -100,15 +100,6 @@ def send(interface: str, pps: int, seconds: float, seed: int, clients: int) -> d
     elapsed = time.monotonic() - start
     return {"frames": sent, "seconds": elapsed, "pps": sent / elapsed, "copies": copies, "errors": errors,
             "expected": dict(expected), "expected_negotiations": sum(expected.values())}
-
-
-def rss_mib(pid: int, field: str = "VmRSS") -> float | None:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"{field}:\s+(\d+) kB", text)
-    return int(match.group(1)) / 1024 if match else None
 
 
 class Lines:
