@@ -164,6 +164,11 @@ def _shared(values: tuple) -> tuple:
     return shared
 
 
+def _fragment_number(message: IkeMessage) -> int:
+    """Its SKF fragment number; 0 for an unfragmented message."""
+    return message.fragment[0] if message.fragment else 0
+
+
 @dataclass(slots=True)
 class _MessageBuilder:
     first: IkeMessage
@@ -180,7 +185,7 @@ class _MessageBuilder:
 
     def add(self, message: IkeMessage) -> str | None:
         """Fold in one datagram; what was not kept of it when a bound was hit."""
-        number = message.fragment[0] if message.fragment else 0
+        number = _fragment_number(message)
         dropped = None
         if len(self.frames) + len(message.frames) <= MAX_FRAMES:
             self.frames.extend(message.frames)
@@ -195,10 +200,10 @@ class _MessageBuilder:
             return dropped
         if pieces is None:
             first = self.first
-            if number == (first.fragment[0] if first.fragment else 0):
+            if number == _fragment_number(first):
                 pieces = {number: first}  # a copy of it: counted below, nothing to keep
             else:
-                pieces = self.pieces = {first.fragment[0] if first.fragment else 0: first}
+                pieces = self.pieces = {_fragment_number(first): first}
         if number in pieces:
             if self.copies is None:
                 self.copies = {}
@@ -226,54 +231,45 @@ class _MessageBuilder:
 
     def same_message(self, message: IkeMessage) -> bool:
         """A new message reusing the id (an IKE_SA_INIT retry) differs in its bytes."""
-        number = message.fragment[0] if message.fragment else 0
+        number = _fragment_number(message)
         if self.pieces is None:
             first = self.first
-            seen = first if number == (first.fragment[0] if first.fragment else 0) else None
+            seen = first if number == _fragment_number(first) else None
         else:
             seen = self.pieces.get(number)
         return seen is None or seen.digest == message.digest
 
     def build(self) -> TrackedMessage:
         first = self.first
-        if self.pieces is None:  # one datagram, as most messages: what the general case gives
+        if self.pieces is None:  # one datagram, as most messages: its own figures, no walk over pieces
             fragment = first.fragment
-            return TrackedMessage(
-                exchange=first.exchange, message_id=first.message_id, response=first.is_response,
-                from_initiator=first.from_original_initiator, src=first.src, dst=first.dst,
-                sport=first.sport, dport=first.dport, first_frame=first.frame,
-                frames=tuple(self.frames), first_timestamp=first.first_timestamp,
-                last_timestamp=self.last_timestamp, udp_payload_bytes=(first.udp_payload_length,),
-                ip_lengths=(first.ip_length,), ike_lengths=(first.length,), ike_bytes=first.length,
-                encrypted_bytes=first.encrypted_length, ike_fragments=fragment[1] if fragment else 0,
-                fragments_seen=(fragment[0],) if fragment else (), ip_fragment_lengths=(first.ip_fragment_lengths,),
-                retransmissions=max(self.copies.values()) if self.copies else 0,
-                assembly_seconds=first.timestamp - first.first_timestamp,
-                payload_types=first.payload_types, notifies=first.notify_types(),
-                key_exchange=first.key_exchange, decryption=first.decryption, inner=self.inner,
-            )
-        ordered = self.ordered()
-        total = max((m.fragment[1] for m in ordered if m.fragment), default=0)
+            per_datagram = ((first.udp_payload_length,), (first.ip_length,), (first.length,), first.length,
+                            first.encrypted_length, fragment[1] if fragment else 0,
+                            (fragment[0],) if fragment else (), (first.ip_fragment_lengths,),
+                            first.timestamp - first.first_timestamp, first.decryption)
+        else:
+            ordered = self.ordered()
+            per_datagram = (tuple(m.udp_payload_length for m in ordered), tuple(m.ip_length for m in ordered),
+                            tuple(m.length for m in ordered), sum(m.length for m in ordered),
+                            sum(m.encrypted_length for m in ordered),
+                            max((m.fragment[1] for m in ordered if m.fragment), default=0),
+                            tuple(m.fragment[0] for m in ordered if m.fragment),
+                            tuple(m.ip_fragment_lengths for m in ordered),
+                            max(m.timestamp for m in ordered) - min(m.first_timestamp for m in ordered),
+                            self._decryption(ordered))
+        (udp_payload_bytes, ip_lengths, ike_lengths, ike_bytes, encrypted_bytes, ike_fragments, fragments_seen,
+         ip_fragment_lengths, assembly_seconds, decryption) = per_datagram
         return TrackedMessage(
             exchange=first.exchange, message_id=first.message_id, response=first.is_response,
             from_initiator=first.from_original_initiator, src=first.src, dst=first.dst,
             sport=first.sport, dport=first.dport, first_frame=first.frame,
             frames=tuple(self.frames), first_timestamp=first.first_timestamp,
-            last_timestamp=self.last_timestamp,
-            udp_payload_bytes=tuple(m.udp_payload_length for m in ordered),
-            ip_lengths=tuple(m.ip_length for m in ordered),
-            ike_lengths=tuple(m.length for m in ordered),
-            ike_bytes=sum(m.length for m in ordered),
-            encrypted_bytes=sum(m.encrypted_length for m in ordered),
-            ike_fragments=total,
-            fragments_seen=tuple(m.fragment[0] for m in ordered if m.fragment),
-            ip_fragment_lengths=tuple(m.ip_fragment_lengths for m in ordered),
+            last_timestamp=self.last_timestamp, udp_payload_bytes=udp_payload_bytes, ip_lengths=ip_lengths,
+            ike_lengths=ike_lengths, ike_bytes=ike_bytes, encrypted_bytes=encrypted_bytes,
+            ike_fragments=ike_fragments, fragments_seen=fragments_seen, ip_fragment_lengths=ip_fragment_lengths,
             retransmissions=max(self.copies.values()) if self.copies else 0,
-            assembly_seconds=(max(m.timestamp for m in ordered)
-                              - min(m.first_timestamp for m in ordered)),
-            payload_types=first.payload_types, notifies=first.notify_types(),
-            key_exchange=first.key_exchange, decryption=self._decryption(ordered),
-            inner=self.inner,
+            assembly_seconds=assembly_seconds, payload_types=first.payload_types, notifies=first.notify_types(),
+            key_exchange=first.key_exchange, decryption=decryption, inner=self.inner,
         )
 
     def _decryption(self, ordered: list[IkeMessage]) -> Decryption | None:
@@ -331,10 +327,10 @@ class _SaBuilder:
     error_notifies: list[tuple[int, int]] | tuple = ()
     retries: list[SaInitRetry] | tuple = ()
     # message key -> builders (`messages`); while the SA is frozen, with its first message,
-    # pickled and compressed, and beside it the messages met since: packed at each later
-    # freeze, the fresh ones not yet
-    store: dict[tuple, list[_MessageBuilder]] | bytes = field(default_factory=dict)
-    later: tuple[bytes, ...] = ()
+    # a pack (_Packer: bytes, or where it lies in the spill file), and beside it the
+    # messages met since: packed at each later freeze, the fresh ones not yet
+    store: dict[tuple, list[_MessageBuilder]] | bytes | int = field(default_factory=dict)
+    later: tuple[bytes | int, ...] = ()
     fresh: dict[tuple, list[_MessageBuilder]] | None = None
     vendor_ids: list[bytes] | tuple = ()
     anomalies: list[Anomaly] | tuple = ()
@@ -1461,8 +1457,7 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S, *,
     orphans = [sa for sa in children if sa.state == MIDSTREAM and not sa.ikev1_exchanges
                and sa.rekey_linked_by != "spis"
                and not (sa.exchanges & _HANDSHAKE and any(
-                   b.first.exchange in (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
-                   for bs in sa.peek().values() for b in bs))]
+                   b.first.exchange in _HANDSHAKE_EXCHANGES for bs in sa.peek().values() for b in bs))]
     pairs = {frozenset((sa.initiator, sa.responder)) for sa in orphans}
     if not pairs:
         return
@@ -1530,7 +1525,9 @@ def _rekey_entries(parent: _SaBuilder) -> list[tuple]:
     return entries
 
 
-_HANDSHAKE = (1 << iana.IKE_AUTH) | (1 << iana.IKE_INTERMEDIATE) | (1 << iana.IKE_SA_INIT)
+# A mid-stream SA with a message of these was seen from its start: never a rekey orphan.
+_HANDSHAKE_EXCHANGES = (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
+_HANDSHAKE = sum(1 << exchange for exchange in _HANDSHAKE_EXCHANGES)  # as _SaBuilder.exchanges marks them
 
 
 def _time(entry: tuple) -> float:
