@@ -50,8 +50,8 @@ from ikeaudit.mtu import FragmentationProfile, profile
 from ikeaudit.peer import Implementation, identify
 from ikeaudit.records import (Anomaly, EspFlow, Frame, IkeDatagram, Ikev1Message, IkeMessage, Malformed,
                               Negotiation)
-from ikeaudit.sources import (Capture, CaptureError, TimeOrder, files_digest, iter_capture, open_capture,
-                              read_cached, rotations, write_cached)
+from ikeaudit.cache import files_digest, read_cached, write_cached
+from ikeaudit.sources import Capture, CaptureError, TimeOrder, iter_capture, open_capture, rotations
 from ikeaudit.track import DEFAULT_MAX_STATE_MB, REKEY_WINDOW_S, Tracker
 
 # Anomaly and Malformed records listed per kind and capture; past that a flood of bad
@@ -399,7 +399,7 @@ def _extraction_done(extractor: Extractor, order: TimeOrder, parsed: _Parsed) ->
 
 
 # The payload layouts Scapy gave (dissect.take_learned_layouts), kept between runs in the
-# cache (sources.read_cached): a scan whose every layout an earlier run met never imports
+# cache (cache.read_cached): a scan whose every layout an earlier run met never imports
 # Scapy. Keyed by the sources of the code whose answer they are, ours and Scapy's.
 _LAYOUT_SOURCES = ("ikeaudit.dissect", "ikeaudit.fastdissect", "ikeaudit.layers", "ikeaudit.iana",
                    "ikeaudit.records")

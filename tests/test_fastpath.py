@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import ikeaudit.cache as cache
 import ikeaudit.sources as sources
 from conftest import PCAPS, ROOT, lab_path
 from ikeaudit.cli import main
@@ -261,14 +262,14 @@ def test_a_damaged_cached_prefilter_is_compiled_again(program_cache, damage):
     expected = _program_bytes(sources._load_libpcap().compile(1, expressions))
     (stored,) = program_cache.iterdir()
     data = bytearray(stored.read_bytes())
-    head = len(sources._CACHE_MAGIC) + 32  # then the instructions
+    head = len(cache._CACHE_MAGIC) + 32  # then the instructions
     if damage == "one instruction changed":
         data[head + 8 * 20 + 4] ^= 0x01
     elif damage == "cut short":
         del data[-8:]
     else:  # a jump far past the end, which libpcap's validator refuses: rebuilt with a digest to match
         program = struct.pack("=HBBI", 0x05, 0, 0, 1_000_000) + struct.pack("=HBBI", 0x06, 0, 0, 0)
-        data = bytearray(sources._CACHE_MAGIC + hashlib.sha256(program).digest() + program)
+        data = bytearray(cache._CACHE_MAGIC + hashlib.sha256(program).digest() + program)
     stored.write_bytes(bytes(data))
     again = sources._load_libpcap().compile(1, expressions)
     assert not again._instructions and _program_bytes(again) == expected
