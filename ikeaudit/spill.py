@@ -16,10 +16,6 @@ class SpillFile:
         self._end = 0
         self.count = 0  # pieces put and not yet given up
 
-    @property
-    def size(self) -> int:
-        return self._end
-
     def put(self, data: bytes) -> int | None:
         """Where data went (an int); None when no file can be made or written (no writable
         $TMPDIR, a full disk): the caller keeps it."""
