@@ -527,7 +527,11 @@ class LiveSession:
         ``settle_limit`` seconds or until a second stop request. A timeout without a
         packet puts None (a tick) when the queue is empty, so the loop keeps its clocks."""
         capture, count = self.capture, self.count
-        settle_until = None
+        # With TPACKET_V3 the kernel hands packets over in blocks, a block at the latest
+        # after the capture's timeout: a packet captured before a stop may come only that
+        # long after it, so an empty read ends the reading only after twice that.
+        handover = 2 * getattr(capture, "timeout", 0.0)
+        settle_until = handed_over = None
         try:
             while True:
                 if self.stopped_by is not None:
@@ -535,11 +539,12 @@ class LiveSession:
                         break
                     if settle_until is None:
                         settle_until = time.monotonic() + self.settle_limit
+                        handed_over = time.monotonic() + handover
                     elif time.monotonic() >= settle_until:
                         break
                 frame = capture.next_frame()
                 if frame is None:
-                    if self.stopped_by is not None:
+                    if handed_over is not None and time.monotonic() >= handed_over:  # stopped, waited
                         break
                     if frames.empty():
                         frames.put(None)

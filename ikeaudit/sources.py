@@ -1500,6 +1500,7 @@ class LiveCapture:
         self.linktype = -1
         self.linktype_name = ""
         self.frames = 0
+        self.timeout = timeout  # also how long the kernel may hold a packet before handing it over
         self._timeout_ms = max(1, int(timeout * 1000))
         self._poll: select.poll | None = None
         self._lib = _live_libpcap()
