@@ -113,13 +113,23 @@ MAX_FLOOD_SOURCES = 1024
 # hundreds of transforms holds more (dissection bounds them: 64 proposals, 256 transforms).
 SA_STATE_BYTES = 4096  # an open IKE SA, its lookup entries and its first message's builder
 DATAGRAM_STATE_BYTES = 2048  # each datagram it keeps (the dissected record and its frames)
+# A frozen SA (_SaBuilder.freeze) is counted as this plus the bytes of its packs held in
+# memory (those in the spill file cost disk, not memory): tracemalloc measured 1.2 KB an
+# SA with its packs filed, its lookup entries included, and the allocator keeps about a
+# fifth more as free blocks among them (sys._debugmallocstats, bench/gateway.py at 20,000).
+FROZEN_SA_STATE_BYTES = 2048
 # Open SAs of a single unanswered datagram: a flood of random SPIs is made of these, a
 # gateway's new negotiations stay so only for a round trip (2,000 a second at 100 ms: 200).
 MAX_BARE_IN_FLIGHT = 10_000
-# The scan keeps every SA open to the end of its capture: at 200,000 gateway negotiations
-# (bench/gateway.py) 4096 MB closed 50,280 of them early. 6144 MB holds 240,000 SAs of
-# 11 datagrams (what the lab handshakes hold on average), a million of one.
-DEFAULT_MAX_STATE_MB = 6144
+# The scan and report keep every SA open to the end of its capture, frozen once idle:
+# 1024 MB holds 500,000 frozen SAs (FROZEN_SA_STATE_BYTES, the packs filed), 350,000 when
+# no spill file can be made and every pack stays in memory (about 1 KB each on the lab
+# handshakes), and about 900 MB of memory are in use when it is reached.
+DEFAULT_MAX_STATE_MB = 1024
+# A tracker that never freezes (live, audit_frames) holds SAs as they were fed: 6144 MB
+# holds 240,000 SAs of 11 datagrams (what the lab handshakes hold on average), a million
+# of one.
+UNFROZEN_MAX_STATE_MB = 6144
 MAX_RETRY_CANDIDATES = 64  # recent retry demands between two peers a new SPIi may answer
 
 # How long after a retry demand a request with a new SPIi from the same initiator is
@@ -304,7 +314,7 @@ class _FirstSeen:
     highest: tuple[int, int, int, int] = (-1, -1, -1, -1)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # by identity: the tracker's indexes key on the SA itself
 class _SaBuilder:
     first: IkeMessage | Ikev1Message
     spi_i: str
@@ -347,6 +357,7 @@ class _SaBuilder:
     ikev1: _Ikev1Phase | None = None  # what an IKEv1 SA's clear messages showed
     reported: bool = False  # already handed out by Tracker.drain
     state_bytes: int = 0  # estimated, while open (Tracker.max_state_bytes)
+    counted_frozen: bool = False  # state_bytes counts it frozen: a thaw must count it again
     # What a bound kept out -> how much, and the fragmented messages still missing
     # fragments, oldest first: id(builder) -> (key, builder); the shared empty mapping
     # until something is put in.
@@ -513,6 +524,11 @@ class _Packer:
     def packed_size(self, packed: bytes | int) -> int:
         return SpillFile.length(packed) if type(packed) is int else len(packed)
 
+    @staticmethod
+    def held_size(packed: bytes | int) -> int:
+        """The bytes of a pack held in memory: none for one in the spill file."""
+        return 0 if type(packed) is int else len(packed)
+
     def _start(self, sample: bytes) -> None:
         try:
             import zstandard
@@ -534,7 +550,9 @@ class Tracker:
     """Feed it dissected records in capture order; `finish()` returns the negotiations.
 
     Bounded: open IKE SAs are held up to `max_state_bytes` of estimated state
-    (SA_STATE_BYTES an SA, DATAGRAM_STATE_BYTES a datagram kept) and, when given, at most
+    (SA_STATE_BYTES an SA, DATAGRAM_STATE_BYTES a datagram kept; frozen after
+    `freeze_after` s idle, FROZEN_SA_STATE_BYTES and its packs in memory; by default
+    DEFAULT_MAX_STATE_MB when it freezes, UNFROZEN_MAX_STATE_MB when not) and, when given, at most
     `max_negotiations` of them; past that the one idle the longest is closed early and an
     "overflow" anomaly says so. Of them at most `max_bare` may hold a single unanswered
     datagram (past that the one opened first is closed), so that a flood of random SPIs
@@ -544,17 +562,19 @@ class Tracker:
     """
 
     def __init__(self, capture: str = "", *, max_negotiations: int | None = None,
-                 max_state_bytes: int = DEFAULT_MAX_STATE_MB << 20, max_bare: int = MAX_BARE_IN_FLIGHT,
+                 max_state_bytes: int | None = None, max_bare: int = MAX_BARE_IN_FLIGHT,
                  max_evicted_bare: int = 1_000, rekey_window: float = REKEY_WINDOW_S,
                  live: bool = False, freeze_after: float | None = None) -> None:  # fmt: skip
         self.capture = capture
         self.live = live  # drained and pruned while the capture goes on: keep the indexes below
         # IKE SAs idle this long in capture time are frozen (_SaBuilder.freeze) until fed again.
         self.freeze_after = freeze_after
-        self._warm: dict[int, _SaBuilder] = {}  # open SAs not frozen, the one fed the longest ago first
+        self._warm: dict[_SaBuilder, _SaBuilder] = {}  # open SAs not frozen, the one fed the longest ago first
         self._next_freeze = -math.inf
         self.rekey_window = rekey_window
         self.max_negotiations = max_negotiations
+        if max_state_bytes is None:
+            max_state_bytes = (DEFAULT_MAX_STATE_MB if freeze_after is not None else UNFROZEN_MAX_STATE_MB) << 20
         self.max_state_bytes = max_state_bytes
         self.max_bare = max_bare
         self.state_bytes = 0  # estimated state of the open IKE SAs
@@ -573,16 +593,16 @@ class Tracker:
         # by pair of peers (where a rekeyed SA's parent is), closed SAs drain has not
         # handed out yet (evicted from a full table), and how many prune() let go.
         self._closed_by_pair: dict[tuple[str, str], _SaBuilder] = {}
-        self._by_peers: dict[frozenset, dict[int, _SaBuilder]] = {}
+        self._by_peers: dict[frozenset, dict[_SaBuilder, _SaBuilder]] = {}
         self._unreported: list[_SaBuilder] = []
         self.pruned = 0
         self.reported: list[bool] = []  # set by finish(): whether drain handed out each one
         # Open IKEv2 SAs, the one fed the longest ago first: eviction takes the first.
-        self._idle: dict[int, _SaBuilder] = {}
+        self._idle: dict[_SaBuilder, _SaBuilder] = {}
         # Open SAs of a single datagram so far, the one opened first first (max_bare).
-        self._bare: dict[int, _SaBuilder] = {}
+        self._bare: dict[_SaBuilder, _SaBuilder] = {}
         # (initiator, responder) -> SAs told to retry IKE_SA_INIT, by id, in that order
-        self._retrying: dict[tuple[str, str], dict[int, _SaBuilder]] = {}
+        self._retrying: dict[tuple[str, str], dict[_SaBuilder, _SaBuilder]] = {}
         self._order = 0
         self.malformed: list[Malformed] = []
         self.malformed_count = 0
@@ -591,8 +611,8 @@ class Tracker:
         # what SAs handed out leave behind for the rekeys that may follow them.
         # (the SA itself while it is the only one: most peers hold one, and a dict each
         # was a tenth of an SA's memory)
-        self._held_by_peers: dict[tuple[str, str], _SaBuilder | dict[int, _SaBuilder]] = {}
-        self._midstream_open: dict[int, _SaBuilder] = {}
+        self._held_by_peers: dict[tuple[str, str], _SaBuilder | dict[_SaBuilder, _SaBuilder]] = {}
+        self._midstream_open: dict[_SaBuilder, _SaBuilder] = {}
         self._past = _HandedOut()
         self.horizon = -math.inf  # handed-out parents before this time can no longer be linked to
         self._inner_seen = False  # decrypted payloads seen (they may name a rekey's new SPIs)
@@ -613,18 +633,20 @@ class Tracker:
         opened = sa is None
         if opened:
             sa = self._open(message)
-        self._idle.pop(id(sa), None)
-        self._idle[id(sa)] = sa
+        self._idle.pop(sa, None)
+        self._idle[sa] = sa
         self._advance(sa, message)
         self._record_message(sa, message)
         if opened:
-            self._bare[id(sa)] = sa
+            self._bare[sa] = sa
             if len(self._bare) > self.max_bare:
                 self._evict(next(iter(self._bare.values())),
                             f"more than {self.max_bare} IKE SAs of a single unanswered datagram in flight",
                             "opened first")
-        elif id(sa) in self._bare and not sa.bare:
-            del self._bare[id(sa)]
+        elif sa in self._bare and not sa.bare:
+            del self._bare[sa]
+        if sa.counted_frozen and type(sa.store) is dict:  # thawed by this datagram
+            self._count(sa)
         if self.state_bytes > self.max_state_bytes:
             self._make_room(0)
         sa.last_seen = max(sa.last_seen, message.timestamp)
@@ -632,9 +654,9 @@ class Tracker:
             sa.note(anomaly)
         if iana.NAT_T_PORT in (message.sport, message.dport) and message.exchange != iana.IKE_SA_INIT:
             sa.moved_to_4500 = True
-        if self.freeze_after is not None and id(sa) in self._idle:
-            self._warm.pop(id(sa), None)
-            self._warm[id(sa)] = sa
+        if self.freeze_after is not None and sa in self._idle:
+            self._warm.pop(sa, None)
+            self._warm[sa] = sa
             if message.timestamp >= self._next_freeze:
                 self._freeze_idle(message.timestamp)
 
@@ -644,9 +666,19 @@ class Tracker:
             sa = next(iter(warm.values()))
             if now - sa.last_seen < self.freeze_after:
                 break
-            del warm[id(sa)]
+            del warm[sa]
             sa.freeze()
+            if type(sa.store) is not dict:
+                self._count(sa)
         self._next_freeze = now + self.freeze_after / 2
+
+    def _count(self, sa: _SaBuilder) -> None:
+        """Its estimate made again, as it was frozen or thawed."""
+        estimate = _state_estimate(sa)
+        if sa in self._idle:
+            self.state_bytes += estimate - sa.state_bytes
+        sa.state_bytes = estimate
+        sa.counted_frozen = type(sa.store) is not dict
 
     def _find(self, message: IkeMessage) -> _SaBuilder | None:
         if message.spi_r != ZERO_SPI:
@@ -724,7 +756,7 @@ class Tracker:
                         order=self._order, last_seen=message.timestamp, state_bytes=SA_STATE_BYTES)
         self.state_bytes += SA_STATE_BYTES
         if self.live:
-            self._by_peers.setdefault(frozenset((initiator, responder)), {})[id(sa)] = sa
+            self._by_peers.setdefault(frozenset((initiator, responder)), {})[sa] = sa
         if message.spi_r == ZERO_SPI:
             self._pending[sa.spi_i] = sa
         else:
@@ -732,14 +764,14 @@ class Tracker:
         if starts:
             self._by_spi_i[sa.spi_i] = sa
         else:
-            self._midstream_open[id(sa)] = sa
+            self._midstream_open[sa] = sa
         held = self._held_by_peers.get((initiator, responder))
         if held is None:
             self._held_by_peers[(initiator, responder)] = sa
         elif type(held) is dict:
-            held[id(sa)] = sa
+            held[sa] = sa
         else:
-            self._held_by_peers[(initiator, responder)] = {id(held): held, id(sa): sa}
+            self._held_by_peers[(initiator, responder)] = {held: held, sa: sa}
         return sa
 
     def _make_room(self, needed: int) -> None:
@@ -787,10 +819,10 @@ class Tracker:
                         f"(most from {sources})", None)]
 
     def _close(self, sa: _SaBuilder) -> None:
-        self._bare.pop(id(sa), None)
-        self._warm.pop(id(sa), None)
-        self._midstream_open.pop(id(sa), None)
-        if self._idle.pop(id(sa), None) is not None:
+        self._bare.pop(sa, None)
+        self._warm.pop(sa, None)
+        self._midstream_open.pop(sa, None)
+        if self._idle.pop(sa, None) is not None:
             self.state_bytes -= sa.state_bytes
         self._by_pair.pop((sa.spi_i, sa.spi_r), None)
         if self._pending.get(sa.spi_i) is sa:
@@ -881,7 +913,7 @@ class Tracker:
             sa.grown("vendor_ids").extend(message.vendor_ids)
         sa.state = self._sa_init_response_state(sa, message)
         if sa.state == SA_INIT_RETRY:
-            self._retrying.setdefault((sa.initiator, sa.responder), {})[id(sa)] = sa
+            self._retrying.setdefault((sa.initiator, sa.responder), {})[sa] = sa
 
     def _sa_init_response_state(self, sa: _SaBuilder, message: IkeMessage) -> str:
         errors = [n for n in message.notifies if n.type < iana.ERROR_NOTIFY_LIMIT]
@@ -934,12 +966,14 @@ class Tracker:
         dropped = builder.add(message)
         if builder.kept > kept:
             sa.state_bytes += DATAGRAM_STATE_BYTES
-            if id(sa) in self._idle:
+            if sa in self._idle:
                 self.state_bytes += DATAGRAM_STATE_BYTES
         if dropped:
             sa.drop(dropped)
         if id(builder) in sa.open_fragments and not builder.incomplete:
             del sa.open_fragments[id(builder)]
+            if not sa.open_fragments:  # an emptied dict keeps its table: 232 bytes an SA that fragmented
+                sa.open_fragments = _EMPTY
         sa.exchanges |= 1 << message.exchange
         if message.inner is not None:
             self._inner_seen = sa.inner_seen = True
@@ -1035,7 +1069,7 @@ class Tracker:
             self._unreported.pop()
         peers = self._by_peers.get(frozenset((sa.initiator, sa.responder)))
         if peers is not None:
-            peers.pop(id(sa), None)
+            peers.pop(sa, None)
             if not peers:
                 del self._by_peers[frozenset((sa.initiator, sa.responder))]
 
@@ -1047,11 +1081,11 @@ class Tracker:
         gone = len(self._closed) - len(keep)
         if not gone:
             return 0
-        kept = {id(sa) for sa in keep}
+        kept = set(keep)
         self._closed = keep
-        self._closed_by_pair = {pair: sa for pair, sa in self._closed_by_pair.items() if id(sa) in kept}
-        self._ikev1 = {pair: sa for pair, sa in self._ikev1.items() if id(sa) in kept}
-        open_ = {id(sa) for sa in [*self._by_pair.values(), *self._pending.values()]}
+        self._closed_by_pair = {pair: sa for pair, sa in self._closed_by_pair.items() if sa in kept}
+        self._ikev1 = {pair: sa for pair, sa in self._ikev1.items() if sa in kept}
+        open_ = {*self._by_pair.values(), *self._pending.values()}
         for peers, sas in list(self._by_peers.items()):
             for key in [key for key in sas if key not in kept and key not in open_]:
                 del sas[key]
@@ -1107,7 +1141,7 @@ class Tracker:
             if not final and self._waits(sa):
                 continue
             released.append(sa)
-            if id(sa) in self._idle:
+            if sa in self._idle:
                 self._close(sa)
             self._forget(sa)
             if not final:
@@ -1158,10 +1192,10 @@ class Tracker:
         """An SA let go for good: out of the streaming indexes."""
         peers = (sa.initiator, sa.responder)
         held = self._held_by_peers.get(peers)
-        if held is sa or (type(held) is dict and held.pop(id(sa), None) is not None and not held):
+        if held is sa or (type(held) is dict and held.pop(sa, None) is not None and not held):
             del self._held_by_peers[peers]
         retrying = self._retrying.get(peers)
-        if retrying is not None and retrying.pop(id(sa), None) is not None and not retrying:
+        if retrying is not None and retrying.pop(sa, None) is not None and not retrying:
             del self._retrying[peers]
 
     def current(self, spi_i: str, spi_r: str) -> Negotiation | None:
@@ -1275,6 +1309,19 @@ def _missing(message: TrackedMessage) -> str:
         start = max(start, number + 1)
     shown = ", ".join(ranges[:8]) + (f", ... ({len(ranges) - 8} more ranges)" if len(ranges) > 8 else "")
     return f"[{shown}]"
+
+
+def _state_estimate(sa: _SaBuilder) -> int:
+    """The bytes an open SA is counted for against `--max-state-mb`: open, as it was fed
+    (SA_STATE_BYTES and DATAGRAM_STATE_BYTES a datagram kept); frozen, its packs in memory
+    and the datagrams met since."""
+    store = sa.store
+    if type(store) is dict:
+        return SA_STATE_BYTES + DATAGRAM_STATE_BYTES * sum(b.kept for bs in store.values() for b in bs)
+    fresh = sa.fresh
+    held = _Packer.held_size
+    return (FROZEN_SA_STATE_BYTES + held(store) + sum(map(held, sa.later))
+            + (DATAGRAM_STATE_BYTES * sum(b.kept for bs in fresh.values() for b in bs) if fresh else 0))
 
 
 def _built_messages(sa: _SaBuilder, messages: dict[tuple, list[_MessageBuilder]] | None = None) -> list[TrackedMessage]:

@@ -4,6 +4,8 @@ The memory figures themselves come from bench/flood.py."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from scapy.all import IP, UDP
 
 from ikeaudit import pipeline, track
@@ -161,10 +163,53 @@ def test_sas_of_a_single_unanswered_datagram_have_their_own_bound_and_answered_o
     assert len(negotiations) == 5
 
 
-def test_the_default_memory_bound_holds_200000_sas_of_eleven_datagrams():
+def test_the_default_memory_bound_of_a_tracker_that_never_freezes_holds_200000_sas_of_eleven_datagrams():
     # 11 datagrams: what bench/gateway.py's lab handshakes hold on average (2,270,000 for 210,000 SAs).
     per_sa = track.SA_STATE_BYTES + 11 * track.DATAGRAM_STATE_BYTES
-    assert (track.DEFAULT_MAX_STATE_MB << 20) // per_sa >= 200_000
+    assert track.Tracker("t").max_state_bytes // per_sa >= 200_000
+
+
+def test_the_scan_default_memory_bound_holds_200000_frozen_sas_even_with_every_pack_in_memory():
+    # A pack of a lab handshake is about 1 KB (bench/state_bytes.py): 2 KB leaves room.
+    per_sa = track.FROZEN_SA_STATE_BYTES + 2048
+    assert track.Tracker("t", freeze_after=0.2).max_state_bytes // per_sa >= 200_000
+
+
+def _handshake(n: int, ts: float) -> list:
+    from test_track import sa_init_response
+
+    spi_i, spi_r = f"{n:016x}", f"{n + 1 << 32:016x}"
+    return [sa_init_request(spi_i=spi_i, frame=3 * n, ts=ts),
+            sa_init_response(spi_i=spi_i, spi_r=spi_r, frame=3 * n + 1, ts=ts + 0.01),
+            msg(exchange=IKE_AUTH, message_id=1, spi_i=spi_i, spi_r=spi_r, frame=3 * n + 2, ts=ts + 0.02)]
+
+
+def test_frozen_sas_are_counted_at_their_packed_size_so_the_bound_holds_more_of_them():
+    # Room for 3 SAs of 3 datagrams as fed; frozen (idle 1 s), each is counted at
+    # FROZEN_SA_STATE_BYTES and its pack, so 8 of them fit.
+    room = 3 * (track.SA_STATE_BYTES + 3 * track.DATAGRAM_STATE_BYTES)
+    records = [r for n in range(1, 9) for r in _handshake(n, 10.0 * n)]
+    _, unfrozen = run(*records, max_state_bytes=room)
+    tracker, frozen = run(*records, max_state_bytes=room, freeze_after=1.0)
+    assert sum(bool(overflow(n)) for n in unfrozen) == 5
+    assert not any(overflow(n) for n in frozen)
+
+
+def test_a_frozen_sa_fed_again_is_counted_as_fed_once_thawed():
+    tracker = track.Tracker("t", freeze_after=1.0)
+    first = _handshake(1, 1.0)
+    for record in first:
+        tracker.feed(record)
+    as_fed = tracker.state_bytes
+    assert as_fed == track.SA_STATE_BYTES + 3 * track.DATAGRAM_STATE_BYTES
+    tracker.feed(_handshake(2, 5.0)[0])  # time passes: the first SA is frozen
+    sa = next(iter(tracker._idle))
+    assert sa.counted_frozen
+    assert sa.state_bytes == track.FROZEN_SA_STATE_BYTES + len(sa.store) < as_fed
+    tracker.feed(replace(first[-1], frame=99, timestamp=5.5))  # a retransmission: thawed
+    assert not sa.counted_frozen and type(sa.store) is dict
+    assert sa.state_bytes == as_fed
+    assert tracker.state_bytes == as_fed + track.SA_STATE_BYTES + track.DATAGRAM_STATE_BYTES
 
 
 def test_cli_max_state_mb_bounds_the_table(tmp_path):
