@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from operator import attrgetter
 from types import MappingProxyType, SimpleNamespace
+from typing import TypeVar
 
 from ikeaudit import iana, records
 from ikeaudit.spill import SpillFile
@@ -152,11 +153,13 @@ MIN_IKE_REKEY_REQUEST = (4 + 8 + 8 + 3 * 8) + (4 + 16) + (8 + 32)
 _EMPTY: MappingProxyType = MappingProxyType({})
 # One int object each for the IKE ports an SA keeps (an int above 256 is an object per packet).
 _PORTS = {port: port for port in iana.IKE_PORTS}
-# Tuples that thousands of SAs hold alike, one object each: the notify types of
+# Values that thousands of SAs hold alike, one object each: the notify types of
 # IKE_SA_INIT messages and the proposals offered (a gateway's clients send the same few),
-# the highest message ids of frozen SAs (bounded: hostile input may send new ones every time).
-_SHARED_TUPLES: dict[tuple, tuple] = {}
+# the highest message ids of frozen SAs, the masks of exchanges seen (an int past 2**30
+# is 32 bytes) (bounded: hostile input may send new ones every time).
+_SHARED_TUPLES: dict[tuple | int, tuple | int] = {}
 MAX_SHARED_TUPLES = 4096
+_T = TypeVar("_T", tuple, int)
 # The list fields of an SA (`_SaBuilder.grown`)
 _GROWN = ("offered", "offered_ke", "error_notifies", "retries", "vendor_ids", "anomalies", "ikev1_exchanges")
 _OFFERS = ("offered", "offered_ke")
@@ -165,7 +168,7 @@ SPILL_AFTER_BYTES = 16 << 20
 MAX_LATER = 8  # packs of messages met while frozen, beside the first, before a thaw joins them
 
 
-def _shared(values: tuple) -> tuple:
+def _shared(values: _T) -> _T:
     shared = _SHARED_TUPLES.get(values)
     if shared is None:
         if len(_SHARED_TUPLES) >= MAX_SHARED_TUPLES:
@@ -974,7 +977,9 @@ class Tracker:
             del sa.open_fragments[id(builder)]
             if not sa.open_fragments:  # an emptied dict keeps its table: 232 bytes an SA that fragmented
                 sa.open_fragments = _EMPTY
-        sa.exchanges |= 1 << message.exchange
+        exchanges = sa.exchanges | 1 << message.exchange
+        if exchanges != sa.exchanges:
+            sa.exchanges = _shared(exchanges)
         if message.inner is not None:
             self._inner_seen = sa.inner_seen = True
         notifies = message.notifies + (message.inner.notifies if message.inner else ())
@@ -1108,14 +1113,14 @@ class Tracker:
         them in that order (a rekey is judged with its parent, a classical attempt after
         the one before it). What a later rekey needs of an SA handed out stays behind in
         a compact summary (`_HandedOut`). IKEv1 SAs stay to `finish_stream`."""
-        ready: dict[int, _SaBuilder] = {}
+        ready: dict[_SaBuilder, _SaBuilder] = {}
         for sa in self._idle.values():  # fed the longest ago first
             if now - sa.last_seen < idle:
                 break
-            ready[id(sa)] = sa
+            ready[sa] = sa
         for sa in self._closed:
             if sa.ikev1 is None:
-                ready[id(sa)] = sa
+                ready[sa] = sa
         released = self._release(ready, final=False) if ready else []
         start = min((sa.first.timestamp for sa in self._midstream_open.values()), default=now)
         # A rekey met later starts at `now` or after, an SA met mid-stream still open at its start.
@@ -1126,7 +1131,7 @@ class Tracker:
     def finish_stream(self) -> Iterator[tuple[int, Negotiation]]:
         """The end of the input for `hand_out`: every SA still held, in order, one at a
         time (each builder is let go as its negotiation is made)."""
-        ready = {id(sa): sa for sa in [*self._idle.values(), *self._closed]}
+        ready = {sa: sa for sa in [*self._idle.values(), *self._closed]}
         builders = self._release(ready, final=True)
         ready.clear()  # each builder goes as soon as its negotiation is made
         self._past = _HandedOut()
@@ -1134,37 +1139,37 @@ class Tracker:
             builders[index] = None
             yield sa.order, self._negotiation(sa)
 
-    def _release(self, ready: dict[int, _SaBuilder], *, final: bool) -> list[_SaBuilder]:
+    def _release(self, ready: dict[_SaBuilder, _SaBuilder], *, final: bool) -> list[_SaBuilder]:
         self._link(list(ready.values()))
+        if final:  # everything goes: the indexes are emptied at once, not SA by SA
+            self._closed.clear()
+            self._clear_open()
+            return sorted(ready.values(), key=lambda s: s.order)
         released: list[_SaBuilder] = []
         for sa in sorted(ready.values(), key=lambda s: s.order):
-            if not final and self._waits(sa):
+            if self._waits(sa):
                 continue
             released.append(sa)
             if sa in self._idle:
                 self._close(sa)
             self._forget(sa)
-            if not final:
-                self._past.keep(sa)
-        gone = {id(sa) for sa in released}
-        self._closed = [sa for sa in self._closed if id(sa) not in gone]
-        if final:
-            self._closed.clear()
-            self._clear_open()
+            self._past.keep(sa)
+        gone = set(released)
+        self._closed = [sa for sa in self._closed if sa not in gone]
         return released
 
     def _link(self, ready: list[_SaBuilder]) -> None:
         """Rekey links of the SAs about to leave, to the SAs still held (of the same
         addresses; every one when decrypted payloads name the new SPIs) and to what the
         ones handed out before left behind."""
-        parents: dict[int, _SaBuilder] = {}
+        parents: dict[_SaBuilder, _SaBuilder] = {}
         if self._inner_seen:
-            parents.update((id(sa), sa) for sa in [*self._idle.values(), *self._closed])
+            parents.update((sa, sa) for sa in [*self._idle.values(), *self._closed])
         for sa in ready:
-            parents[id(sa)] = sa
+            parents[sa] = sa
             if sa.state == MIDSTREAM:
                 for peers in ((sa.initiator, sa.responder), (sa.responder, sa.initiator)):
-                    parents.update((id(held), held) for held in self._held(peers))
+                    parents.update((held, held) for held in self._held(peers))
         _link_rekeys(sorted(parents.values(), key=lambda s: s.order), self.rekey_window, orphans=ready,
                      past=self._past)
 
@@ -1320,8 +1325,9 @@ def _state_estimate(sa: _SaBuilder) -> int:
         return SA_STATE_BYTES + DATAGRAM_STATE_BYTES * sum(b.kept for bs in store.values() for b in bs)
     fresh = sa.fresh
     held = _Packer.held_size
-    return (FROZEN_SA_STATE_BYTES + held(store) + sum(map(held, sa.later))
+    more = (held(store) + sum(map(held, sa.later))
             + (DATAGRAM_STATE_BYTES * sum(b.kept for bs in fresh.values() for b in bs) if fresh else 0))
+    return FROZEN_SA_STATE_BYTES + more if more else FROZEN_SA_STATE_BYTES  # the constant: one int for all
 
 
 def _built_messages(sa: _SaBuilder, messages: dict[tuple, list[_MessageBuilder]] | None = None) -> list[TrackedMessage]:
@@ -1583,6 +1589,8 @@ def _time(entry: tuple) -> float:
 
 def _link_rekeys_by_spis(sas: list[_SaBuilder], children: list[_SaBuilder] | None = None,
                          past: _HandedOut | None = None) -> None:
+    if not (past is not None and past.spis) and not any(sa.inner_seen for sa in sas):
+        return  # no decrypted rekey names new SPIs: nothing to build the index for
     by_pair = {(sa.spi_i, sa.spi_r): sa for sa in (sas if children is None else children) if not sa.ikev1_exchanges}
     if past is not None and past.spis:
         for pair, child in by_pair.items():
