@@ -1063,8 +1063,8 @@ class Tracker:
             # Only the SAs between the same peers can be a parent: linking over the whole
             # history at every drain made a long capture quadratic.
             family = {id(s): s for peers in orphans for s in self._by_peers.get(peers, {}).values()}
-            _link_rekeys(sorted(family.values(), key=lambda s: s.order), self.rekey_window)
-        return [self._negotiation(sa) for sa in sorted(ready, key=lambda s: s.order)]
+            _link_rekeys(sorted(family.values(), key=_order), self.rekey_window)
+        return [self._negotiation(sa) for sa in sorted(ready, key=_order)]
 
     def _forget_live(self, sa: _SaBuilder) -> None:
         """An SA counted, not kept: out of the live indexes too."""
@@ -1121,7 +1121,7 @@ class Tracker:
         for sa in self._closed:
             if sa.ikev1 is None:
                 ready[sa] = sa
-        released = self._release(ready, final=False) if ready else []
+        released = self._release(ready) if ready else []
         start = min((sa.first.timestamp for sa in self._midstream_open.values()), default=now)
         # A rekey met later starts at `now` or after, an SA met mid-stream still open at its start.
         self.horizon = max(self.horizon, min(now, start) - self.rekey_window - 1e-6)
@@ -1131,22 +1131,23 @@ class Tracker:
     def finish_stream(self) -> Iterator[tuple[int, Negotiation]]:
         """The end of the input for `hand_out`: every SA still held, in order, one at a
         time (each builder is let go as its negotiation is made)."""
-        ready = {sa: sa for sa in [*self._idle.values(), *self._closed]}
-        builders = self._release(ready, final=True)
-        ready.clear()  # each builder goes as soon as its negotiation is made
+        builders = list(self._idle)
+        builders += [sa for sa in dict.fromkeys(self._closed) if sa not in self._idle]
+        builders.sort(key=_order)
+        # Every SA held is now both a parent to look at and an orphan to link (what
+        # `_link` gathers from the indexes for some), with what those handed out left.
+        _link_rekeys(builders, self.rekey_window, orphans=builders, past=self._past)
+        self._closed.clear()  # each builder goes as soon as its negotiation is made
+        self._clear_open()
         self._past = _HandedOut()
         for index, sa in enumerate(builders):
             builders[index] = None
             yield sa.order, self._negotiation(sa)
 
-    def _release(self, ready: dict[_SaBuilder, _SaBuilder], *, final: bool) -> list[_SaBuilder]:
+    def _release(self, ready: dict[_SaBuilder, _SaBuilder]) -> list[_SaBuilder]:
         self._link(list(ready.values()))
-        if final:  # everything goes: the indexes are emptied at once, not SA by SA
-            self._closed.clear()
-            self._clear_open()
-            return sorted(ready.values(), key=lambda s: s.order)
         released: list[_SaBuilder] = []
-        for sa in sorted(ready.values(), key=lambda s: s.order):
+        for sa in sorted(ready.values(), key=_order):
             if self._waits(sa):
                 continue
             released.append(sa)
@@ -1170,7 +1171,7 @@ class Tracker:
             if sa.state == MIDSTREAM:
                 for peers in ((sa.initiator, sa.responder), (sa.responder, sa.initiator)):
                     parents.update((held, held) for held in self._held(peers))
-        _link_rekeys(sorted(parents.values(), key=lambda s: s.order), self.rekey_window, orphans=ready,
+        _link_rekeys(sorted(parents.values(), key=_order), self.rekey_window, orphans=ready,
                      past=self._past)
 
     def _waits(self, sa: _SaBuilder) -> bool:
@@ -1214,7 +1215,7 @@ class Tracker:
             self._closed.append(sa)
         self._clear_open()
         unique = {id(sa): sa for sa in self._closed}
-        builders = sorted(unique.values(), key=lambda s: s.order)
+        builders = sorted(unique.values(), key=_order)
         _link_rekeys(builders, self.rekey_window)
         self.reported = [sa.reported for sa in builders]
         return [self._negotiation(sa) for sa in builders]
@@ -1581,6 +1582,10 @@ def _rekey_entries(parent: _SaBuilder) -> list[tuple]:
 # A mid-stream SA with a message of these was seen from its start: never a rekey orphan.
 _HANDSHAKE_EXCHANGES = (iana.IKE_AUTH, iana.IKE_INTERMEDIATE, iana.IKE_SA_INIT)
 _HANDSHAKE = sum(1 << exchange for exchange in _HANDSHAKE_EXCHANGES)  # as _SaBuilder.exchanges marks them
+
+
+def _order(sa: _SaBuilder) -> int:
+    return sa.order
 
 
 def _time(entry: tuple) -> float:
