@@ -58,9 +58,9 @@ def main(path: str) -> None:
     frozen = [sa for sa in tracker._idle.values() if type(sa.store) is not dict]
     if frozen:
         size = _PACKER.packed_size
-        packed = sum(size(sa.store) + sum(map(size, sa.later)) for sa in frozen)
+        packed = sum(size(sa.store) + sum(map(size, sa.packs_later)) for sa in frozen)
         print(f"{len(frozen)} of them frozen (idle {FREEZE_AFTER_S:g} s): {packed / len(frozen):,.0f} bytes an SA "
-              f"packed, in {sum(1 + len(sa.later) for sa in frozen) / len(frozen):.1f} packs (track._Packer)")
+              f"packed, in {sum(1 + len(sa.packs_later) for sa in frozen) / len(frozen):.1f} packs (track._Packer)")
     del frozen  # the SAs handed out below must go
     classify = StreamClassifier()
     handed = 0

@@ -341,9 +341,10 @@ class _SaBuilder:
     retries: list[SaInitRetry] | tuple = ()
     # message key -> builders (`messages`); while the SA is frozen, with its first message,
     # a pack (_Packer: bytes, or where it lies in the spill file), and beside it the
-    # messages met since: packed at each later freeze, the fresh ones not yet
+    # messages met since: packed at each later freeze (the one pack as it is, more in a
+    # tuple: most SAs have one, and a tuple of it was 48 bytes), the fresh ones not yet
     store: dict[tuple, list[_MessageBuilder]] | bytes | int = field(default_factory=dict)
-    later: tuple[bytes | int, ...] = ()
+    later: bytes | int | tuple[bytes | int, ...] = ()
     fresh: dict[tuple, list[_MessageBuilder]] | None = None
     vendor_ids: list[bytes] | tuple = ()
     anomalies: list[Anomaly] | tuple = ()
@@ -388,9 +389,15 @@ class _SaBuilder:
         self._join(store)
         return store
 
+    @property
+    def packs_later(self) -> tuple[bytes | int, ...]:
+        """The packs of the messages met while frozen, in order."""
+        later = self.later
+        return later if type(later) is tuple else (later,)
+
     def _join(self, store: dict[tuple, list[_MessageBuilder]], done: bool = False) -> None:
         """The messages met while frozen after the packed ones, as they came (their keys are new)."""
-        for packed in self.later:
+        for packed in self.packs_later:
             store.update(_PACKER.unpack(packed, done=done))
         if self.fresh:
             store.update(self.fresh)
@@ -406,7 +413,7 @@ class _SaBuilder:
                 return fresh
             message_id, response, from_initiator = key
             kind = 2 * response + from_initiator
-            if message_id > first.highest[kind] and first.count < MAX_MESSAGES and len(self.later) < MAX_LATER:
+            if message_id > first.highest[kind] and first.count < MAX_MESSAGES and len(self.packs_later) < MAX_LATER:
                 highest = list(first.highest)
                 highest[kind] = message_id
                 self.first = _FirstSeen(first.frame, first.timestamp, first.count + 1, _shared(tuple(highest)))
@@ -424,7 +431,8 @@ class _SaBuilder:
             return
         if type(self.store) is not dict:
             if self.fresh:
-                self.later += (_PACKER.pack(self.fresh),)
+                packed = _PACKER.pack(self.fresh)
+                self.later = packed if self.later == () else (*self.packs_later, packed)
                 self.fresh = None
             return
         first = self.first
@@ -1326,7 +1334,7 @@ def _state_estimate(sa: _SaBuilder) -> int:
         return SA_STATE_BYTES + DATAGRAM_STATE_BYTES * sum(b.kept for bs in store.values() for b in bs)
     fresh = sa.fresh
     held = _Packer.held_size
-    more = (held(store) + sum(map(held, sa.later))
+    more = (held(store) + sum(map(held, sa.packs_later))
             + (DATAGRAM_STATE_BYTES * sum(b.kept for bs in fresh.values() for b in bs) if fresh else 0))
     return FROZEN_SA_STATE_BYTES + more if more else FROZEN_SA_STATE_BYTES  # the constant: one int for all
 
