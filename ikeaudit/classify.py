@@ -23,7 +23,7 @@ and `negotiated` can ever satisfy a policy.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from ikeaudit import iana, vendors
 from ikeaudit.iana import KeMethod
@@ -243,13 +243,29 @@ class StreamClassifier:
         self._parents: dict[tuple[str, str], tuple[float, Classification, Negotiation, bool]] = {}
         self._last: dict[tuple[str, str], tuple[_Attempt, Classification] | None] = {}
         self._last_seen: dict[tuple[str, str], float] = {}
+        # At the end of the input (`finish`): the parents and the peers still awaited.
+        self._awaited: frozenset[tuple[str, str]] | None = None
+        self._held: Callable[[str, str], bool] | None = None
+
+    def finish(self, awaited_parents: frozenset[tuple[str, str]], held: Callable[[str, str], bool]) -> None:
+        """What the negotiations still to come can need is known (the end of the input:
+        Tracker.finish_stream): the SPI pairs their rekeys were linked to, and whether
+        an SA between two peers is still to come. Nothing else is kept from now on (at
+        the end of a gateway's capture every SA is handed out at once, and what each
+        left here grew as large as the SAs in flight had been)."""
+        self._awaited, self._held = awaited_parents, held
+        for pair in [p for p in self._parents if p not in awaited_parents]:
+            del self._parents[pair]
+        for peers in [p for p in self._last_seen if not held(*p)]:
+            del self._last[peers], self._last_seen[peers]
 
     def __call__(self, n: Negotiation) -> Classification:
         kept = self._parents.get(n.rekeyed_from) if n.rekeyed_from else None
         parent, parent_negotiation = (kept[1], kept[2]) if kept else (None, None)
         c = classify(n, self.catalog, parent=parent, parent_negotiation=parent_negotiation)
         rekeys = [m for m in n.messages if m.exchange in (iana.CREATE_CHILD_SA, iana.IKE_FOLLOWUP_KE)]
-        if any(m.exchange == iana.CREATE_CHILD_SA for m in rekeys):
+        if any(m.exchange == iana.CREATE_CHILD_SA for m in rekeys) and (
+                self._awaited is None or (n.spi_i, n.spi_r) in self._awaited):
             pinned = any(x.new_spis for x in n.child_exchanges)
             self._parents[(n.spi_i, n.spi_r)] = (max(m.first_timestamp for m in rekeys), c,
                                                  replace(n, messages=tuple(rekeys)), pinned)
@@ -261,6 +277,8 @@ class StreamClassifier:
         self._last[peers] = ((_Attempt(n.spi_i, n.spi_r, n.first_frame, n.last_seen, n.established, n.state), c)
                              if _may_lead_to_downgrade(n, c) else None)
         self._last_seen[peers] = max(self._last_seen.get(peers, n.last_seen), n.last_seen)
+        if self._held is not None and not self._held(*peers):
+            del self._last[peers], self._last_seen[peers]
         return out
 
     def prune(self, horizon: float, now: float, held) -> None:

@@ -764,7 +764,9 @@ class _Chain:
         # What the tracker could not keep, told under the chain's first file.
         parsed[self.files[0]].anomalies.extend(self.tracker.anomalies())
         if self._stream is not None:
-            for rank, negotiation in self.tracker.finish_stream():
+            handed = self.tracker.finish_stream()
+            self._classify.finish(self.tracker.awaited_parents, self.tracker.holds)
+            for rank, negotiation in handed:
                 self._out(rank, negotiation)
             return
         negotiations = self.tracker.finish()

@@ -626,6 +626,7 @@ class Tracker:
         self._midstream_open: dict[_SaBuilder, _SaBuilder] = {}
         self._past = _HandedOut()
         self.horizon = -math.inf  # handed-out parents before this time can no longer be linked to
+        self.awaited_parents: frozenset[tuple[str, str]] = frozenset()  # set by finish_stream
         self._inner_seen = False  # decrypted payloads seen (they may name a rekey's new SPIs)
 
     # -- feeding ---------------------------------------------------------------------
@@ -1138,18 +1139,28 @@ class Tracker:
 
     def finish_stream(self) -> Iterator[tuple[int, Negotiation]]:
         """The end of the input for `hand_out`: every SA still held, in order, one at a
-        time (each builder is let go as its negotiation is made)."""
+        time (each builder is let go as its negotiation is made). Once it has returned,
+        what the negotiations still to come can need is known: `awaited_parents`, the
+        SPI pairs they were linked to as rekeys, and `holds`, the peers with one still
+        to come (a caller keeping state for later negotiations keeps only that)."""
         builders = list(self._idle)
         builders += [sa for sa in dict.fromkeys(self._closed) if sa not in self._idle]
         builders.sort(key=_order)
         # Every SA held is now both a parent to look at and an orphan to link (what
         # `_link` gathers from the indexes for some), with what those handed out left.
         _link_rekeys(builders, self.rekey_window, orphans=builders, past=self._past)
+        self.awaited_parents = frozenset(sa.rekeyed_from for sa in builders if sa.rekeyed_from is not None)
         self._closed.clear()  # each builder goes as soon as its negotiation is made
+        held, self._held_by_peers = self._held_by_peers, {}
         self._clear_open()
+        self._held_by_peers = held  # emptied as they are handed out, for `holds`
         self._past = _HandedOut()
+        return self._hand_out_all(builders)
+
+    def _hand_out_all(self, builders: list[_SaBuilder | None]) -> Iterator[tuple[int, Negotiation]]:
         for index, sa in enumerate(builders):
             builders[index] = None
+            self._forget(sa)
             yield sa.order, self._negotiation(sa)
 
     def _release(self, ready: dict[_SaBuilder, _SaBuilder]) -> list[_SaBuilder]:

@@ -144,3 +144,43 @@ def test_streamed_negotiations_carry_their_sensor_and_are_counted_as_found():
         sorted((n.negotiation.spi_i, n.sensor) for audit in whole_run for n in audit.negotiations)
     assert {n.sensor for n in handed} == {"dc-span", "branch"}
     assert sum(counted) == len(handed)
+
+
+def test_a_rekey_and_its_parent_both_handed_out_at_the_end_are_linked_and_share_their_class(mid_scan):
+    # r01 as captured: the parent and its rekey are both still held at the end of the
+    # input, where the classifier keeps a parent only when a rekey to come awaits it.
+    got = []
+    audit_captures([lab_path("r01")], on_negotiation=lambda *item: got.append(item))
+    parent, child = [item for _, _, item in sorted(got, key=lambda g: g[:2])]
+    assert mid_scan[0] == 0
+    assert child.negotiation.rekeyed_from == (parent.negotiation.spi_i, parent.negotiation.spi_r)
+    assert child.classification.name == parent.classification.name == "hybrid-pq"
+
+
+def test_a_classical_retry_after_a_refused_pq_attempt_both_handed_out_at_the_end_is_a_downgrade(tmp_path, mid_scan):
+    x01, c01 = captures.read(lab_path("x01")), captures.read(lab_path("c01"))
+    later = captures.shifted(c01, float(x01[-1].time - c01[0].time) + 5)
+    path = captures.write(x01 + later, tmp_path / "retry-at-end.pcap")
+    got = []
+    audit_captures([path], on_negotiation=lambda *item: got.append(item))
+    refused, classical = [item for _, _, item in sorted(got, key=lambda g: g[:2])]
+    assert mid_scan[0] == 0
+    assert [f.code for f in classical.classification.findings].count("downgrade") == 1
+    assert streamed([path]) == whole([path])
+
+
+def test_at_the_end_of_the_input_the_classifier_keeps_nothing_for_negotiations_that_will_not_come():
+    from ikeaudit.classify import StreamClassifier
+
+    negotiation = audit_captures([lab_path("r01")])[0].negotiations[0].negotiation  # the parent: it rekeyed
+    kept = StreamClassifier()
+    kept(negotiation)
+    assert kept._parents and kept._last
+    done = StreamClassifier()
+    done.finish(frozenset(), lambda initiator, responder: False)
+    done(negotiation)
+    assert not done._parents and not done._last and not done._last_seen
+    awaited = StreamClassifier()
+    awaited.finish(frozenset({(negotiation.spi_i, negotiation.spi_r)}), lambda initiator, responder: True)
+    awaited(negotiation)
+    assert awaited._parents and (negotiation.initiator, negotiation.responder) in awaited._last
