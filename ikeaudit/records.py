@@ -520,11 +520,11 @@ def quick_init(cls: type) -> type:
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__doc__ = cls.__init__.__doc__
     cls.__init__ = init
-    _FIELDS[cls] = (tuple(names), attrgetter(*names) if len(names) > 1 else (lambda o, n=names[0]: (getattr(o, n),)))
+    _FIELDS[cls] = ({name: i for i, name in enumerate(names)}, attrgetter(*names) if len(names) > 1 else (lambda o, n=names[0]: (getattr(o, n),)))
     return cls
 
 
-# quick_init's classes -> (field names, a getter of their values as a tuple)
+# quick_init's classes -> (field name -> position, a getter of their values as a tuple)
 _FIELDS: dict[type, tuple] = {}
 
 
@@ -535,10 +535,14 @@ def replace(record, /, **changes):
     known = _FIELDS.get(type(record))
     if known is None:
         return dataclasses.replace(record, **changes)
-    names, values = known
-    fields = dict(zip(names, values(record)))
-    fields.update(changes)
-    return type(record)(**fields)
+    positions, values = known
+    arguments = list(values(record))
+    for name, value in changes.items():
+        position = positions.get(name)
+        if position is None:
+            raise TypeError(f"{type(record).__name__}: no field {name!r}")
+        arguments[position] = value
+    return type(record)(*arguments)
 
 
 for _record in [value for value in list(globals().values())
