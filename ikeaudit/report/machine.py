@@ -40,12 +40,16 @@ def iter_json(document: dict) -> Iterator[str]:
 
 
 def _negotiation_text(view: dict) -> str:
-    return _negotiation_bytes(view).decode()
+    return _indented(_dumps(view), "    ")
 
 
 def _negotiation_bytes(view: dict) -> bytes:
+    """_negotiation_text in UTF-8, as a spool keeps it: orjson's bytes indented as they are."""
+    encoded = _orjson(view)
+    if encoded is None:
+        return _negotiation_text(view).encode()
     # A raw newline occurs in encoded JSON only between tokens (strings escape theirs).
-    return _encoded(view).replace(b"\n", b"\n    ")
+    return encoded.replace(b"\n", b"\n    ")
 
 
 def _iter_json(document: dict, negotiations: Callable[[], Iterable[str]], count: int) -> Iterator[str]:
@@ -225,15 +229,16 @@ def _dumps(value) -> str:
     """json.dumps(value, indent=2, ensure_ascii=False) by orjson (a negotiation of a flood
     took 2 ms in json's encoder), the same text but for floats of 1e16 and more; json
     itself for what orjson cannot encode (integers past 64 bits, and what json refuses too)."""
-    return _encoded(value).decode()
+    encoded = _orjson(value)
+    return json.dumps(value, indent=2, ensure_ascii=False) if encoded is None else encoded.decode()
 
 
-def _encoded(value) -> bytes:
-    """_dumps' text in UTF-8."""
+def _orjson(value) -> bytes | None:
+    """_dumps' text in UTF-8 when orjson encodes the value, else None."""
     try:
         encoded = orjson.dumps(value, option=_ORJSON_OPTIONS)
     except TypeError:
-        return json.dumps(value, indent=2, ensure_ascii=False).encode()
+        return None
     if b"0.0000" in encoded or b"e-" in encoded:
         encoded = _repr_small_floats(encoded)
     return encoded
@@ -250,14 +255,18 @@ def render_jsonl(document: dict) -> str:
 
 
 def _dumps_line(value) -> str:
-    return _line_bytes(value).decode()
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def _line_bytes(value) -> bytes:
+    """_dumps_line in UTF-8, as a spool keeps it."""
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
     except TypeError:
-        return (json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        return _dumps_line(value).encode()
 
 
 def csv_safe(value) -> str:
