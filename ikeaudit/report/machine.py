@@ -43,13 +43,17 @@ def _negotiation_text(view: dict) -> str:
     return _indented(_dumps(view), "    ")
 
 
+# Within the document's list a negotiation is indented four spaces more than alone, as
+# orjson indents it there too: dumped inside such a list, its text is cut out as it is.
+_IN_LIST_HEAD, _IN_LIST_TAIL = b'{\n  "negotiations": [\n    ', b"\n  ]\n}"
+
+
 def _negotiation_bytes(view: dict) -> bytes:
-    """_negotiation_text in UTF-8, as a spool keeps it: orjson's bytes indented as they are."""
-    encoded = _orjson(view)
-    if encoded is None:
+    """_negotiation_text in UTF-8, as a spool keeps it."""
+    encoded = _orjson({"negotiations": [view]})
+    if encoded is None or not (encoded.startswith(_IN_LIST_HEAD) and encoded.endswith(_IN_LIST_TAIL)):
         return _negotiation_text(view).encode()
-    # A raw newline occurs in encoded JSON only between tokens (strings escape theirs).
-    return encoded.replace(b"\n", b"\n    ")
+    return encoded[len(_IN_LIST_HEAD):-len(_IN_LIST_TAIL)]
 
 
 def _iter_json(document: dict, negotiations: Callable[[], Iterable[str]], count: int) -> Iterator[str]:
