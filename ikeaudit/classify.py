@@ -22,13 +22,14 @@ and `negotiated` can ever satisfy a policy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
 from ikeaudit import iana, vendors
 from ikeaudit.iana import KeMethod
 from ikeaudit.mtu import NO_OVERHEAD as NO_CIPHER
 from ikeaudit.mtu import plaintext_upper_bound, sk_overhead
+from ikeaudit.records import quick_init, replace
 from ikeaudit.records import (
     AUTH_REQUESTED,
     ESTABLISHED,
@@ -59,6 +60,9 @@ CLASSES = (HYBRID_PQ, PQ_ONLY, CLASSICAL, CLASSICAL_PQ_OFFERED, FAILED, INCOMPLE
 
 # Generic payload header (4) + KE method (2) + reserved (2), RFC 7296 section 3.4.
 KE_PAYLOAD_HEADER = 8
+
+# Entries of each of a KeCatalog's memos (KE methods, proposal descriptions).
+MEMO_ENTRIES = 4096
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
@@ -129,13 +133,28 @@ class Classification:
         return tuple(m for _, m in self.addke)
 
 
+quick_init(Classification)
+
+
 class KeCatalog:
     """KE method lookup with the user's names for private-use ids."""
 
     def __init__(self, private: Mapping[int, PrivateKe] | None = None) -> None:
         self.private = dict(private or {})
+        # Answers of `method` and `describe_proposal`, by value (bounded: MEMO_ENTRIES each):
+        # a gateway's clients offer the same few proposals, thousands of times.
+        self._methods: dict[int, KeMethod] = {}
+        self._descriptions: dict[Proposal, str] = {}
 
     def method(self, method_id: int) -> KeMethod:
+        known = self._methods.get(method_id)
+        if known is None:
+            if len(self._methods) >= MEMO_ENTRIES:
+                self._methods.clear()
+            known = self._methods[method_id] = self._method(method_id)
+        return known
+
+    def _method(self, method_id: int) -> KeMethod:
         base = iana.ke_method(method_id, {k: v.name for k, v in self.private.items()})
         declared = self.private.get(method_id)
         if base.kind == "private" and declared is not None and declared.kind in ("pq", "classical"):
@@ -447,6 +466,15 @@ def _intermediate_says_mlkem(m: TrackedMessage) -> str | None:
 
 
 def describe_proposal(p: Proposal, catalog: KeCatalog) -> str:
+    known = catalog._descriptions.get(p)
+    if known is None:
+        if len(catalog._descriptions) >= MEMO_ENTRIES:
+            catalog._descriptions.clear()
+        known = catalog._descriptions[p] = _describe_proposal(p, catalog)
+    return known
+
+
+def _describe_proposal(p: Proposal, catalog: KeCatalog) -> str:
     parts = []
     for t in p.transforms:
         slot = iana.TRANSFORM_TYPES.get(t.type, str(t.type))

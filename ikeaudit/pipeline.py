@@ -36,7 +36,7 @@ import sys
 from collections import Counter
 from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from ikeaudit.certs import AuthInventory, inventory
@@ -50,6 +50,7 @@ from ikeaudit.mtu import FragmentationProfile, profile
 from ikeaudit.peer import Implementation, identify
 from ikeaudit.records import (Anomaly, EspFlow, Frame, IkeDatagram, Ikev1Message, IkeMessage, Malformed,
                               Negotiation)
+from ikeaudit.records import replace  # dataclasses.replace, faster for records
 from ikeaudit.cache import files_digest, read_cached, write_cached
 from ikeaudit.sources import Capture, CaptureError, TimeOrder, iter_capture, open_capture, rotations
 from ikeaudit.track import DEFAULT_MAX_STATE_MB, REKEY_WINDOW_S, Tracker

@@ -43,6 +43,19 @@ def _negotiation_text(view: dict) -> str:
     return _indented(_dumps(view), "    ")
 
 
+# Within the document's list a negotiation is indented four spaces more than alone, as
+# orjson indents it there too: dumped inside such a list, its text is cut out as it is.
+_IN_LIST_HEAD, _IN_LIST_TAIL = b'{\n  "negotiations": [\n    ', b"\n  ]\n}"
+
+
+def _negotiation_bytes(view: dict) -> bytes:
+    """_negotiation_text in UTF-8, as a spool keeps it."""
+    encoded = _orjson({"negotiations": [view]})
+    if encoded is None or not (encoded.startswith(_IN_LIST_HEAD) and encoded.endswith(_IN_LIST_TAIL)):
+        return _negotiation_text(view).encode()
+    return encoded[len(_IN_LIST_HEAD):-len(_IN_LIST_TAIL)]
+
+
 def _iter_json(document: dict, negotiations: Callable[[], Iterable[str]], count: int) -> Iterator[str]:
     if not document:
         yield "{}\n"
@@ -82,8 +95,9 @@ class Spool:
 
     def __init__(self, fmt: str, apart: tuple[str, ...] = ()) -> None:
         self._fmt = fmt
-        text = {"json": _negotiation_text, "jsonl": _dumps_line, "csv": _csv_line, "views": None}[fmt]
-        self._render = marshal.dumps if text is None else (lambda view: text(view).encode())
+        # The spool holds the text's UTF-8 bytes, as the JSON encoders give them.
+        self._render = {"json": _negotiation_bytes, "jsonl": _line_bytes,
+                        "csv": lambda view: _csv_line(view).encode(), "views": marshal.dumps}[fmt]
         self.apart = apart
         self._file = tempfile.TemporaryFile()
         self._files, self._ranks = array("q"), array("q")
@@ -116,11 +130,15 @@ class Spool:
         if self._order is None:
             self._order = array("q", sorted(range(len(files)), key=lambda i: (files[i], ranks[i])))
         stride = 1 + len(self.apart)
+        at = -1
         for i in self._order:
             read = []
             for part in (0, *(1 + p for p in parts)):
-                spool.seek(offsets[i * stride + part])
-                read.append(spool.read(sizes[i * stride + part]))
+                record = i * stride + part
+                if offsets[record] != at:  # in the order written, as most are: read on, no seek
+                    spool.seek(offsets[record])
+                read.append(spool.read(sizes[record]))
+                at = offsets[record] + sizes[record]
             yield read
 
     def _texts(self) -> Iterator[str]:
@@ -215,13 +233,19 @@ def _dumps(value) -> str:
     """json.dumps(value, indent=2, ensure_ascii=False) by orjson (a negotiation of a flood
     took 2 ms in json's encoder), the same text but for floats of 1e16 and more; json
     itself for what orjson cannot encode (integers past 64 bits, and what json refuses too)."""
+    encoded = _orjson(value)
+    return json.dumps(value, indent=2, ensure_ascii=False) if encoded is None else encoded.decode()
+
+
+def _orjson(value) -> bytes | None:
+    """_dumps' text in UTF-8 when orjson encodes the value, else None."""
     try:
         encoded = orjson.dumps(value, option=_ORJSON_OPTIONS)
     except TypeError:
-        return json.dumps(value, indent=2, ensure_ascii=False)
+        return None
     if b"0.0000" in encoded or b"e-" in encoded:
         encoded = _repr_small_floats(encoded)
-    return encoded.decode()
+    return encoded
 
 
 def _indented(text: str, indent: str) -> str:
@@ -239,6 +263,14 @@ def _dumps_line(value) -> str:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE).decode()
     except TypeError:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def _line_bytes(value) -> bytes:
+    """_dumps_line in UTF-8, as a spool keeps it."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return _dumps_line(value).encode()
 
 
 def csv_safe(value) -> str:

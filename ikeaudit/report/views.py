@@ -6,6 +6,7 @@ same thing. Field names are a contract with scripts: add freely, rename never.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Iterable
@@ -27,8 +28,46 @@ from ikeaudit.records import Anomaly, ChildExchange, Decryption, Identification,
 SCHEMA_VERSION = 2
 
 
+# Whole second -> its ISO 8601 text: a scan writes the time of every message, and the
+# messages of a capture fall in far fewer seconds. Bounded: cleared when full.
+_SECONDS: dict[float, str] = {}
+# Tuples of payload, notify and exchange ids -> their names: a gateway's messages carry
+# the same few chains over and over (also bounded).
+_NAMES: dict[tuple, tuple[str, ...]] = {}
+MEMO_ENTRIES = 4096
+
+
 def iso_time(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="microseconds"),
+    "Z" for "+00:00": the microseconds rounded as datetime rounds them (CPython's
+    _PyTime_DoubleToDenominator: the fraction times 10^6, half to even, carried into the
+    second), the second's text made once."""
+    fraction, whole = math.modf(epoch)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        micros -= 1_000_000
+        whole += 1.0
+    elif micros < 0:
+        micros += 1_000_000
+        whole -= 1.0
+    second = _SECONDS.get(whole)
+    if second is None:
+        if len(_SECONDS) >= MEMO_ENTRIES:
+            _SECONDS.clear()
+        second = _SECONDS[whole] = datetime.fromtimestamp(int(whole), tz=timezone.utc).isoformat(
+            timespec="seconds").replace("+00:00", "")
+    return f"{second}.{micros:06d}Z"
+
+
+def _names(name, values: tuple[int, ...]) -> list[str]:
+    """[name(v) for v in values], the names of an id tuple met before remembered."""
+    key = (name, values)
+    names = _NAMES.get(key)
+    if names is None:
+        if len(_NAMES) >= MEMO_ENTRIES:
+            _NAMES.clear()
+        names = _NAMES[key] = tuple(map(name, values))
+    return list(names)
 
 
 def anomaly_view(a: Anomaly) -> dict:
@@ -57,7 +96,7 @@ def inner_view(inner: InnerPayloads | None, catalog: KeCatalog) -> dict | None:
     if inner is None:
         return None
     return {
-        "payloads": [iana.payload_name(p) for p in inner.payload_types],
+        "payloads": _names(iana.payload_name, inner.payload_types),
         "ke_method": inner.key_exchange.method if inner.key_exchange else None,
         "ke_data_bytes": inner.key_exchange.data_length if inner.key_exchange else None,
         "notifies": [iana.notify_name(n.type) for n in inner.notifies],
@@ -176,8 +215,8 @@ def message_view(m: TrackedMessage, catalog: KeCatalog | None = None) -> dict:
         "ip_fragment_lengths": [list(x) for x in m.ip_fragment_lengths],
         "retransmissions": m.retransmissions,
         "assembly_seconds": round(m.assembly_seconds, 6),
-        "payloads": [iana.payload_name(p) for p in m.payload_types],
-        "notifies": [iana.notify_name(n) for n in m.notifies],
+        "payloads": _names(iana.payload_name, m.payload_types),
+        "notifies": _names(iana.notify_name, m.notifies),
         "ke_method": m.key_exchange.method if m.key_exchange else None,
         "ke_data_bytes": m.key_exchange.data_length if m.key_exchange else None,
         "decryption": decryption_view(m.decryption),
