@@ -1497,6 +1497,9 @@ def _create_child_sa_requests(messages: dict[tuple, list[_MessageBuilder]]) -> l
                   key=lambda m: m.first_timestamp)
 
 
+_ROOM_TEXTS: dict[tuple, str] = {}
+
+
 def _rekey_room(parent: _SaBuilder, message: TrackedMessage) -> tuple[bool, str]:
     """Whether a CREATE_CHILD_SA message of the parent is large enough to rekey it: an
     IKE SA rekey carries an SA payload, a Nonce and a KE payload (of the parent's own KE
@@ -1506,13 +1509,20 @@ def _rekey_room(parent: _SaBuilder, message: TrackedMessage) -> tuple[bool, str]
     ke_ids = parent.chosen.ids(iana.TRANSFORM_KE) if parent.chosen else ()
     method = iana.ke_method(ke_ids[0]) if ke_ids else None
     key_bytes = (method.responder_bytes if message.response else method.initiator_bytes) if method else None
-    needed = MIN_IKE_REKEY_REQUEST
-    what = f"the smallest IKE SA rekey {'response' if message.response else 'request'}"
-    if key_bytes:
-        needed = MIN_IKE_REKEY_REQUEST - 32 + key_bytes
-        what += f" with the parent's {method.name} key"
-    cipher = "the negotiated cipher" if overhead else "no cipher overhead (cipher unknown)"
-    text = f"its at most {room} inner bytes ({cipher}) {'have' if room >= needed else 'lack'} room for {what} ({needed} bytes)"
+    needed = MIN_IKE_REKEY_REQUEST - 32 + key_bytes if key_bytes else MIN_IKE_REKEY_REQUEST
+    # One text for the many alike (at the end of a gateway's capture every rekey
+    # candidate holds one: 200 bytes each were most of the linking's memory).
+    key = (room, bool(overhead), method.name if key_bytes else None, message.response)
+    text = _ROOM_TEXTS.get(key)
+    if text is None:
+        what = f"the smallest IKE SA rekey {'response' if message.response else 'request'}"
+        if key_bytes:
+            what += f" with the parent's {method.name} key"
+        cipher = "the negotiated cipher" if overhead else "no cipher overhead (cipher unknown)"
+        text = (f"its at most {room} inner bytes ({cipher}) {'have' if room >= needed else 'lack'} room for "
+                f"{what} ({needed} bytes)")
+        if len(_ROOM_TEXTS) < MAX_SHARED_TUPLES:
+            _ROOM_TEXTS[key] = text
     return room >= needed, text
 
 
@@ -1538,28 +1548,32 @@ def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S, *,
                and sa.rekey_linked_by != "spis"
                and not (sa.exchanges & _HANDSHAKE and any(
                    b.first.exchange in _HANDSHAKE_EXCHANGES for bs in sa.peek().values() for b in bs))]
-    pairs = {frozenset((sa.initiator, sa.responder)) for sa in orphans}
-    if not pairs:
+    by_pair: dict[frozenset, tuple[list[_SaBuilder], list[_SaBuilder]]] = {}  # pair -> (orphans, parents)
+    for sa in orphans:
+        by_pair.setdefault(frozenset((sa.initiator, sa.responder)), ([], []))[0].append(sa)
+    if not by_pair:
         return
-    # Address pair -> every CREATE_CHILD_SA message large enough for a rekey, in time
-    # order: each orphan looks only at those of its window (a gateway pair rekeying for
-    # hours, or thousands of peers, made a walk over every parent quadratic).
-    candidates: dict[frozenset, list[tuple]] = {}
     for parent in sas:
-        pair = frozenset((parent.initiator, parent.responder))
-        if pair in pairs:
-            entries = _rekey_entries(parent)
-            if entries:
-                candidates.setdefault(pair, []).extend(entries)
-    if past is not None:
-        for pair in pairs:
-            if pair in past.entries:
-                candidates.setdefault(pair, []).extend(past.entries[pair])
-    for entries in candidates.values():
+        found = by_pair.get(frozenset((parent.initiator, parent.responder)))
+        if found is not None:
+            found[1].append(parent)
+    # An address pair at a time, its CREATE_CHILD_SA messages large enough for a rekey in
+    # time order: each orphan looks only at those of its window (a gateway pair rekeying
+    # for hours, or thousands of peers, made a walk over every parent quadratic), and
+    # only one pair's are held at once (at the end of a gateway's capture, all of them
+    # together were a tenth of its peak memory).
+    for pair, (pair_orphans, parents) in by_pair.items():
+        entries = [entry for parent in parents for entry in _rekey_entries(parent)]
+        if past is not None and pair in past.entries:
+            entries.extend(past.entries[pair])
         entries.sort(key=lambda e: e[:3])
+        _link_orphans(pair_orphans, entries, window)
+
+
+def _link_orphans(orphans: list[_SaBuilder], entries: list[tuple], window: float) -> None:
+    """Each orphan of an address pair tied to the best of the pair's rekey candidates (`_rekey_entries`)."""
     for sa in orphans:
         start = sa.first.timestamp
-        entries = candidates.get(frozenset((sa.initiator, sa.responder)), [])
         best: tuple | None = None
         # Widened by a microsecond: the exact test below decides, as float rounding would.
         low = bisect_left(entries, start - window - 1e-6, key=_time)
