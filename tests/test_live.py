@@ -832,7 +832,11 @@ def test_a_real_strongswan_handshake_is_reported_classical_modp2048(veth, tmp_pa
                                    capture_output=True, text=True, timeout=60)  # fmt: skip
         if "IKE_SA lab" not in initiated.stdout or "established" not in initiated.stdout:
             pytest.skip(f"strongSwan did not establish the IKE SA: {initiated.stdout[-500:]}")
-        time.sleep(0.5)  # the handshake is handed out as it completes, before any stop
+        # The handshake is handed out as it completes, before any stop: waited for, since
+        # a first run with empty caches may load Scapy to dissect it (half a second or more).
+        deadline = time.monotonic() + 20
+        while not run.lines() and time.monotonic() < deadline:
+            time.sleep(0.05)
         streamed = run.lines()
         assert run.stop() == 0
     finally:
