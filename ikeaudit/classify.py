@@ -22,6 +22,7 @@ and `negotiated` can ever satisfy a policy.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
@@ -61,7 +62,7 @@ CLASSES = (HYBRID_PQ, PQ_ONLY, CLASSICAL, CLASSICAL_PQ_OFFERED, FAILED, INCOMPLE
 # Generic payload header (4) + KE method (2) + reserved (2), RFC 7296 section 3.4.
 KE_PAYLOAD_HEADER = 8
 
-# Entries of each of a KeCatalog's memos (KE methods, proposal descriptions).
+# Entries of the memos of KE methods and proposal descriptions (functools.lru_cache).
 MEMO_ENTRIES = 4096
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -141,20 +142,11 @@ class KeCatalog:
 
     def __init__(self, private: Mapping[int, PrivateKe] | None = None) -> None:
         self.private = dict(private or {})
-        # Answers of `method` and `describe_proposal`, by value (bounded: MEMO_ENTRIES each):
-        # a gateway's clients offer the same few proposals, thousands of times.
-        self._methods: dict[int, KeMethod] = {}
-        self._descriptions: dict[Proposal, str] = {}
 
+    # Remembered by value, as `describe_proposal` is: a gateway's clients offer the same
+    # few proposals thousands of times (`private` is not changed after construction).
+    @functools.lru_cache(maxsize=MEMO_ENTRIES)
     def method(self, method_id: int) -> KeMethod:
-        known = self._methods.get(method_id)
-        if known is None:
-            if len(self._methods) >= MEMO_ENTRIES:
-                self._methods.clear()
-            known = self._methods[method_id] = self._method(method_id)
-        return known
-
-    def _method(self, method_id: int) -> KeMethod:
         base = iana.ke_method(method_id, {k: v.name for k, v in self.private.items()})
         declared = self.private.get(method_id)
         if base.kind == "private" and declared is not None and declared.kind in ("pq", "classical"):
@@ -465,16 +457,8 @@ def _intermediate_says_mlkem(m: TrackedMessage) -> str | None:
             f"more than any classical method ({iana.LARGEST_CLASSICAL_KE_BYTES} B, 8192-bit MODP), so an ML-KEM key")
 
 
+@functools.lru_cache(maxsize=MEMO_ENTRIES)
 def describe_proposal(p: Proposal, catalog: KeCatalog) -> str:
-    known = catalog._descriptions.get(p)
-    if known is None:
-        if len(catalog._descriptions) >= MEMO_ENTRIES:
-            catalog._descriptions.clear()
-        known = catalog._descriptions[p] = _describe_proposal(p, catalog)
-    return known
-
-
-def _describe_proposal(p: Proposal, catalog: KeCatalog) -> str:
     parts = []
     for t in p.transforms:
         slot = iana.TRANSFORM_TYPES.get(t.type, str(t.type))

@@ -18,6 +18,7 @@ anything it does not list is recorded as an anomaly instead of being guessed.
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import zlib
@@ -1066,20 +1067,20 @@ class Tracker:
                 self._close(sa)
             if not sa.reported and (idle or sa.state in outcome):
                 ready.append(sa)
-        for sa in {id(s): s for s in self._ikev1.values()}.values():
+        for sa in dict.fromkeys(self._ikev1.values()):
             if not sa.reported and now - sa.last_seen >= idle_timeout:
                 ready.append(sa)
         ready += self._unreported  # closed since the last drain: idle, or evicted from a full table
         self._unreported = []
-        ready = [sa for sa in {id(s): s for s in ready}.values() if not sa.reported]
+        ready = [sa for sa in dict.fromkeys(ready) if not sa.reported]
         for sa in ready:
             sa.reported = True
         orphans = {frozenset((sa.initiator, sa.responder)) for sa in ready if sa.state == MIDSTREAM}
         if orphans:
             # Only the SAs between the same peers can be a parent: linking over the whole
             # history at every drain made a long capture quadratic.
-            family = {id(s): s for peers in orphans for s in self._by_peers.get(peers, {}).values()}
-            _link_rekeys(sorted(family.values(), key=_order), self.rekey_window)
+            family = dict.fromkeys(s for peers in orphans for s in self._by_peers.get(peers, {}))
+            _link_rekeys(sorted(family, key=_order), self.rekey_window)
         return [self._negotiation(sa) for sa in sorted(ready, key=_order)]
 
     def _forget_live(self, sa: _SaBuilder) -> None:
@@ -1240,8 +1241,7 @@ class Tracker:
         for sa in [*self._by_pair.values(), *self._pending.values()]:
             self._closed.append(sa)
         self._clear_open()
-        unique = {id(sa): sa for sa in self._closed}
-        builders = sorted(unique.values(), key=_order)
+        builders = sorted(dict.fromkeys(self._closed), key=_order)
         _link_rekeys(builders, self.rekey_window)
         self.reported = [sa.reported for sa in builders]
         return [self._negotiation(sa) for sa in builders]
@@ -1497,9 +1497,6 @@ def _create_child_sa_requests(messages: dict[tuple, list[_MessageBuilder]]) -> l
                   key=lambda m: m.first_timestamp)
 
 
-_ROOM_TEXTS: dict[tuple, str] = {}
-
-
 def _rekey_room(parent: _SaBuilder, message: TrackedMessage) -> tuple[bool, str]:
     """Whether a CREATE_CHILD_SA message of the parent is large enough to rekey it: an
     IKE SA rekey carries an SA payload, a Nonce and a KE payload (of the parent's own KE
@@ -1510,20 +1507,19 @@ def _rekey_room(parent: _SaBuilder, message: TrackedMessage) -> tuple[bool, str]
     method = iana.ke_method(ke_ids[0]) if ke_ids else None
     key_bytes = (method.responder_bytes if message.response else method.initiator_bytes) if method else None
     needed = MIN_IKE_REKEY_REQUEST - 32 + key_bytes if key_bytes else MIN_IKE_REKEY_REQUEST
-    # One text for the many alike (at the end of a gateway's capture every rekey
-    # candidate holds one: 200 bytes each were most of the linking's memory).
-    key = (room, bool(overhead), method.name if key_bytes else None, message.response)
-    text = _ROOM_TEXTS.get(key)
-    if text is None:
-        what = f"the smallest IKE SA rekey {'response' if message.response else 'request'}"
-        if key_bytes:
-            what += f" with the parent's {method.name} key"
-        cipher = "the negotiated cipher" if overhead else "no cipher overhead (cipher unknown)"
-        text = (f"its at most {room} inner bytes ({cipher}) {'have' if room >= needed else 'lack'} room for "
-                f"{what} ({needed} bytes)")
-        if len(_ROOM_TEXTS) < MAX_SHARED_TUPLES:
-            _ROOM_TEXTS[key] = text
-    return room >= needed, text
+    return room >= needed, _room_text(room, needed, bool(overhead), method.name if key_bytes else None,
+                                      message.response)
+
+
+# One text for the many alike (at the end of a gateway's capture every rekey candidate
+# holds one: 200 bytes each were most of the linking's memory).
+@functools.lru_cache(maxsize=MAX_SHARED_TUPLES)
+def _room_text(room: int, needed: int, cipher_known: bool, method: str | None, response: bool) -> str:
+    what = f"the smallest IKE SA rekey {'response' if response else 'request'}"
+    if method is not None:
+        what += f" with the parent's {method} key"
+    cipher = "the negotiated cipher" if cipher_known else "no cipher overhead (cipher unknown)"
+    return f"its at most {room} inner bytes ({cipher}) {'have' if room >= needed else 'lack'} room for {what} ({needed} bytes)"
 
 
 def _link_rekeys(sas: list[_SaBuilder], window: float = REKEY_WINDOW_S, *,

@@ -6,6 +6,7 @@ same thing. Field names are a contract with scripts: add freely, rename never.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from datetime import datetime, timezone
@@ -28,12 +29,9 @@ from ikeaudit.records import Anomaly, ChildExchange, Decryption, Identification,
 SCHEMA_VERSION = 2
 
 
-# Whole second -> its ISO 8601 text: a scan writes the time of every message, and the
-# messages of a capture fall in far fewer seconds. Bounded: cleared when full.
-_SECONDS: dict[float, str] = {}
-# Tuples of payload, notify and exchange ids -> their names: a gateway's messages carry
-# the same few chains over and over (also bounded).
-_NAMES: dict[tuple, tuple[str, ...]] = {}
+# Entries of the memos below (functools.lru_cache): whole seconds (a scan writes the time
+# of every message, and the messages of a capture fall in far fewer seconds) and id
+# tuples (a gateway's messages carry the same few payload and notify chains over and over).
 MEMO_ENTRIES = 4096
 
 
@@ -50,24 +48,22 @@ def iso_time(epoch: float) -> str:
     elif micros < 0:
         micros += 1_000_000
         whole -= 1.0
-    second = _SECONDS.get(whole)
-    if second is None:
-        if len(_SECONDS) >= MEMO_ENTRIES:
-            _SECONDS.clear()
-        second = _SECONDS[whole] = datetime.fromtimestamp(int(whole), tz=timezone.utc).isoformat(
-            timespec="seconds").replace("+00:00", "")
-    return f"{second}.{micros:06d}Z"
+    return f"{_second_text(whole)}.{micros:06d}Z"
+
+
+@functools.lru_cache(maxsize=MEMO_ENTRIES)
+def _second_text(whole: float) -> str:
+    return datetime.fromtimestamp(int(whole), tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "")
 
 
 def _names(name, values: tuple[int, ...]) -> list[str]:
     """[name(v) for v in values], the names of an id tuple met before remembered."""
-    key = (name, values)
-    names = _NAMES.get(key)
-    if names is None:
-        if len(_NAMES) >= MEMO_ENTRIES:
-            _NAMES.clear()
-        names = _NAMES[key] = tuple(map(name, values))
-    return list(names)
+    return list(_name_tuple(name, values))
+
+
+@functools.lru_cache(maxsize=MEMO_ENTRIES)
+def _name_tuple(name, values: tuple[int, ...]) -> tuple[str, ...]:
+    return tuple(map(name, values))
 
 
 def anomaly_view(a: Anomaly) -> dict:
